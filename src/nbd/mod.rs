@@ -1,1 +1,6 @@
 //! The NBD server (in progress).
+
+pub mod export;
+pub mod negotiate;
+pub mod proto;
+pub mod transmission;
