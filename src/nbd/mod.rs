@@ -3,4 +3,5 @@
 pub mod export;
 pub mod negotiate;
 pub mod proto;
+pub mod session;
 pub mod transmission;
