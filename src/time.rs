@@ -38,7 +38,10 @@ pub struct TimeError {
 }
 
 fn err(input: &str, reason: &'static str) -> TimeError {
-    TimeError { input: input.to_string(), reason }
+    TimeError {
+        input: input.to_string(),
+        reason,
+    }
 }
 
 /// Parse any accepted spelling of a time.
@@ -51,13 +54,19 @@ pub fn parse_time(input: &str) -> Result<TimeSpec, TimeError> {
         if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err(input, "#SEQ needs a decimal record number"));
         }
-        let n: u64 = rest.parse().map_err(|_| err(input, "record number too large"))?;
+        let n: u64 = rest
+            .parse()
+            .map_err(|_| err(input, "record number too large"))?;
         return Ok(TimeSpec::AfterSeq(Seq(n)));
     }
     if let Some(rest) = s.strip_prefix('@') {
-        return parse_unix(rest).map(TimeSpec::At).map_err(|r| err(input, r));
+        return parse_unix(rest)
+            .map(TimeSpec::At)
+            .map_err(|r| err(input, r));
     }
-    parse_rfc3339(s).map(TimeSpec::At).map_err(|r| err(input, r))
+    parse_rfc3339(s)
+        .map(TimeSpec::At)
+        .map_err(|r| err(input, r))
 }
 
 fn parse_unix(s: &str) -> Result<TimeNs, &'static str> {
@@ -150,7 +159,9 @@ fn parse_rfc3339(s: &str) -> Result<TimeNs, &'static str> {
         }
     };
     let date = NaiveDate::from_ymd_opt(year as i32, month, day).ok_or("no such date")?;
-    let dt = date.and_hms_opt(hour, minute, second).ok_or("no such time of day")?;
+    let dt = date
+        .and_hms_opt(hour, minute, second)
+        .ok_or("no such time of day")?;
     let secs = dt.and_utc().timestamp() - offset_secs;
     secs.checked_mul(1_000_000_000)
         .and_then(|v| v.checked_add(frac_ns))
@@ -209,8 +220,14 @@ mod tests {
             parse_time("2026-11-23T06:30:15.123456789Z").unwrap(),
             TimeSpec::At(TimeNs(T0 * 1_000_000_000 + 123_456_789))
         );
-        assert_eq!(parse_time("@1.5").unwrap(), TimeSpec::At(TimeNs(1_500_000_000)));
-        assert_eq!(parse_time("@-1.5").unwrap(), TimeSpec::At(TimeNs(-1_500_000_000)));
+        assert_eq!(
+            parse_time("@1.5").unwrap(),
+            TimeSpec::At(TimeNs(1_500_000_000))
+        );
+        assert_eq!(
+            parse_time("@-1.5").unwrap(),
+            TimeSpec::At(TimeNs(-1_500_000_000))
+        );
     }
 
     #[test]
@@ -245,14 +262,25 @@ mod tests {
 
     #[test]
     fn printing_round_trips() {
-        for ns in [0, T0 * 1_000_000_000, T0 * 1_000_000_000 + 250_000_000, 123_456_789] {
+        for ns in [
+            0,
+            T0 * 1_000_000_000,
+            T0 * 1_000_000_000 + 250_000_000,
+            123_456_789,
+        ] {
             let t = TimeNs(ns);
             assert_eq!(parse_time(&format_rfc3339(t)).unwrap(), TimeSpec::At(t));
             assert_eq!(parse_time(&format_canonical(t)).unwrap(), TimeSpec::At(t));
             assert_eq!(parse_time(&format_rfc3339_ns(t)).unwrap(), TimeSpec::At(t));
             assert!(!format_canonical(t).contains(':'));
         }
-        assert_eq!(format_rfc3339(TimeNs(T0 * 1_000_000_000)), "2026-11-23T06:30:15Z");
-        assert_eq!(format_canonical(TimeNs(T0 * 1_000_000_000)), "2026-11-23T06-30-15Z");
+        assert_eq!(
+            format_rfc3339(TimeNs(T0 * 1_000_000_000)),
+            "2026-11-23T06:30:15Z"
+        );
+        assert_eq!(
+            format_canonical(TimeNs(T0 * 1_000_000_000)),
+            "2026-11-23T06-30-15Z"
+        );
     }
 }

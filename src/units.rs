@@ -79,7 +79,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'G' => 1 << 30,
                 'T' => 1 << 40,
                 'P' => 1 << 50,
-                _ => return Err(format!("size {s:?}: unknown suffix {c:?} (use K, M, G, T or P)")),
+                _ => {
+                    return Err(format!(
+                        "size {s:?}: unknown suffix {c:?} (use K, M, G, T or P)"
+                    ))
+                }
             };
             (&t[..i], m)
         }
@@ -88,7 +92,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("size {s:?} is not a number with an optional K/M/G/T suffix"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]

@@ -130,7 +130,11 @@ pub struct Loc {
 }
 
 impl Loc {
-    pub const ZERO: Loc = Loc { offset_bytes: 0, stored_len: 0, encoding: Encoding::Zero };
+    pub const ZERO: Loc = Loc {
+        offset_bytes: 0,
+        stored_len: 0,
+        encoding: Encoding::Zero,
+    };
 }
 
 /// What a record did.
@@ -304,7 +308,11 @@ pub fn finish_record(buf: &mut Vec<u8>, h: &mut RecordHeader) {
 pub enum BlockEntry {
     Zero,
     /// Stored in this record at `body_offset` (from the body's start).
-    Stored { encoding: Encoding, stored_len: u32, body_offset: usize },
+    Stored {
+        encoding: Encoding,
+        stored_len: u32,
+        body_offset: usize,
+    },
     /// Stored earlier at this log location.
     Ref(Loc),
 }
@@ -350,7 +358,9 @@ pub fn parse_block_entries(
     let mut at = 0usize;
     let need = |at: usize, n: usize| -> Result<(), String> {
         if at + n > body.len() {
-            Err(format!("block entry at body offset {at} runs past the record"))
+            Err(format!(
+                "block entry at body offset {at} runs past the record"
+            ))
         } else {
             Ok(())
         }
@@ -395,14 +405,21 @@ pub fn parse_block_entries(
                 if stored_len == 0 || stored_len > block_size {
                     return Err(format!("reference with stored length {stored_len}"));
                 }
-                out.push(BlockEntry::Ref(Loc { offset_bytes, stored_len, encoding: enc }));
+                out.push(BlockEntry::Ref(Loc {
+                    offset_bytes,
+                    stored_len,
+                    encoding: enc,
+                }));
                 at += 13;
             }
             t => return Err(format!("unknown block entry tag {t}")),
         }
     }
     if at != body.len() {
-        return Err(format!("{} bytes left over after the block entries", body.len() - at));
+        return Err(format!(
+            "{} bytes left over after the block entries",
+            body.len() - at
+        ));
     }
     Ok(out)
 }
@@ -416,14 +433,21 @@ pub fn decode_block(encoding: Encoding, stored: &[u8], out: &mut [u8]) -> Result
         }
         Encoding::Raw => {
             if stored.len() != out.len() {
-                return Err(format!("raw block of {} bytes, expected {}", stored.len(), out.len()));
+                return Err(format!(
+                    "raw block of {} bytes, expected {}",
+                    stored.len(),
+                    out.len()
+                ));
             }
             out.copy_from_slice(stored);
             Ok(())
         }
         Encoding::Lz4 => match lz4_flex::block::decompress_into(stored, out) {
             Ok(n) if n == out.len() => Ok(()),
-            Ok(n) => Err(format!("lz4 block decodes to {n} bytes, expected {}", out.len())),
+            Ok(n) => Err(format!(
+                "lz4 block decodes to {n} bytes, expected {}",
+                out.len()
+            )),
             Err(e) => Err(format!("lz4 block does not decode: {e}")),
         },
     }
@@ -536,7 +560,10 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(decode_record(&bad).is_err(), "flip at {i} undetected");
         }
-        assert_eq!(decode_record(&buf[..buf.len() - 1]), Err(RecordFault::Truncated));
+        assert_eq!(
+            decode_record(&buf[..buf.len() - 1]),
+            Err(RecordFault::Truncated)
+        );
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! The store's error type: every case says what went wrong and where.
+
+use crate::units::Seq;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{0}: not a diskhist store (no diskhist.store header); create one with `diskhist init`"
+    )]
+    NotAStore(PathBuf),
+    #[error(
+        "{path}: store format version {found}, but this diskhist reads version {expected}; \
+         use the diskhist release that wrote it"
+    )]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: corrupted: {what}; run `diskhist verify` for the full picture")]
+    Corrupted { path: PathBuf, what: String },
+    #[error(
+        "{path}: another writer is recording into this store ({holder}); \
+         one writer at a time — stop it first, readers (mount, export, log) may run alongside"
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error(
+        "{what} of {length_bytes} bytes at offset {offset_bytes} ends past the end of the \
+         disk ({size_bytes} bytes)"
+    )]
+    OutOfRange {
+        what: &'static str,
+        offset_bytes: u64,
+        length_bytes: u64,
+        size_bytes: u64,
+    },
+    #[error("operation of {length_bytes} bytes is larger than one record may hold ({max} bytes); split it")]
+    TooLarge { length_bytes: u64, max: u64 },
+    #[error("there is no state {seq}: the history ends at record {head}")]
+    NoSuchState { seq: Seq, head: Seq },
+    #[error(
+        "the writer stopped after a failed fsync: nothing more is acknowledged; what was \
+         synced before is safe, restart to resume recording"
+    )]
+    Poisoned,
+    #[error("{0}")]
+    Init(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn corrupted(path: impl Into<PathBuf>, what: impl Into<String>) -> StoreError {
+        StoreError::Corrupted {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attach a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| StoreError::io(path, e))
+    }
+}

@@ -1,0 +1,533 @@
+//! Sorted runs: immutable files of fixed-size entries sorted by key, with a
+//! fence key per page kept in memory so a lookup costs one binary search in
+//! memory and one `pread` of a page.
+//!
+//! ```text
+//!  0                     n*E              fence_off          bloom_off     len-FOOTER   len
+//!  +---------------------+-----------------+------------------+-------------+-----------+
+//!  | entries, sorted     | first key of    | bloom filter     | (nothing)   | footer    |
+//!  | (n of E bytes each) | each page       | (dedup runs)     |             |           |
+//!  +---------------------+-----------------+------------------+-------------+-----------+
+//! ```
+//!
+//! Footer (48 bytes): magic `DHRUN001`, kind u32, entry_len u32, n u64,
+//! first_seq u64, last_seq u64, bloom_words u32, crc32c of everything before
+//! the footer u32. The footer itself ends with nothing else: its own fields
+//! are covered by `verify` recomputing the run from the log.
+
+use crate::store::error::{IoContext, Result, StoreError};
+use crate::store::format::{Encoding, Loc};
+use crate::units::Seq;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Entries per page: one fence key and one `pread` per page.
+pub const PAGE_ENTRIES: usize = 128;
+const FOOTER_LEN: usize = 48;
+const RUN_MAGIC: &[u8; 8] = b"DHRUN001";
+const BLOOM_BITS_PER_ENTRY: usize = 12;
+const BLOOM_PROBES: u64 = 7;
+
+/// A fixed-size entry with an ordered key.
+pub trait RunEntry: Sized + Copy {
+    const LEN: usize;
+    const KIND: u32;
+    type Key: Ord + Copy;
+    fn key(&self) -> Self::Key;
+    fn encode(&self, out: &mut [u8]);
+    fn decode(b: &[u8]) -> Option<Self>;
+    /// The key, decoded from an encoded entry's prefix.
+    fn decode_key(b: &[u8]) -> Self::Key;
+    /// 64-bit hashes for the bloom filter; `None` if the run keeps none.
+    fn bloom_hashes(_key: &Self::Key) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn encode_loc(loc: &Loc, out: &mut [u8]) {
+    out[0..8].copy_from_slice(&loc.offset_bytes.to_le_bytes());
+    out[8..12].copy_from_slice(&loc.stored_len.to_le_bytes());
+    out[12] = loc.encoding as u8;
+    out[13..16].fill(0);
+}
+
+fn decode_loc(b: &[u8]) -> Option<Loc> {
+    Some(Loc {
+        offset_bytes: le_u64(b, 0),
+        stored_len: le_u32(b, 8),
+        encoding: Encoding::from_u8(b[12])?,
+    })
+}
+
+/// Block index entry: block `block` got content `loc` in record `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockVersion {
+    pub block: u64,
+    pub seq: u64,
+    pub loc: Loc,
+}
+
+impl RunEntry for BlockVersion {
+    const LEN: usize = 32;
+    const KIND: u32 = 1;
+    type Key = (u64, u64);
+    fn key(&self) -> (u64, u64) {
+        (self.block, self.seq)
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.block.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        encode_loc(&self.loc, &mut out[16..32]);
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(BlockVersion {
+            block: le_u64(b, 0),
+            seq: le_u64(b, 8),
+            loc: decode_loc(&b[16..32])?,
+        })
+    }
+    fn decode_key(b: &[u8]) -> (u64, u64) {
+        (le_u64(b, 0), le_u64(b, 8))
+    }
+}
+
+/// Dedup entry: content with BLAKE3 `hash` is stored at `loc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredContent {
+    pub hash: [u8; 32],
+    pub loc: Loc,
+}
+
+impl RunEntry for StoredContent {
+    const LEN: usize = 48;
+    const KIND: u32 = 2;
+    type Key = [u8; 32];
+    fn key(&self) -> [u8; 32] {
+        self.hash
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[0..32].copy_from_slice(&self.hash);
+        encode_loc(&self.loc, &mut out[32..48]);
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(StoredContent {
+            hash: b[0..32].try_into().unwrap(),
+            loc: decode_loc(&b[32..48])?,
+        })
+    }
+    fn decode_key(b: &[u8]) -> [u8; 32] {
+        b[0..32].try_into().unwrap()
+    }
+    fn bloom_hashes(key: &[u8; 32]) -> Option<(u64, u64)> {
+        Some((le_u64(key, 0), le_u64(key, 8) | 1))
+    }
+}
+
+/// An open run.
+pub struct Run<E: RunEntry> {
+    path: PathBuf,
+    file: File,
+    pub n: u64,
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    fences: Vec<E::Key>,
+    bloom: Vec<u64>,
+}
+
+impl<E: RunEntry> Run<E> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open a run, reading its footer, fences and bloom filter.
+    pub fn open(path: &Path) -> Result<Run<E>> {
+        let file = File::open(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        let bad = |what: String| StoreError::corrupted(path, what);
+        if len < FOOTER_LEN as u64 {
+            return Err(bad(format!(
+                "index run of {len} bytes is shorter than its footer"
+            )));
+        }
+        let mut f = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut f, len - FOOTER_LEN as u64)
+            .at(path)?;
+        if &f[0..8] != RUN_MAGIC || le_u32(&f, 8) != E::KIND || le_u32(&f, 12) as usize != E::LEN {
+            return Err(bad("index run footer has the wrong magic or kind".into()));
+        }
+        let n = le_u64(&f, 16);
+        let bloom_words = le_u32(&f, 40) as u64;
+        let pages = n.div_ceil(PAGE_ENTRIES as u64);
+        let key_len = Self::key_len();
+        let expect =
+            n * E::LEN as u64 + pages * key_len as u64 + bloom_words * 8 + FOOTER_LEN as u64;
+        if expect != len {
+            return Err(bad(format!(
+                "index run is {len} bytes, its footer implies {expect}"
+            )));
+        }
+        let mut fence_bytes = vec![0u8; pages as usize * key_len];
+        file.read_exact_at(&mut fence_bytes, n * E::LEN as u64)
+            .at(path)?;
+        let fences: Vec<E::Key> = fence_bytes
+            .chunks_exact(key_len)
+            .map(E::decode_key)
+            .collect();
+        let mut bloom_bytes = vec![0u8; bloom_words as usize * 8];
+        file.read_exact_at(
+            &mut bloom_bytes,
+            n * E::LEN as u64 + fence_bytes.len() as u64,
+        )
+        .at(path)?;
+        let bloom = bloom_bytes.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
+        Ok(Run {
+            path: path.to_path_buf(),
+            file,
+            n,
+            first_seq: Seq(le_u64(&f, 24)),
+            last_seq: Seq(le_u64(&f, 32)),
+            fences,
+            bloom,
+        })
+    }
+
+    fn key_len() -> usize {
+        // Keys are the entries' prefixes: 16 bytes (block, seq) or 32 (hash).
+        if E::KIND == BlockVersion::KIND {
+            16
+        } else {
+            32
+        }
+    }
+
+    fn read_page(&self, page: usize, buf: &mut Vec<u8>) -> Result<usize> {
+        let start = page as u64 * PAGE_ENTRIES as u64;
+        let count = (self.n - start).min(PAGE_ENTRIES as u64) as usize;
+        buf.resize(count * E::LEN, 0);
+        self.file
+            .read_exact_at(buf, start * E::LEN as u64)
+            .at(&self.path)?;
+        Ok(count)
+    }
+
+    /// The entry with the greatest key <= `key`.
+    pub fn find_le(&self, key: &E::Key) -> Result<Option<E>> {
+        let p = self.fences.partition_point(|f| f <= key);
+        if p == 0 {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        let count = self.read_page(p - 1, &mut buf)?;
+        let q = partition(&buf, count, |b| E::decode_key(b) <= *key);
+        debug_assert!(q >= 1);
+        let e = &buf[(q - 1) * E::LEN..q * E::LEN];
+        E::decode(e)
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupted(&self.path, "index run entry does not decode"))
+    }
+
+    /// The entry whose key equals `key`, consulting the bloom filter first.
+    pub fn find_eq(&self, key: &E::Key) -> Result<Option<E>> {
+        if let Some((h1, h2)) = E::bloom_hashes(key) {
+            if !self.bloom.is_empty() && !bloom_may_contain(&self.bloom, h1, h2) {
+                return Ok(None);
+            }
+        }
+        Ok(self.find_le(key)?.filter(|e| e.key() == *key))
+    }
+
+    /// Every entry, in key order, streamed from the file.
+    pub fn iter(&self) -> Result<RunIter<E>> {
+        Ok(RunIter {
+            file: self.file.try_clone().at(&self.path)?,
+            pos: 0,
+            left: self.n,
+            path: self.path.clone(),
+            buf: Vec::new(),
+            at: 0,
+            _e: std::marker::PhantomData,
+        })
+    }
+
+    /// Recompute the checksum over everything before the footer.
+    pub fn check_crc(&self) -> Result<bool> {
+        let len = self.file.metadata().at(&self.path)?.len();
+        let mut f = [0u8; FOOTER_LEN];
+        self.file
+            .read_exact_at(&mut f, len - FOOTER_LEN as u64)
+            .at(&self.path)?;
+        let body = len - FOOTER_LEN as u64;
+        let mut crc = 0u32;
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut pos = 0u64;
+        while pos < body {
+            let k = ((body - pos) as usize).min(chunk.len());
+            self.file
+                .read_exact_at(&mut chunk[..k], pos)
+                .at(&self.path)?;
+            crc = crc32c::crc32c_append(crc, &chunk[..k]);
+            pos += k as u64;
+        }
+        Ok(crc == le_u32(&f, 44))
+    }
+}
+
+fn partition(buf: &[u8], count: usize, pred: impl Fn(&[u8]) -> bool) -> usize {
+    let len = buf.len() / count.max(1);
+    let (mut lo, mut hi) = (0usize, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if pred(&buf[mid * len..(mid + 1) * len]) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+fn bloom_positions(words: usize, h1: u64, h2: u64) -> impl Iterator<Item = (usize, u64)> {
+    let bits = words as u64 * 64;
+    (0..BLOOM_PROBES).map(move |i| {
+        let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+        ((bit / 64) as usize, 1u64 << (bit % 64))
+    })
+}
+
+fn bloom_may_contain(bloom: &[u64], h1: u64, h2: u64) -> bool {
+    bloom_positions(bloom.len(), h1, h2).all(|(w, m)| bloom[w] & m != 0)
+}
+
+/// Streams a run's entries in order, reading with `pread` at its own
+/// position (clones of a file share an offset, so `read` would not do).
+pub struct RunIter<E: RunEntry> {
+    file: File,
+    pos: u64,
+    left: u64,
+    path: PathBuf,
+    buf: Vec<u8>,
+    at: usize,
+    _e: std::marker::PhantomData<E>,
+}
+
+impl<E: RunEntry> Iterator for RunIter<E> {
+    type Item = Result<E>;
+    fn next(&mut self) -> Option<Result<E>> {
+        if self.at >= self.buf.len() {
+            if self.left == 0 {
+                return None;
+            }
+            let k = self.left.min(2048);
+            self.buf.resize(k as usize * E::LEN, 0);
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, self.pos) {
+                self.left = 0;
+                self.buf.clear();
+                return Some(Err(StoreError::io(&self.path, e)));
+            }
+            self.pos += self.buf.len() as u64;
+            self.left -= k;
+            self.at = 0;
+        }
+        let e = &self.buf[self.at..self.at + E::LEN];
+        self.at += E::LEN;
+        Some(E::decode(e).ok_or_else(|| StoreError::corrupted(&self.path, "bad index entry")))
+    }
+}
+
+/// Write a run from entries already sorted by key; the file appears
+/// atomically (temporary name, fsync, rename). `n` is an upper bound on the
+/// number of entries (it sizes the bloom filter); the footer holds the count.
+pub fn write_run<E: RunEntry>(
+    path: &Path,
+    n: u64,
+    first_seq: Seq,
+    last_seq: Seq,
+    entries: impl Iterator<Item = Result<E>>,
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = crate::store::files::create_private(&tmp)?;
+    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let key_len = Run::<E>::key_len();
+    let keeps_bloom = E::KIND == StoredContent::KIND;
+    let bloom_words = if keeps_bloom {
+        ((n as usize * BLOOM_BITS_PER_ENTRY).div_ceil(64)).max(1)
+    } else {
+        0
+    };
+    let mut bloom = vec![0u64; bloom_words];
+    let mut fences = Vec::with_capacity(n.div_ceil(PAGE_ENTRIES as u64) as usize * key_len);
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; E::LEN];
+    let mut count = 0u64;
+    let mut prev: Option<E::Key> = None;
+    for e in entries {
+        let e = e?;
+        if prev.is_some_and(|p| p >= e.key()) {
+            return Err(StoreError::corrupted(
+                path,
+                "index entries out of order while writing a run",
+            ));
+        }
+        prev = Some(e.key());
+        e.encode(&mut buf);
+        if count % PAGE_ENTRIES as u64 == 0 {
+            fences.extend_from_slice(&buf[..key_len]);
+        }
+        if let Some((h1, h2)) = E::bloom_hashes(&e.key()) {
+            for (wi, m) in bloom_positions(bloom_words, h1, h2) {
+                bloom[wi] |= m;
+            }
+        }
+        crc = crc32c::crc32c_append(crc, &buf);
+        w.write_all(&buf).at(&tmp)?;
+        count += 1;
+    }
+    if count > n {
+        return Err(StoreError::corrupted(
+            path,
+            format!("run promised at most {n} entries, got {count}"),
+        ));
+    }
+    crc = crc32c::crc32c_append(crc, &fences);
+    w.write_all(&fences).at(&tmp)?;
+    for word in &bloom {
+        crc = crc32c::crc32c_append(crc, &word.to_le_bytes());
+        w.write_all(&word.to_le_bytes()).at(&tmp)?;
+    }
+    let mut f = [0u8; FOOTER_LEN];
+    f[0..8].copy_from_slice(RUN_MAGIC);
+    f[8..12].copy_from_slice(&E::KIND.to_le_bytes());
+    f[12..16].copy_from_slice(&(E::LEN as u32).to_le_bytes());
+    f[16..24].copy_from_slice(&count.to_le_bytes());
+    f[24..32].copy_from_slice(&first_seq.0.to_le_bytes());
+    f[32..40].copy_from_slice(&last_seq.0.to_le_bytes());
+    f[40..44].copy_from_slice(&(bloom_words as u32).to_le_bytes());
+    f[44..48].copy_from_slice(&crc.to_le_bytes());
+    w.write_all(&f).at(&tmp)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+    file.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)?;
+    Ok(())
+}
+
+/// Merge two runs' streams into one sorted stream. Keys never repeat
+/// across runs covering disjoint records; if one does, the older wins.
+pub fn merge<E: RunEntry>(older: RunIter<E>, newer: RunIter<E>) -> impl Iterator<Item = Result<E>> {
+    let mut a = older.peekable();
+    let mut b = newer.peekable();
+    std::iter::from_fn(move || {
+        let (take_a, drop_b) = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, false),
+            (Some(Err(_)), _) => (true, false),
+            (_, Some(Err(_))) => (false, false),
+            (Some(Ok(x)), Some(Ok(y))) => (x.key() <= y.key(), x.key() == y.key()),
+        };
+        if drop_b {
+            b.next();
+        }
+        if take_a {
+            a.next()
+        } else {
+            b.next()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(o: u64) -> Loc {
+        Loc {
+            offset_bytes: o,
+            stored_len: 4096,
+            encoding: Encoding::Raw,
+        }
+    }
+
+    #[test]
+    fn find_le_and_eq_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.run");
+        let entries: Vec<BlockVersion> = (0..1000u64)
+            .flat_map(|b| {
+                (1..=3).map(move |s| BlockVersion {
+                    block: b * 2,
+                    seq: s * 10,
+                    loc: loc(b * 100 + s),
+                })
+            })
+            .collect();
+        write_run(
+            &p,
+            entries.len() as u64,
+            Seq(10),
+            Seq(30),
+            entries.iter().copied().map(Ok),
+        )
+        .unwrap();
+        let run = Run::<BlockVersion>::open(&p).unwrap();
+        assert!(run.check_crc().unwrap());
+        assert_eq!(run.find_le(&(0, 5)).unwrap(), None);
+        assert_eq!(run.find_le(&(0, 10)).unwrap().unwrap().loc, loc(1));
+        assert_eq!(run.find_le(&(500, 25)).unwrap().unwrap().loc, loc(25002));
+        // Block 501 is absent: the answer is the last version of block 500.
+        assert_eq!(run.find_le(&(501, u64::MAX)).unwrap().unwrap().block, 500);
+        assert_eq!(run.find_le(&(1998, 999)).unwrap().unwrap().loc, loc(99903));
+        let all: Vec<_> = run.iter().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(all, entries);
+    }
+
+    #[test]
+    fn dedup_bloom_and_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |i: u64| StoredContent {
+            hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+            loc: loc(i),
+        };
+        let mut a: Vec<_> = (0..300).map(mk).collect();
+        let mut b: Vec<_> = (300..700).map(mk).collect();
+        a.sort_by_key(|e| e.hash);
+        b.sort_by_key(|e| e.hash);
+        let (pa, pb, pm) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("m"),
+        );
+        write_run(&pa, 300, Seq(1), Seq(1), a.iter().copied().map(Ok)).unwrap();
+        write_run(&pb, 400, Seq(2), Seq(2), b.iter().copied().map(Ok)).unwrap();
+        let (ra, rb) = (
+            Run::<StoredContent>::open(&pa).unwrap(),
+            Run::<StoredContent>::open(&pb).unwrap(),
+        );
+        write_run(
+            &pm,
+            700,
+            Seq(1),
+            Seq(2),
+            merge(ra.iter().unwrap(), rb.iter().unwrap()),
+        )
+        .unwrap();
+        let m = Run::<StoredContent>::open(&pm).unwrap();
+        for i in 0..700 {
+            assert_eq!(m.find_eq(&mk(i).hash).unwrap().unwrap().loc, loc(i));
+        }
+        let misses = (700..10_700)
+            .filter(|i| ra.find_eq(&mk(*i).hash).unwrap().is_some())
+            .count();
+        assert_eq!(misses, 0);
+    }
+}

@@ -1,0 +1,664 @@
+//! The one writer of a store: turns [`Op`]s into records, keeps the index
+//! current, and owns durability.
+//!
+//! Durability: a record is in the page cache when `append` returns and on
+//! the disk after `sync` (fdatasync of the log). The index is derived and is
+//! made durable only at index flushes, after the log it describes. A failed
+//! fsync poisons the writer: it refuses everything afterwards, because the
+//! kernel may have dropped the dirty pages it could not write.
+
+use crate::producers::op::{Op, OpFlags};
+use crate::store::error::{IoContext, Result, StoreError};
+use crate::store::files;
+use crate::store::format::{self, Encoding, Loc, RecordHeader, RecordKind, StoreHeader};
+use crate::store::index::run::{self, BlockVersion, Run, StoredContent};
+use crate::store::index::{self, Head, Index, TailStop, INDEX_DIR, MANIFEST_FILE, SEQ_ENTRY_LEN};
+use crate::units::{Geometry, Hash32, Seq, TimeNs};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// Block versions held in memory before they are written out as a run.
+/// Bounds the writer's and every reader's memory, and what an open after a
+/// crash has to scan.
+pub const FLUSH_THRESHOLD: usize = 1 << 16;
+const LOCK_FILE: &str = "lock";
+
+/// What `append` recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: Seq,
+    /// The time stored (held at the previous record's if the clock stepped back).
+    pub time_ns: TimeNs,
+}
+
+pub struct Writer {
+    idx: Index,
+    _lock: File,
+    dedup_runs: Vec<Run<StoredContent>>,
+    dedup_mem: HashMap<[u8; 32], Loc>,
+    /// Records whose `seqs` entry is written.
+    seqs_written: u64,
+    recovered: Option<TailStop>,
+    buf: Vec<u8>,
+    zbuf: Vec<u8>,
+    block: Vec<u8>,
+    scratch: Vec<u8>,
+    poisoned: bool,
+    closed: bool,
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let chunks = b.chunks_exact(16);
+    let rest = chunks.remainder();
+    rest.iter().all(|&x| x == 0)
+        && chunks
+            .into_iter()
+            .all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
+}
+
+impl Writer {
+    /// Create an empty store in `dir` (which must not exist or be empty).
+    pub fn init(dir: &Path, size_bytes: u64, block_size: u32) -> Result<()> {
+        if !format::valid_block_size(block_size) {
+            return Err(StoreError::Init(format!(
+                "block size {block_size} is not a power of two from {} to {}",
+                format::MIN_BLOCK_SIZE,
+                format::MAX_BLOCK_SIZE
+            )));
+        }
+        if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
+            return Err(StoreError::Init(format!(
+                "disk size {size_bytes} is not a positive multiple of the block size {block_size}"
+            )));
+        }
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(StoreError::Init(format!(
+                        "{}: directory is not empty; a store needs a new or empty directory",
+                        dir.display()
+                    )));
+                }
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => files::create_dir_private(dir)?,
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let created = crate::time::now();
+        let mut id = blake3::Hasher::new();
+        id.update(&created.0.to_le_bytes());
+        id.update(&std::process::id().to_le_bytes());
+        id.update(dir.as_os_str().as_encoded_bytes());
+        let header = StoreHeader {
+            block_size,
+            size_bytes,
+            created_ns: created,
+            store_id: id.finalize().as_bytes()[..16].try_into().unwrap(),
+        };
+        files::create_dir_private(&dir.join(INDEX_DIR))?;
+        files::create_private(&dir.join(index::LOG_FILE))?
+            .sync_all()
+            .at(dir)?;
+        files::create_private(&dir.join(INDEX_DIR).join(index::SEQS_FILE))?;
+        files::replace_atomically(
+            &dir.join(format::HEADER_FILE),
+            &format::encode_header(&header),
+        )?;
+        files::sync_dir(dir)
+    }
+
+    /// Open the store for writing: take the lock, cut a torn tail, catch
+    /// the index up with the log.
+    pub fn open(dir: &Path) -> Result<Writer> {
+        index::read_header(dir)?;
+        let lock = take_lock(dir)?;
+        let mut idx = Index::open(dir, true)?;
+        let mut recovered = None;
+        if let Some(stop) = idx.stop.clone() {
+            if !stop.at_end {
+                return Err(StoreError::corrupted(
+                    &idx.log_path,
+                    format!(
+                        "record {} at byte {}: {}, and {} more bytes follow; refusing to cut \
+                         the log (that would discard them)",
+                        stop.seq, stop.offset_bytes, stop.reason, stop.bytes_left
+                    ),
+                ));
+            }
+            log::warn!(
+                "{}: cut a torn tail of {} bytes at byte {} (record {} would have been next: {})",
+                idx.log_path.display(),
+                stop.bytes_left,
+                stop.offset_bytes,
+                stop.seq,
+                stop.reason
+            );
+            idx.log.set_len(stop.offset_bytes).at(&idx.log_path)?;
+            idx.log.sync_all().at(&idx.log_path)?;
+            idx.stop = None;
+            recovered = Some(stop);
+        }
+        let it = idx.manifest.indexed_through.0;
+        idx.seqs.set_len(it * SEQ_ENTRY_LEN).at(&idx.seqs_path)?;
+        let idir = dir.join(INDEX_DIR);
+        let dedup_runs = idx
+            .manifest
+            .runs
+            .iter()
+            .map(|(a, z)| Run::open(&idir.join(index::run_file_names(*a, *z).1)))
+            .collect::<Result<Vec<_>>>()?;
+        remove_orphan_runs(&idir, &idx.manifest.runs)?;
+        let mut w = Writer {
+            idx,
+            _lock: lock,
+            dedup_runs,
+            dedup_mem: HashMap::new(),
+            seqs_written: it,
+            recovered,
+            buf: Vec::new(),
+            zbuf: Vec::new(),
+            block: Vec::new(),
+            scratch: Vec::new(),
+            poisoned: false,
+            closed: false,
+        };
+        w.rebuild_dedup_mem()?;
+        if w.idx.mem.len() >= FLUSH_THRESHOLD || w.recovered.is_some() {
+            w.flush_index()?;
+        }
+        Ok(w)
+    }
+
+    /// Content stored by records after the manifest's point, hashed again.
+    fn rebuild_dedup_mem(&mut self) -> Result<()> {
+        let bs = self.idx.header.block_size as usize;
+        let mut block = vec![0u8; bs];
+        let base = self.idx.manifest.log_end;
+        let locs: Vec<Loc> = self
+            .idx
+            .mem
+            .values()
+            .filter(|l| l.encoding != Encoding::Zero && l.offset_bytes >= base)
+            .copied()
+            .collect();
+        for loc in locs {
+            self.idx.read_loc(loc, &mut block, &mut self.scratch)?;
+            self.dedup_mem.insert(*blake3::hash(&block).as_bytes(), loc);
+        }
+        Ok(())
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            size_bytes: self.idx.header.size_bytes,
+            block_size: self.idx.header.block_size,
+        }
+    }
+
+    pub fn head(&self) -> Head {
+        self.idx.head
+    }
+
+    /// The torn tail cut when this writer opened, if any.
+    pub fn recovered(&self) -> Option<&TailStop> {
+        self.recovered.as_ref()
+    }
+
+    /// The latest state, `buf.len()` bytes from `offset_bytes`.
+    pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
+        self.idx.read_at(self.idx.head.seq, offset_bytes, buf)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Record one operation. Nothing is recorded if this returns an error.
+    pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
+        self.check_usable()?;
+        let size = self.idx.header.size_bytes;
+        let (kind, offset_bytes, length_bytes) = match op {
+            Op::Write { offset_bytes, data } => {
+                (RecordKind::Write, offset_bytes, data.len() as u64)
+            }
+            Op::Zero {
+                offset_bytes,
+                length_bytes,
+            } => (RecordKind::Zero, offset_bytes, length_bytes),
+            Op::Trim {
+                offset_bytes,
+                length_bytes,
+            } => (RecordKind::Trim, offset_bytes, length_bytes),
+            Op::Flush => (RecordKind::Flush, 0, 0),
+            Op::Mark { name } => (RecordKind::Mark, 0, name.len() as u64),
+        };
+        if matches!(
+            kind,
+            RecordKind::Write | RecordKind::Zero | RecordKind::Trim
+        ) && offset_bytes
+            .checked_add(length_bytes)
+            .is_none_or(|e| e > size)
+        {
+            return Err(StoreError::OutOfRange {
+                what: kind.name(),
+                offset_bytes,
+                length_bytes,
+                size_bytes: size,
+            });
+        }
+        if matches!(kind, RecordKind::Write | RecordKind::Mark)
+            && length_bytes > format::MAX_OP_BYTES
+        {
+            return Err(StoreError::TooLarge {
+                length_bytes,
+                max: format::MAX_OP_BYTES,
+            });
+        }
+        let mut time_ns = time;
+        if let Some(last) = self.idx.head.time_ns {
+            if time < last {
+                log::warn!(
+                    "clock stepped back by {} ns; holding the time at the last record's",
+                    last.0 - time.0
+                );
+                time_ns = last;
+                flags |= OpFlags::CLOCK_HELD;
+            }
+        }
+        let seq = Seq(self.idx.head.seq.0 + 1);
+        let rec_off = self.idx.log_end;
+        let mut buf = std::mem::take(&mut self.buf);
+        format::begin_record(&mut buf);
+        let mut new_locs: Vec<(u64, Loc)> = Vec::new();
+        let mut pending: HashMap<[u8; 32], Loc> = HashMap::new();
+        let content_hash = match op {
+            Op::Write { data, .. } => Hash32(*blake3::hash(data).as_bytes()),
+            Op::Mark { name } => Hash32(*blake3::hash(name.as_bytes()).as_bytes()),
+            _ => Hash32::default(),
+        };
+        let built = self.build_body(&mut buf, rec_off, op, &mut new_locs, &mut pending);
+        if let Err(e) = built {
+            self.buf = buf;
+            return Err(e);
+        }
+        let mut h = RecordHeader {
+            record_len: 0,
+            seq,
+            time_ns,
+            kind,
+            flags,
+            offset_bytes,
+            length_bytes,
+            content_hash,
+            chain: Hash32::default(),
+        };
+        h.chain = format::chain_next(&self.idx.head.chain, &h);
+        format::finish_record(&mut buf, &mut h);
+        if let Err(e) = self.idx.log.write_all_at(&buf, rec_off) {
+            // Cut back whatever part of the record reached the file; if even
+            // that fails the log's end is unknown and the writer must stop.
+            if self.idx.log.set_len(rec_off).is_err() {
+                self.poisoned = true;
+            }
+            self.buf = buf;
+            return Err(StoreError::io(&self.idx.log_path, e));
+        }
+        for (b, loc) in new_locs {
+            self.idx.mem.insert((b, seq.0), loc);
+        }
+        self.dedup_mem.extend(pending);
+        self.idx.tail.push(index::TailRecord {
+            time_ns,
+            offset_bytes: rec_off,
+        });
+        self.idx.head = Head {
+            seq,
+            time_ns: Some(time_ns),
+            chain: h.chain,
+        };
+        self.idx.log_end = rec_off + buf.len() as u64;
+        if kind != RecordKind::Mark {
+            self.idx.bytes_written += length_bytes;
+        }
+        self.buf = buf;
+        if self.idx.mem.len() >= FLUSH_THRESHOLD {
+            self.flush_index()?;
+        }
+        Ok(Appended { seq, time_ns })
+    }
+
+    fn build_body(
+        &mut self,
+        buf: &mut Vec<u8>,
+        rec_off: u64,
+        op: Op<'_>,
+        new_locs: &mut Vec<(u64, Loc)>,
+        pending: &mut HashMap<[u8; 32], Loc>,
+    ) -> Result<()> {
+        let bs = u64::from(self.idx.header.block_size);
+        let head = self.idx.head.seq;
+        let mut block = std::mem::take(&mut self.block);
+        block.resize(bs as usize, 0);
+        let result = (|| -> Result<()> {
+            match op {
+                Op::Write { offset_bytes, data } if !data.is_empty() => {
+                    let end = offset_bytes + data.len() as u64;
+                    for b in offset_bytes / bs..=(end - 1) / bs {
+                        let (lo, hi) = ((b * bs).max(offset_bytes), ((b + 1) * bs).min(end));
+                        let src = &data[(lo - offset_bytes) as usize..(hi - offset_bytes) as usize];
+                        let content: &[u8] = if hi - lo == bs {
+                            src
+                        } else {
+                            let loc = self.idx.lookup(b, head)?;
+                            self.idx.read_loc(loc, &mut block, &mut self.scratch)?;
+                            block[(lo - b * bs) as usize..(hi - b * bs) as usize]
+                                .copy_from_slice(src);
+                            &block
+                        };
+                        let loc = self.encode_block(buf, rec_off, content, pending)?;
+                        new_locs.push((b, loc));
+                    }
+                }
+                Op::Zero {
+                    offset_bytes,
+                    length_bytes,
+                }
+                | Op::Trim {
+                    offset_bytes,
+                    length_bytes,
+                } if length_bytes > 0 => {
+                    let end = offset_bytes + length_bytes;
+                    let partial = format::partial_blocks(
+                        offset_bytes,
+                        length_bytes,
+                        self.idx.header.block_size,
+                    );
+                    for b in offset_bytes / bs..=(end - 1) / bs {
+                        if !partial.contains(&b) {
+                            new_locs.push((b, Loc::ZERO));
+                            continue;
+                        }
+                        let (lo, hi) = ((b * bs).max(offset_bytes), ((b + 1) * bs).min(end));
+                        let loc = self.idx.lookup(b, head)?;
+                        self.idx.read_loc(loc, &mut block, &mut self.scratch)?;
+                        block[(lo - b * bs) as usize..(hi - b * bs) as usize].fill(0);
+                        let loc = self.encode_block(buf, rec_off, &block, pending)?;
+                        new_locs.push((b, loc));
+                    }
+                }
+                Op::Mark { name } => buf.extend_from_slice(name.as_bytes()),
+                _ => {}
+            }
+            Ok(())
+        })();
+        self.block = block;
+        result
+    }
+
+    /// Append one block entry for `content`: nothing for zeros, a reference
+    /// for content already stored, else the bytes (lz4 where it saves >= 1/8).
+    fn encode_block(
+        &mut self,
+        buf: &mut Vec<u8>,
+        rec_off: u64,
+        content: &[u8],
+        pending: &mut HashMap<[u8; 32], Loc>,
+    ) -> Result<Loc> {
+        if is_zero(content) {
+            format::push_stored(buf, Encoding::Zero, &[]);
+            return Ok(Loc::ZERO);
+        }
+        let hash = *blake3::hash(content).as_bytes();
+        if let Some(loc) = self.find_content(&hash, pending)? {
+            format::push_ref(buf, loc);
+            return Ok(loc);
+        }
+        let bs = content.len();
+        self.zbuf
+            .resize(lz4_flex::block::get_maximum_output_size(bs), 0);
+        let (encoding, stored): (Encoding, &[u8]) =
+            match lz4_flex::block::compress_into(content, &mut self.zbuf) {
+                Ok(n) if n <= bs - bs / 8 => (Encoding::Lz4, &self.zbuf[..n]),
+                _ => (Encoding::Raw, content),
+            };
+        let at = format::push_stored(buf, encoding, stored);
+        let loc = Loc {
+            offset_bytes: rec_off + at as u64,
+            stored_len: stored.len() as u32,
+            encoding,
+        };
+        pending.insert(hash, loc);
+        Ok(loc)
+    }
+
+    fn find_content(
+        &self,
+        hash: &[u8; 32],
+        pending: &HashMap<[u8; 32], Loc>,
+    ) -> Result<Option<Loc>> {
+        if let Some(l) = pending.get(hash).or_else(|| self.dedup_mem.get(hash)) {
+            return Ok(Some(*l));
+        }
+        for r in self.dedup_runs.iter().rev() {
+            if let Some(e) = r.find_eq(hash)? {
+                return Ok(Some(e.loc));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Make every record appended so far durable (fdatasync of the log).
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if let Err(e) = self.idx.log.sync_data() {
+            self.poisoned = true;
+            return Err(StoreError::io(&self.idx.log_path, e));
+        }
+        Ok(())
+    }
+
+    /// Write the in-memory index out as a run and advance the manifest.
+    pub fn flush_index(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let head = self.idx.head;
+        if head.seq == self.idx.manifest.indexed_through && self.recovered.is_none() {
+            return Ok(());
+        }
+        self.sync()?;
+        self.write_seqs()?;
+        let mut m = self.idx.manifest.clone();
+        let idir = self.idx.dir.join(INDEX_DIR);
+        if !self.idx.mem.is_empty() || !self.dedup_mem.is_empty() {
+            let (first, last) = (Seq(m.indexed_through.0 + 1), head.seq);
+            let (rn, dn) = index::run_file_names(first, last);
+            let mem = &self.idx.mem;
+            run::write_run(
+                &idir.join(&rn),
+                mem.len() as u64,
+                first,
+                last,
+                mem.iter()
+                    .map(|(&(block, seq), &loc)| Ok(BlockVersion { block, seq, loc })),
+            )?;
+            let mut dedup: Vec<StoredContent> = self
+                .dedup_mem
+                .iter()
+                .map(|(h, l)| StoredContent { hash: *h, loc: *l })
+                .collect();
+            dedup.sort_unstable_by_key(|e| e.hash);
+            run::write_run(
+                &idir.join(&dn),
+                dedup.len() as u64,
+                first,
+                last,
+                dedup.into_iter().map(Ok),
+            )?;
+            self.idx.runs.push(Run::open(&idir.join(&rn))?);
+            self.dedup_runs.push(Run::open(&idir.join(&dn))?);
+            m.runs.push((first, last));
+        }
+        m.generation += 1;
+        m.indexed_through = head.seq;
+        m.log_end = self.idx.log_end;
+        m.head_time = head.time_ns.unwrap_or_default();
+        m.head_chain = head.chain;
+        m.bytes_written = self.idx.bytes_written;
+        files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?;
+        self.idx.manifest = m;
+        self.idx.mem.clear();
+        self.idx.tail.clear();
+        self.dedup_mem.clear();
+        self.recovered = None;
+        self.compact()
+    }
+
+    fn write_seqs(&mut self) -> Result<()> {
+        let it = self.idx.manifest.indexed_through.0;
+        let mut bytes = Vec::with_capacity(self.idx.tail.len() * SEQ_ENTRY_LEN as usize);
+        for (i, t) in self.idx.tail.iter().enumerate() {
+            if it + i as u64 + 1 > self.seqs_written {
+                bytes.extend_from_slice(&t.time_ns.0.to_le_bytes());
+                bytes.extend_from_slice(&t.offset_bytes.to_le_bytes());
+            }
+        }
+        self.idx
+            .seqs
+            .write_all_at(&bytes, self.seqs_written * SEQ_ENTRY_LEN)
+            .at(&self.idx.seqs_path)?;
+        self.idx.seqs.sync_data().at(&self.idx.seqs_path)?;
+        self.seqs_written = self.idx.head.seq.0;
+        Ok(())
+    }
+
+    /// Merge the two newest runs while the newer is at least half the size
+    /// of the older: run sizes stay geometric, so there are O(log n) runs.
+    fn compact(&mut self) -> Result<()> {
+        let idir = self.idx.dir.join(INDEX_DIR);
+        while self.idx.runs.len() >= 2 {
+            let k = self.idx.runs.len();
+            let (older, newer) = (&self.idx.runs[k - 2], &self.idx.runs[k - 1]);
+            if newer.n * 2 < older.n {
+                break;
+            }
+            let (first, last) = (older.first_seq, newer.last_seq);
+            let (rn, dn) = index::run_file_names(first, last);
+            run::write_run(
+                &idir.join(&rn),
+                older.n + newer.n,
+                first,
+                last,
+                run::merge(older.iter()?, newer.iter()?),
+            )?;
+            let (dold, dnew) = (&self.dedup_runs[k - 2], &self.dedup_runs[k - 1]);
+            run::write_run(
+                &idir.join(&dn),
+                dold.n + dnew.n,
+                first,
+                last,
+                run::merge(dold.iter()?, dnew.iter()?),
+            )?;
+            let mut m = self.idx.manifest.clone();
+            m.runs.truncate(k - 2);
+            m.runs.push((first, last));
+            m.generation += 1;
+            files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?;
+            self.idx.manifest = m;
+            let old: Vec<_> = self
+                .idx
+                .runs
+                .drain(k - 2..)
+                .map(|r| r.path().to_path_buf())
+                .chain(
+                    self.dedup_runs
+                        .drain(k - 2..)
+                        .map(|r| r.path().to_path_buf()),
+                )
+                .collect();
+            self.idx.runs.push(Run::open(&idir.join(&rn))?);
+            self.dedup_runs.push(Run::open(&idir.join(&dn))?);
+            for p in old {
+                std::fs::remove_file(&p).at(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush the index and release the lock.
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        self.flush_index()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.closed && !self.poisoned {
+            if let Err(e) = self.flush_index() {
+                log::warn!("could not flush the index on close: {e}");
+            }
+        }
+    }
+}
+
+fn remove_orphan_runs(idir: &Path, runs: &[(Seq, Seq)]) -> Result<()> {
+    let keep: std::collections::HashSet<String> = runs
+        .iter()
+        .flat_map(|(a, z)| {
+            let (r, d) = index::run_file_names(*a, *z);
+            [r, d]
+        })
+        .collect();
+    for e in std::fs::read_dir(idir).at(idir)? {
+        let e = e.at(idir)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_run = name.ends_with(".run") || name.ends_with(".dedup") || name.ends_with(".tmp");
+        if is_run && !keep.contains(&name) {
+            std::fs::remove_file(e.path()).at(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Take the writer lock (flock, non-blocking) and note who holds it.
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = files::open_rw_private(&path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = if holder.trim().is_empty() {
+                "holder unknown".to_string()
+            } else {
+                holder.trim().to_string()
+            };
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+                holder,
+            });
+        }
+        return Err(StoreError::io(&path, err));
+    }
+    f.set_len(0).at(&path)?;
+    write!(
+        f,
+        "pid {} since {}",
+        std::process::id(),
+        crate::time::format_rfc3339(crate::time::now())
+    )
+    .at(&path)?;
+    Ok(f)
+}
