@@ -39,9 +39,15 @@ pub enum Op<'a> {
     /// `data` written at `offset_bytes` (any alignment; partial blocks merge).
     Write { offset_bytes: u64, data: &'a [u8] },
     /// The range reads as zeros afterwards (NBD WRITE_ZEROES).
-    Zero { offset_bytes: u64, length_bytes: u64 },
+    Zero {
+        offset_bytes: u64,
+        length_bytes: u64,
+    },
     /// The range was discarded; diskhist reads it back as zeros.
-    Trim { offset_bytes: u64, length_bytes: u64 },
+    Trim {
+        offset_bytes: u64,
+        length_bytes: u64,
+    },
     /// A cache flush: no change of state, but a point the producer made durable.
     Flush,
     /// A named point in the history (dm-log-writes MARK, `t=<ns>` marks...).
@@ -51,22 +57,42 @@ pub enum Op<'a> {
 /// An owned operation, for producers that parse into their own buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnedOp {
-    Write { offset_bytes: u64, data: Vec<u8> },
-    Zero { offset_bytes: u64, length_bytes: u64 },
-    Trim { offset_bytes: u64, length_bytes: u64 },
+    Write {
+        offset_bytes: u64,
+        data: Vec<u8>,
+    },
+    Zero {
+        offset_bytes: u64,
+        length_bytes: u64,
+    },
+    Trim {
+        offset_bytes: u64,
+        length_bytes: u64,
+    },
     Flush,
-    Mark { name: String },
+    Mark {
+        name: String,
+    },
 }
 
 impl OwnedOp {
     pub fn as_op(&self) -> Op<'_> {
         match self {
-            OwnedOp::Write { offset_bytes, data } => Op::Write { offset_bytes: *offset_bytes, data },
-            OwnedOp::Zero { offset_bytes, length_bytes } => Op::Zero {
+            OwnedOp::Write { offset_bytes, data } => Op::Write {
+                offset_bytes: *offset_bytes,
+                data,
+            },
+            OwnedOp::Zero {
+                offset_bytes,
+                length_bytes,
+            } => Op::Zero {
                 offset_bytes: *offset_bytes,
                 length_bytes: *length_bytes,
             },
-            OwnedOp::Trim { offset_bytes, length_bytes } => Op::Trim {
+            OwnedOp::Trim {
+                offset_bytes,
+                length_bytes,
+            } => Op::Trim {
                 offset_bytes: *offset_bytes,
                 length_bytes: *length_bytes,
             },
