@@ -1,0 +1,140 @@
+//! The store as an NBD export: every WRITE, WRITE_ZEROES, TRIM and FLUSH
+//! becomes one record, stamped with the time it is applied.
+//!
+//! All connections share one [`Writer`] behind one mutex; the order in which
+//! the writer appends is the order of the history. The time is taken under
+//! that mutex, just before the append, so times follow the append order and
+//! only a wall clock stepping back makes the store hold a time
+//! (`CLOCK_HELD`).
+//!
+//! Durability: FLUSH appends a Flush record and then syncs the log; a write
+//! with FUA (or any write under [`SyncMode::Always`]) is synced before its
+//! reply. A failed sync poisons the writer: the export answers every later
+//! request with EIO (`ExportError::Fatal`) and the server stops.
+
+use parking_lot::Mutex;
+
+use super::export::{Export, ExportError};
+use crate::store::{Head, Op, OpFlags, StoreError, Writer};
+use crate::time;
+use crate::units::Geometry;
+
+/// When an acknowledged write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// On FLUSH and on writes with FUA (what the NBD protocol promises).
+    Flush,
+    /// Before every write's reply.
+    Always,
+}
+
+impl SyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Flush => "flush",
+            SyncMode::Always => "always",
+        }
+    }
+}
+
+pub struct StoreExport {
+    writer: Mutex<Writer>,
+    geometry: Geometry,
+    sync: SyncMode,
+}
+
+impl StoreExport {
+    pub fn new(writer: Writer, sync: SyncMode) -> StoreExport {
+        StoreExport {
+            geometry: writer.geometry(),
+            writer: Mutex::new(writer),
+            sync,
+        }
+    }
+
+    pub fn head(&self) -> Head {
+        self.writer.lock().head()
+    }
+
+    /// Close the writer (flushing the index).
+    pub fn close(self) -> Result<(), StoreError> {
+        self.writer.into_inner().close()
+    }
+
+    fn record(&self, op: Op<'_>, fua: bool) -> Result<(), ExportError> {
+        let flags = if fua {
+            OpFlags::FUA
+        } else {
+            OpFlags::default()
+        };
+        let mut w = self.writer.lock();
+        w.append(time::now(), op, flags).map_err(to_export_error)?;
+        if fua || self.sync == SyncMode::Always || op == Op::Flush {
+            // Whatever the error, the writer is poisoned now: fatal.
+            w.sync()
+                .map_err(|e| ExportError::Fatal(format!("fsync failed: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn to_export_error(e: StoreError) -> ExportError {
+    match e {
+        StoreError::OutOfRange { .. } => ExportError::OutOfRange,
+        // A failed fsync poisons the writer; so may a log that could not be
+        // cut back after a failed write.
+        StoreError::Poisoned => ExportError::Fatal(e.to_string()),
+        StoreError::Io { .. } => ExportError::Io(e.to_string()),
+        other => ExportError::Io(other.to_string()),
+    }
+}
+
+impl Export for StoreExport {
+    fn size_bytes(&self) -> u64 {
+        self.geometry.size_bytes
+    }
+
+    fn preferred_block_size(&self) -> u32 {
+        self.geometry.block_size
+    }
+
+    fn read(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+        self.writer
+            .lock()
+            .read_at(offset_bytes, buf)
+            .map_err(to_export_error)
+    }
+
+    fn write(&self, offset_bytes: u64, data: &[u8], fua: bool) -> Result<(), ExportError> {
+        self.record(Op::Write { offset_bytes, data }, fua)
+    }
+
+    fn write_zeroes(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u64,
+        fua: bool,
+    ) -> Result<(), ExportError> {
+        self.record(
+            Op::Zero {
+                offset_bytes,
+                length_bytes,
+            },
+            fua,
+        )
+    }
+
+    fn trim(&self, offset_bytes: u64, length_bytes: u64, fua: bool) -> Result<(), ExportError> {
+        self.record(
+            Op::Trim {
+                offset_bytes,
+                length_bytes,
+            },
+            fua,
+        )
+    }
+
+    fn flush(&self) -> Result<(), ExportError> {
+        self.record(Op::Flush, false)
+    }
+}
