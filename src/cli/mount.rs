@@ -1,13 +1,42 @@
-//! `diskhist mount` (owned by the FUSE work; placeholder).
+//! `diskhist mount STORE MOUNTPOINT`: the history as a read-only tree.
 
+use anyhow::Context;
+use diskhist::mount::{serve, Limits, MountOptions};
+use diskhist::units::parse_size;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct MountArgs {
     /// The store directory.
     pub store: PathBuf,
+    /// An existing directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Let other users read the tree (needs `user_allow_other` in /etc/fuse.conf when not root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Memory for decoded blocks, e.g. 64M, 1G.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Threads answering the kernel.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Newest seconds with writes that `at/` lists one by one (older: one per hour).
+    #[arg(long, default_value_t = Limits::default().recent_seconds)]
+    pub list_seconds: usize,
 }
 
-pub fn run(_args: MountArgs) -> anyhow::Result<()> {
-    anyhow::bail!("mount is not built yet")
+pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    let opts = MountOptions {
+        allow_other: args.allow_other,
+        cache_bytes: args.cache_size,
+        threads: usize::from(args.threads),
+        limits: Limits {
+            recent_seconds: args.list_seconds,
+            max_entries: Limits::default()
+                .max_entries
+                .max(args.list_seconds.saturating_add(1)),
+        },
+    };
+    serve(&args.store, &args.mountpoint, &opts)
+        .with_context(|| format!("diskhist mount {}", args.store.display()))
 }

@@ -1,1 +1,59 @@
-//! The read-only FUSE tree (in progress).
+//! The read-only FUSE tree: the disk at any past moment as a raw image.
+//!
+//! ```text
+//! MOUNTPOINT/
+//!   at/<time>/disk.img   the disk at <time>: the state after every record
+//!                        whose time is <= <time>
+//!   at/<time>/info       time, record number, chain hash, disk size, block size
+//!   seq/<n>/...          the same, after record n (lookup-only)
+//!   by-day/<YYYY-MM-DD>/<time> -> ../../at/<time>
+//!                        every second of that UTC day in which writes happened
+//!   latest -> at/<time>  the newest state
+//! ```
+//!
+//! # Names
+//! A state's canonical name is its record's time, colon-free, to the
+//! nanosecond where needed: `2026-11-23T06-30-15.123456789Z`. That name is a
+//! real directory. Every other accepted spelling of a time (RFC 3339 with
+//! colons or an offset, `@UNIX.FRAC`, `#SEQ`, `latest`, or simply a moment
+//! between two writes) is a symlink to the canonical name of the state it
+//! resolves to, so `readlink` tells which state a time really means, and
+//! all spellings share one directory and one `disk.img`. A time before the
+//! first record links to `../seq/0`, the all-zero disk.
+//!
+//! # Listings
+//! `ls at` shows one entry per second in which writes happened, named by the
+//! *last* record of that second: the name resolves to the state at the end
+//! of that second, which is what the listing promises. To stay bounded over
+//! a month of continuous writes, `at` lists the newest 3,600 such seconds
+//! one by one and older history one entry per hour (the state at the end of
+//! that hour); `by-day/<day>` lists every second of one day. Each listed
+//! entry costs one O(log n) store query (listing.rs). Directory mtimes are
+//! the state's time, so file managers sort them.
+//!
+//! # Inodes and caching
+//! Inode numbers derive from the state's record number (tree.rs), so two
+//! spellings of one state share the kernel's page cache. A state never
+//! changes: files are opened with keep-cache and have long TTLs; only
+//! names that may still move (`latest`, the listings, a time at or after the
+//! newest record) get short ones. Images are rebuilt lazily, block by block,
+//! through a bounded LRU of decoded blocks (cache.rs); nothing is
+//! materialised.
+//!
+//! # Read-only
+//! The mount is `ro`, and every write-like request answers EROFS anyway.
+//! The filesystem type is `fuse.diskhist`, so indexers can be told to stay
+//! out (updatedb's PRUNEFS).
+
+mod cache;
+mod fs;
+mod listing;
+mod names;
+mod session;
+mod tree;
+
+pub use fs::{DiskhistFs, TreeConfig};
+pub use listing::Limits;
+pub use session::{
+    check_fuse_device, check_mountpoint, serve, MountError, MountOptions, FUSE_DEVICE, SUBTYPE,
+};

@@ -1,0 +1,315 @@
+//! Which states the directory listings show, found with bounded work.
+//!
+//! A history may hold a month of continuous writes: millions of seconds with
+//! writes and far more records, so no listing walks the records. Each listed
+//! entry is found with one "last record at or before T" query (O(log n) in
+//! the store) by stepping back one bucket at a time: the entry after `e` is
+//! the last record before the bucket that holds `e`. Every entry is thereby
+//! the state *at the end of* its bucket, and its name (the time of that
+//! record, see names.rs) resolves back to exactly that state.
+//!
+//! - `/at` lists the newest `recent_seconds` seconds with writes, one entry
+//!   each; older history one entry per hour with writes (the state at the
+//!   end of that hour); at most `max_entries` in all.
+//! - `/by-day` lists each UTC day with writes; `/by-day/<day>` every second
+//!   of that day with writes (at most 86,400).
+//!
+//! Listings are computed once per `opendir` and served from that snapshot,
+//! so `readdir` offsets stay consistent while a writer appends.
+
+use super::names::{Bucket, Day};
+use crate::store::{Store, StoreError};
+use crate::time::TimeSpec;
+use crate::units::{Seq, TimeNs};
+
+/// What listing needs from a history. [`Store`] is the real one; the trait
+/// lets unit tests check the bounds on a month-long synthetic history.
+pub trait History {
+    fn head_seq(&self) -> Seq;
+    /// The last record with time <= `t`, `Seq(0)` if none.
+    fn last_at(&self, t: TimeNs) -> Result<Seq, StoreError>;
+    /// The time of record `seq` (>= 1).
+    fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError>;
+}
+
+impl History for Store {
+    fn head_seq(&self) -> Seq {
+        self.head().seq
+    }
+    fn last_at(&self, t: TimeNs) -> Result<Seq, StoreError> {
+        self.resolve(TimeSpec::At(t))
+    }
+    fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError> {
+        Ok(self.record(seq)?.time_ns)
+    }
+}
+
+/// One listed state: its record and that record's time (its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: Seq,
+    pub time: TimeNs,
+}
+
+/// Bounds on the `/at` listing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Newest seconds with writes listed one by one.
+    pub recent_seconds: usize,
+    /// Most entries `/at` lists in all.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            recent_seconds: 3_600,
+            max_entries: 20_000,
+        }
+    }
+}
+
+/// Most days `/by-day` lists (the newest); about 270 years.
+pub const MAX_DAYS: usize = 100_000;
+
+/// Walk back from `from` (which must be the last record of its bucket),
+/// stepping by `bucket(i)` after the i-th entry, stopping before `floor`.
+/// Returns oldest first.
+fn walk_back<H: History + ?Sized>(
+    h: &H,
+    from: Seq,
+    floor: Option<TimeNs>,
+    max: usize,
+    bucket: impl Fn(usize) -> Bucket,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    let mut seq = from;
+    while seq.0 > 0 && out.len() < max {
+        let time = h.time_of(seq)?;
+        if floor.is_some_and(|f| time < f) {
+            break;
+        }
+        out.push(Entry { seq, time });
+        match bucket(out.len() - 1).before(time) {
+            Some(t) => seq = h.last_at(t)?,
+            None => break,
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The states `/at` lists, oldest first.
+pub fn at_entries<H: History + ?Sized>(h: &H, limits: Limits) -> Result<Vec<Entry>, StoreError> {
+    walk_back(h, h.head_seq(), None, limits.max_entries, |i| {
+        if i < limits.recent_seconds {
+            Bucket::Second
+        } else {
+            Bucket::Hour
+        }
+    })
+}
+
+/// The UTC days with writes, oldest first.
+pub fn days<H: History + ?Sized>(h: &H) -> Result<Vec<Day>, StoreError> {
+    let entries = walk_back(h, h.head_seq(), None, MAX_DAYS, |_| Bucket::Day)?;
+    Ok(entries.into_iter().map(|e| Day::of(e.time)).collect())
+}
+
+/// Every second of `day` with writes, as the state at the end of that second.
+pub fn day_entries<H: History + ?Sized>(h: &H, day: Day) -> Result<Vec<Entry>, StoreError> {
+    let (Some(start), Some(end)) = (day.start(), day.end()) else {
+        return Ok(Vec::new());
+    };
+    let last = h.last_at(end)?;
+    walk_back(h, last, Some(start), usize::MAX, |_| Bucket::Second)
+}
+
+/// Whether `day` has any writes.
+pub fn day_has_writes<H: History + ?Sized>(h: &H, day: Day) -> Result<bool, StoreError> {
+    let (Some(start), Some(end)) = (day.start(), day.end()) else {
+        return Ok(false);
+    };
+    let last = h.last_at(end)?;
+    Ok(last.0 > 0 && h.time_of(last)? >= start)
+}
+
+/// Whether `seq` is the last record with its time, i.e. whether its
+/// canonical name (its time) resolves to it. A later record can share a
+/// time when the recorder's clock was held.
+pub fn owns_its_time<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
+    if seq.0 == 0 || seq > h.head_seq() {
+        return Ok(false);
+    }
+    Ok(h.last_at(h.time_of(seq)?)? == seq)
+}
+
+/// Whether `seq` is the state at the end of its second (what listings show).
+pub fn ends_its_second<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
+    if seq.0 == 0 || seq > h.head_seq() {
+        return Ok(false);
+    }
+    Ok(h.last_at(Bucket::Second.end(h.time_of(seq)?))? == seq)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Record i (1-based) at `times[i-1]`; counts queries.
+    pub(crate) struct Fake {
+        pub times: Vec<TimeNs>,
+        pub queries: Cell<u64>,
+    }
+
+    impl History for Fake {
+        fn head_seq(&self) -> Seq {
+            Seq(self.times.len() as u64)
+        }
+        fn last_at(&self, t: TimeNs) -> Result<Seq, StoreError> {
+            self.queries.set(self.queries.get() + 1);
+            Ok(Seq(self.times.partition_point(|x| *x <= t) as u64))
+        }
+        fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError> {
+            self.queries.set(self.queries.get() + 1);
+            Ok(self.times[seq.0 as usize - 1])
+        }
+    }
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_795_392_000 * S; // 2026-11-23T00:00:00Z
+
+    fn fake(times: Vec<i64>) -> Fake {
+        Fake {
+            times: times.into_iter().map(TimeNs).collect(),
+            queries: Cell::new(0),
+        }
+    }
+
+    #[test]
+    fn one_entry_per_second_named_by_its_last_record() {
+        // Three writes in second 0, one in second 2, two sharing a time in 5.
+        let h = fake(vec![
+            T0,
+            T0 + 10,
+            T0 + 900_000_000,
+            T0 + 2 * S + 5,
+            T0 + 5 * S,
+            T0 + 5 * S,
+        ]);
+        let e = at_entries(&h, Limits::default()).unwrap();
+        assert_eq!(
+            e,
+            vec![
+                Entry {
+                    seq: Seq(3),
+                    time: TimeNs(T0 + 900_000_000)
+                },
+                Entry {
+                    seq: Seq(4),
+                    time: TimeNs(T0 + 2 * S + 5)
+                },
+                Entry {
+                    seq: Seq(6),
+                    time: TimeNs(T0 + 5 * S)
+                },
+            ]
+        );
+        // Each listed name resolves to the state listed.
+        for x in &e {
+            assert_eq!(h.last_at(x.time).unwrap(), x.seq);
+            assert!(ends_its_second(&h, x.seq).unwrap());
+            assert!(owns_its_time(&h, x.seq).unwrap());
+        }
+        assert!(
+            !owns_its_time(&h, Seq(5)).unwrap(),
+            "record 6 shares its time"
+        );
+        assert!(owns_its_time(&h, Seq(1)).unwrap());
+        assert!(!ends_its_second(&h, Seq(1)).unwrap());
+        assert!(!owns_its_time(&h, Seq(0)).unwrap());
+        assert!(!owns_its_time(&h, Seq(7)).unwrap());
+    }
+
+    #[test]
+    fn empty_history_lists_nothing() {
+        let h = fake(vec![]);
+        assert!(at_entries(&h, Limits::default()).unwrap().is_empty());
+        assert!(days(&h).unwrap().is_empty());
+        assert!(day_entries(&h, Day::of(TimeNs(T0))).unwrap().is_empty());
+        assert!(!day_has_writes(&h, Day::of(TimeNs(T0))).unwrap());
+    }
+
+    #[test]
+    fn a_month_of_writes_lists_bounded_with_bounded_work() {
+        // A write every second for 30 days: 2.6M seconds with writes.
+        let n = 30 * 86_400;
+        let h = fake((0..n).map(|i| T0 + i * S + 1).collect());
+        let limits = Limits::default();
+        let e = at_entries(&h, limits).unwrap();
+        // 3,600 seconds, then one per hour for the rest of the month.
+        assert_eq!(e.len(), 3_600 + 30 * 24 - 1);
+        assert!(
+            h.queries.get() <= 2 * e.len() as u64 + 2,
+            "{} queries",
+            h.queries.get()
+        );
+        assert!(e
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].time < w[1].time));
+        assert_eq!(e.last().unwrap().seq, h.head_seq());
+        for x in &e {
+            assert_eq!(h.last_at(x.time).unwrap(), x.seq);
+        }
+        // Hour entries are the state at the end of their hour.
+        assert_eq!(e[0].time, TimeNs(T0 + 3_599 * S + 1));
+
+        let d = days(&h).unwrap();
+        assert_eq!(d.len(), 30);
+        assert_eq!(d[0], Day::of(TimeNs(T0)));
+
+        h.queries.set(0);
+        let one_day = day_entries(&h, d[3]).unwrap();
+        assert_eq!(one_day.len(), 86_400);
+        assert!(h.queries.get() <= 2 * 86_400 + 2);
+        assert!(one_day.iter().all(|x| Day::of(x.time) == d[3]));
+        assert!(day_has_writes(&h, d[29]).unwrap());
+        assert!(!day_has_writes(&h, Day(d[29].0 + 1)).unwrap());
+    }
+
+    #[test]
+    fn max_entries_caps_the_listing_keeping_the_newest() {
+        let h = fake((0..100).map(|i| T0 + i * S).collect());
+        let e = at_entries(
+            &h,
+            Limits {
+                recent_seconds: 10,
+                max_entries: 15,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e.len(),
+            11,
+            "10 seconds, then one hour bucket covers the rest"
+        );
+        let e = at_entries(
+            &h,
+            Limits {
+                recent_seconds: 100,
+                max_entries: 15,
+            },
+        )
+        .unwrap();
+        assert_eq!(e.len(), 15);
+        assert_eq!(e.last().unwrap().seq, Seq(100));
+    }
+
+    #[test]
+    fn times_before_1970_bucket_correctly() {
+        let h = fake(vec![-S - 5, -S + 5, -3]);
+        let e = at_entries(&h, Limits::default()).unwrap();
+        assert_eq!(e.iter().map(|x| x.seq.0).collect::<Vec<_>>(), vec![1, 3]);
+    }
+}
