@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// as NBD promises) or `always` (before every write's reply).
     #[arg(long, value_enum, default_value = "flush", value_name = "MODE")]
     pub sync: SyncArg,
+    /// Drop a client that has not finished the NBD handshake within this
+    /// many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::HANDSHAKE_TIMEOUT.as_secs())]
+    pub handshake_timeout: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -55,10 +59,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .with_context(|| format!("cannot install a handler for signal {sig}"))?;
     }
+    if args.handshake_timeout == 0 {
+        return Err(UsageError("--handshake-timeout must be at least 1 second".into()).into());
+    }
     let config = ServeConfig {
         store_dir: args.store,
         listen,
         sync,
+        handshake_timeout: std::time::Duration::from_secs(args.handshake_timeout),
     };
     server::serve(&config, &stop).with_context(|| format!("serve {}", config.store_dir.display()))
 }

@@ -33,7 +33,7 @@ pub const EXPORT_NAME: &str = "diskhist";
 /// Largest READ or WRITE accepted, advertised as the maximum block size:
 /// the 32 MiB every client is told to stay within.
 pub const MAX_PAYLOAD_BYTES: u32 = 32 << 20;
-/// A client has this long to finish the handshake.
+/// A client has this long to finish the handshake, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default socket, inside the store directory (which is 0700).
 pub const DEFAULT_SOCKET: &str = "nbd.sock";
@@ -78,6 +78,8 @@ pub struct ServeConfig {
     pub store_dir: PathBuf,
     pub listen: Listen,
     pub sync: SyncMode,
+    /// A client that has not finished the handshake by then is dropped.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +161,7 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> 
         config.sync.name(),
         config.listen.uri(),
     );
-    let fatal = accept_loop(&listener, &export, &info, stop);
+    let fatal = accept_loop(&listener, &export, &info, config.handshake_timeout, stop);
     let head = export.head();
     let closed = export.close();
     let reason = match (&fatal, &closed) {
@@ -195,6 +197,7 @@ pub fn accept_loop<E: Export>(
     listener: &Listener,
     export: &E,
     info: &ExportInfo,
+    handshake_timeout: Duration,
     stop: &AtomicBool,
 ) -> Option<String> {
     let limits = Limits {
@@ -238,7 +241,7 @@ pub fn accept_loop<E: Export>(
             }
             let (fatal, live, limits) = (&fatal, &live, &limits);
             s.spawn(move || {
-                if let Some(why) = handle(id, conn, export, info, limits) {
+                if let Some(why) = handle(id, conn, export, info, limits, handshake_timeout) {
                     fatal.lock().get_or_insert(why);
                     // Wake the others: nothing more can be acknowledged.
                     for c in live.lock().values() {
@@ -265,11 +268,12 @@ fn handle<E: Export>(
     export: &E,
     info: &ExportInfo,
     limits: &Limits,
+    handshake_timeout: Duration,
 ) -> Option<String> {
     let peer = conn.peer();
     let mut hr = DeadlineReader {
         conn: &conn,
-        deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+        deadline: Instant::now() + handshake_timeout,
     };
     let mut w = &conn;
     match negotiate(&mut hr, &mut w, info, &HandshakeLimits::default()) {
