@@ -24,7 +24,7 @@ pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use error::StoreError;
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
-pub use writer::{Appended, Writer};
+pub use writer::{Appended, Writer, WriterOptions, FLUSH_THRESHOLD};
 
 pub mod error;
 mod files;

@@ -25,6 +25,21 @@ use std::path::Path;
 /// Bounds the writer's and every reader's memory, and what an open after a
 /// crash has to scan.
 pub const FLUSH_THRESHOLD: usize = 1 << 16;
+
+/// Tunables of a writer; the defaults are what the tools use.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Block versions held in memory before an index flush.
+    pub flush_threshold: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            flush_threshold: FLUSH_THRESHOLD,
+        }
+    }
+}
 const LOCK_FILE: &str = "lock";
 
 /// What `append` recorded.
@@ -49,6 +64,7 @@ pub struct Writer {
     scratch: Vec<u8>,
     poisoned: bool,
     closed: bool,
+    opts: WriterOptions,
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -115,6 +131,10 @@ impl Writer {
     /// Open the store for writing: take the lock, cut a torn tail, catch
     /// the index up with the log.
     pub fn open(dir: &Path) -> Result<Writer> {
+        Writer::open_with(dir, WriterOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, opts: WriterOptions) -> Result<Writer> {
         index::read_header(dir)?;
         let lock = take_lock(dir)?;
         let mut idx = Index::open(dir, true)?;
@@ -166,9 +186,10 @@ impl Writer {
             scratch: Vec::new(),
             poisoned: false,
             closed: false,
+            opts,
         };
         w.rebuild_dedup_mem()?;
-        if w.idx.mem.len() >= FLUSH_THRESHOLD || w.recovered.is_some() {
+        if w.idx.mem.len() >= w.opts.flush_threshold || w.recovered.is_some() {
             w.flush_index()?;
         }
         Ok(w)
@@ -329,7 +350,7 @@ impl Writer {
             self.idx.bytes_written += length_bytes;
         }
         self.buf = buf;
-        if self.idx.mem.len() >= FLUSH_THRESHOLD {
+        if self.idx.mem.len() >= self.opts.flush_threshold {
             self.flush_index()?;
         }
         Ok(Appended { seq, time_ns })

@@ -268,15 +268,27 @@ pub fn record_block_locs(
             if h.kind == RecordKind::Write {
                 let entries =
                     format::parse_block_entries(body, (last - first + 1) as usize, geometry_bs)?;
-                if entries
-                    .iter()
-                    .any(|e| matches!(e, BlockEntry::Ref(l) if l.offset_bytes >= rec_offset))
-                {
-                    return Err("a block refers forward in the log".into());
+                // A reference points to content stored before it: in an
+                // earlier record, or earlier in this one.
+                let mut stored_here = Vec::new();
+                let mut out = Vec::with_capacity(entries.len());
+                for (b, e) in (first..=last).zip(entries) {
+                    let loc = to_loc(e);
+                    match e {
+                        BlockEntry::Stored { .. } => stored_here.push(loc),
+                        BlockEntry::Ref(l)
+                            if l.offset_bytes >= rec_offset && !stored_here.contains(&l) =>
+                        {
+                            return Err(format!(
+                                "block {b} refers forward in the log (to byte {})",
+                                l.offset_bytes
+                            ));
+                        }
+                        _ => {}
+                    }
+                    out.push((b, loc));
                 }
-                Ok((first..=last)
-                    .zip(entries.into_iter().map(to_loc))
-                    .collect())
+                Ok(out)
             } else {
                 let partial = format::partial_blocks(h.offset_bytes, h.length_bytes, geometry_bs);
                 let entries = format::parse_block_entries(body, partial.len(), geometry_bs)?;
