@@ -79,15 +79,14 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
                 length_bytes,
             } => {
                 let len = length_bytes as usize;
-                buf.clear();
-                buf.resize(proto::SIMPLE_REPLY_LEN + len, 0);
+                let buf = sized(&mut buf, proto::SIMPLE_REPLY_LEN + len);
                 match export.read(offset_bytes, &mut buf[proto::SIMPLE_REPLY_LEN..]) {
                     Ok(()) => {
                         counters.reads += 1;
                         counters.bytes_read += len as u64;
                         buf[..proto::SIMPLE_REPLY_LEN]
                             .copy_from_slice(&proto::encode_simple_reply(0, h.handle));
-                        w.write_all(&buf)?;
+                        w.write_all(buf)?;
                         continue;
                     }
                     Err(e) => Err((e, NbdErrno::Inval)),
@@ -98,16 +97,15 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
                 length_bytes,
                 fua,
             } => {
-                buf.clear();
-                buf.resize(length_bytes as usize, 0);
-                r.read_exact(&mut buf)?;
+                let data = sized(&mut buf, length_bytes as usize);
+                r.read_exact(data)?;
                 counters.writes += 1;
                 counters.bytes_written += u64::from(length_bytes);
-                if buf.is_empty() {
+                if data.is_empty() {
                     Ok(())
                 } else {
                     export
-                        .write(offset_bytes, &buf, fua)
+                        .write(offset_bytes, data, fua)
                         .map_err(|e| (e, NbdErrno::NoSpc))
                 }
             }
@@ -158,6 +156,15 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
             }
         }
     }
+}
+
+/// The first `len` bytes of the reused buffer, growing it if need be. Its
+/// old contents stay: every use overwrites all the bytes it is handed.
+fn sized(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
 }
 
 /// A zero-length TRIM or WRITE_ZEROES changes nothing and is not recorded.
