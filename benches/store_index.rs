@@ -48,12 +48,24 @@ fn main() {
     let tmp = tempfile::tempdir_in(&base).unwrap();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("machine: {cpu}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "machine: {cpu}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
 
     // 1. One block, 1,000,000 versions.
-    let n: u64 = std::env::var("DISKHIST_BENCH_VERSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("DISKHIST_BENCH_VERSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tmp.path().join("one-block");
     Writer::init(&dir, 1 << 20, 4096).unwrap();
     let mut w = Writer::open(&dir).unwrap();
@@ -61,23 +73,48 @@ fn main() {
     let t = Instant::now();
     for i in 0..n {
         block[..8].copy_from_slice(&i.to_le_bytes());
-        w.append(TimeNs(i as i64 * 1000), Op::Write { offset_bytes: 0, data: &block }, OpFlags::default()).unwrap();
+        w.append(
+            TimeNs(i as i64 * 1000),
+            Op::Write {
+                offset_bytes: 0,
+                data: &block,
+            },
+            OpFlags::default(),
+        )
+        .unwrap();
     }
     w.close().unwrap();
     let write_s = t.elapsed().as_secs_f64();
-    println!("one block written {n} times: {:.1} s ({:.0} writes/s)", write_s, n as f64 / write_s);
+    println!(
+        "one block written {n} times: {:.1} s ({:.0} writes/s)",
+        write_s,
+        n as f64 / write_s
+    );
     let store = Store::open(&dir).unwrap();
-    let states = [("oldest", Seq(1)), ("middle", Seq(n / 2)), ("newest", Seq(n))];
+    let states = [
+        ("oldest", Seq(1)),
+        ("middle", Seq(n / 2)),
+        ("newest", Seq(n)),
+    ];
     let mut medians = Vec::new();
     for (name, s) in states {
         let mut buf = vec![0u8; 4096];
         store.read_at(s, 0, &mut buf).unwrap();
-        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), s.0 - 1, "wrong version read");
+        assert_eq!(
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            s.0 - 1,
+            "wrong version read"
+        );
         let m = read_latency(&store, s, 4096, 20_000);
-        println!("  read block 0 as of the {name} state ({}): median {m:.2} µs", s);
+        println!(
+            "  read block 0 as of the {name} state ({}): median {m:.2} µs",
+            s
+        );
         medians.push(m);
     }
-    let (lo, hi) = medians.iter().fold((f64::MAX, 0f64), |(a, b), &m| (a.min(m), b.max(m)));
+    let (lo, hi) = medians
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &m| (a.min(m), b.max(m)));
     println!(
         "  spread newest/oldest/middle: max/min = {:.2}x (target <= 2x); slowest median {hi:.2} µs (target < 50 µs): {}",
         hi / lo,
@@ -86,13 +123,23 @@ fn main() {
 
     // 2. 10,000,000 block versions: 10,000 records of 1,000 blocks each,
     // content drawn from a small pool (so the log stays small: references).
-    let versions: u64 = std::env::var("DISKHIST_BENCH_BIG").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let versions: u64 = std::env::var("DISKHIST_BENCH_BIG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
     let per = 1000u64;
     let dir = tmp.path().join("ten-million");
     let disk_blocks = 262_144u64; // 1 GiB disk
     Writer::init(&dir, disk_blocks * 4096, 4096).unwrap();
     let mut w = Writer::open(&dir).unwrap();
-    let pool: Vec<Vec<u8>> = (0..64u64).map(|i| { let mut b = vec![0u8; 4096]; b[..8].copy_from_slice(&(i + 1).to_le_bytes()); b[4000] = 0xEE; b }).collect();
+    let pool: Vec<Vec<u8>> = (0..64u64)
+        .map(|i| {
+            let mut b = vec![0u8; 4096];
+            b[..8].copy_from_slice(&(i + 1).to_le_bytes());
+            b[4000] = 0xEE;
+            b
+        })
+        .collect();
     let mut data = vec![0u8; (per * 4096) as usize];
     let t = Instant::now();
     for r in 0..versions / per {
@@ -100,17 +147,30 @@ fn main() {
             chunk.copy_from_slice(&pool[(r as usize * 7 + k) % pool.len()]);
         }
         let start = (r * 7919 % (disk_blocks - per)) * 4096;
-        w.append(TimeNs(r as i64), Op::Write { offset_bytes: start, data: &data }, OpFlags::default()).unwrap();
+        w.append(
+            TimeNs(r as i64),
+            Op::Write {
+                offset_bytes: start,
+                data: &data,
+            },
+            OpFlags::default(),
+        )
+        .unwrap();
     }
     w.close().unwrap();
-    println!("{versions} block versions recorded in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "{versions} block versions recorded in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     // Drop the page cache so the open is measured cold too (root only).
     let cold = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
     let (rss0, _) = rss_kib();
     let t = Instant::now();
     let store = Store::open(&dir).unwrap();
     let mut buf = vec![0u8; 4096];
-    store.read_at(store.head().seq, 4096 * 12345, &mut buf).unwrap();
+    store
+        .read_at(store.head().seq, 4096 * 12345, &mut buf)
+        .unwrap();
     let open_s = t.elapsed().as_secs_f64();
     let (rss1, _) = rss_kib();
     println!(

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("{path}: {source}")]
+    /// (The I/O error is in the message, not a `source`, so that it is
+    /// not printed twice by error chains.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{0}: not a diskhist store (no diskhist.store header); create one with `diskhist init`"
@@ -59,7 +60,7 @@ impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StoreError {
         StoreError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
     pub(crate) fn corrupted(path: impl Into<PathBuf>, what: impl Into<String>) -> StoreError {

@@ -164,7 +164,9 @@ impl Writer {
             recovered = Some(stop);
         }
         let it = idx.manifest.indexed_through.0;
-        idx.seqs.set_len(it * SEQ_ENTRY_LEN).at(&idx.seqs_path)?;
+        seqs_file(&idx)?
+            .set_len(it * SEQ_ENTRY_LEN)
+            .at(&idx.seqs_path)?;
         let idir = dir.join(INDEX_DIR);
         let dedup_runs = idx
             .manifest
@@ -550,11 +552,10 @@ impl Writer {
                 bytes.extend_from_slice(&t.offset_bytes.to_le_bytes());
             }
         }
-        self.idx
-            .seqs
+        seqs_file(&self.idx)?
             .write_all_at(&bytes, self.seqs_written * SEQ_ENTRY_LEN)
             .at(&self.idx.seqs_path)?;
-        self.idx.seqs.sync_data().at(&self.idx.seqs_path)?;
+        seqs_file(&self.idx)?.sync_data().at(&self.idx.seqs_path)?;
         self.seqs_written = self.idx.head.seq.0;
         Ok(())
     }
@@ -630,6 +631,13 @@ impl Drop for Writer {
             }
         }
     }
+}
+
+/// The writer always has `index/seqs` (it creates it when missing).
+fn seqs_file(idx: &Index) -> Result<&File> {
+    idx.seqs
+        .as_ref()
+        .ok_or_else(|| StoreError::corrupted(&idx.seqs_path, "missing"))
 }
 
 fn remove_orphan_runs(idir: &Path, runs: &[(Seq, Seq)]) -> Result<()> {

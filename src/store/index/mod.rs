@@ -146,7 +146,8 @@ pub struct Index {
     pub log_path: PathBuf,
     pub log: File,
     pub seqs_path: PathBuf,
-    pub seqs: File,
+    /// Absent for a reader of a store whose index was deleted.
+    pub seqs: Option<File>,
     pub manifest: Manifest,
     pub runs: Vec<Run<BlockVersion>>,
     /// `(block, seq) -> location` for records after the manifest's point.
@@ -336,7 +337,15 @@ impl Index {
             crate::store::files::create_dir_private(&dir.join(INDEX_DIR))?;
         }
         let log = open(&log_path)?;
-        let seqs = open(&seqs_path)?;
+        let seqs = match open(&seqs_path) {
+            Ok(f) => Some(f),
+            Err(StoreError::Io { error, .. })
+                if !writable && error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let mut idx = Index {
             dir: dir.to_path_buf(),
             header,
@@ -382,8 +391,8 @@ impl Index {
                     self.stop = None;
                     return Ok(());
                 }
-                Err(StoreError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 20 =>
+                Err(StoreError::Io { error, .. })
+                    if error.kind() == std::io::ErrorKind::NotFound && attempts < 20 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -589,8 +598,11 @@ impl Index {
             return Ok(self.tail[(seq.0 - it - 1) as usize]);
         }
         let mut e = [0u8; SEQ_ENTRY_LEN as usize];
-        self.seqs
-            .read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
+        let seqs = self
+            .seqs
+            .as_ref()
+            .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
+        seqs.read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
         Ok(TailRecord {
             time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),

@@ -1,0 +1,424 @@
+//! The store's command line, end to end with the real binary: init, import,
+//! export, log, diff, dump/ingest, verify, info, and how each treats bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run diskhist")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in: {err}"
+    );
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    img: PathBuf,
+    root: PathBuf,
+}
+
+/// A 1 MiB store with three imported states.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store = root.join("store");
+    let img = root.join("disk.img");
+    ok(&["init", s(&store), "--size", "1M", "--block-size", "4096"]);
+    let mut disk = vec![0u8; 1 << 20];
+    for (i, b) in disk[8192..20480].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    std::fs::write(&img, &disk).unwrap();
+    ok(&["import", s(&store), s(&img), "--at", "2026-11-23T06:30:15Z"]);
+    disk[100_000..100_005].copy_from_slice(b"hello");
+    std::fs::write(&img, &disk).unwrap();
+    ok(&[
+        "import",
+        s(&store),
+        s(&img),
+        "--at",
+        "2026-11-23T06:30:16.5Z",
+    ]);
+    disk[8192..12288].fill(0);
+    std::fs::write(&img, &disk).unwrap();
+    ok(&["import", s(&store), s(&img), "--at", "@1795415420"]);
+    Fixture {
+        _dir: dir,
+        store,
+        img,
+        root,
+    }
+}
+
+#[test]
+fn log_lists_one_line_per_record_and_json() {
+    let f = fixture();
+    let log = ok(&["log", s(&f.store)]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].contains("2026-11-23T06:30:15.000000000Z")
+            && lines[0].contains("8192")
+            && lines[0].contains("12288"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("98304") && lines[1].contains("4096") && lines[1].ends_with("write"),
+        "{}",
+        lines[1]
+    );
+    let json = ok(&[
+        "log",
+        s(&f.store),
+        "--json",
+        "--from",
+        "2026-11-23T06-30-16Z",
+    ]);
+    let jl: Vec<&str> = json.lines().collect();
+    assert_eq!(jl.len(), 2);
+    assert!(jl[0].starts_with("{\"seq\":2,\"time\":\"2026-11-23T06:30:16.500000000Z\",\"time_ns\":1795415416500000000,\"offset\":98304,\"length\":4096,\"kind\":\"write\""), "{}", jl[0]);
+}
+
+#[test]
+fn log_into_a_closed_pipe_exits_quietly() {
+    let f = fixture();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{BIN} log {} | head -1 >/dev/null; echo ${{PIPESTATUS:-}}",
+            s(&f.store)
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // Plenty of records so the pipe closes while diskhist still writes.
+    let big = f.root.join("big");
+    ok(&["init", s(&big), "--size", "64K", "--block-size", "512"]);
+    let mut img = vec![0u8; 65536];
+    for round in 0..40u8 {
+        for b in img.iter_mut() {
+            *b = round.wrapping_add(1);
+        }
+        img[..(round as usize + 1) * 512].fill(0);
+        std::fs::write(&f.img, &img).unwrap();
+        ok(&["import", s(&big), s(&f.img)]);
+    }
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{BIN} log {} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            s(&big)
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn export_prints_the_sha256_and_matches_each_state() {
+    use sha2::Digest;
+    let f = fixture();
+    let out = f.root.join("x.img");
+    let line = ok(&["export", s(&f.store), "--at", "#3", "-o", s(&out)]);
+    let data = std::fs::read(&out).unwrap();
+    assert_eq!(data, std::fs::read(&f.img).unwrap());
+    let hex: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(line.trim(), format!("{hex}  {}", s(&out)));
+    // Between the first two imports the disk still had no "hello".
+    ok(&[
+        "export",
+        s(&f.store),
+        "--at",
+        "2026-11-23T15:30:16.4+09:00",
+        "-o",
+        s(&out),
+    ]);
+    let mid = std::fs::read(&out).unwrap();
+    assert_eq!(&mid[100_000..100_005], &[0u8; 5]);
+    assert_ne!(mid[8193], 0);
+    // Before the first record: the empty disk.
+    ok(&["export", s(&f.store), "--at", "@0", "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn diff_prints_the_changed_byte_ranges() {
+    let f = fixture();
+    assert_eq!(ok(&["diff", s(&f.store), "#1", "#2"]), "100000 5\n");
+    // The zeroed block: the bytes of pattern that were not already zero.
+    let d = ok(&["diff", s(&f.store), "#2", "latest"]);
+    let ranges: Vec<(u64, u64)> = d
+        .lines()
+        .map(|l| {
+            let mut it = l.split(' ').map(|x| x.parse::<u64>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        })
+        .collect();
+    assert!(!ranges.is_empty());
+    assert!(
+        ranges.iter().all(|(o, l)| *o >= 8192 && o + l <= 12288),
+        "{d}"
+    );
+    assert_eq!(ok(&["diff", s(&f.store), "#3", "latest"]), "");
+}
+
+#[test]
+fn importing_the_same_image_twice_records_nothing() {
+    let f = fixture();
+    let o = run(&["import", s(&f.store), s(&f.img)]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing recorded"));
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+}
+
+#[test]
+fn dump_and_ingest_round_trip_is_lossless() {
+    let f = fixture();
+    let stream = f.root.join("h.stream");
+    let o = Command::new(BIN)
+        .args(["dump", s(&f.store)])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::write(&stream, &o.stdout).unwrap();
+    let copy = f.root.join("copy");
+    ok(&["init", s(&copy), "--size", "1M"]);
+    ok(&["ingest", s(&copy), "--format", "stream", s(&stream)]);
+    let head = |p: &Path| {
+        ok(&["info", s(p)])
+            .lines()
+            .find(|l| l.starts_with("chain head"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(head(&f.store), head(&copy));
+    for at in ["#0", "#1", "#2", "#3", "2026-11-23T06:30:16Z"] {
+        let a = Command::new(BIN)
+            .args(["export", s(&f.store), "--at", at])
+            .output()
+            .unwrap()
+            .stdout;
+        let b = Command::new(BIN)
+            .args(["export", s(&copy), "--at", at])
+            .output()
+            .unwrap()
+            .stdout;
+        assert!(
+            a == b && a.len() == 1 << 20,
+            "state {at} differs after the round trip"
+        );
+    }
+    assert_eq!(ok(&["log", s(&f.store)]), ok(&["log", s(&copy)]));
+    // A truncated stream: the whole records before the cut are kept.
+    let bytes = std::fs::read(&stream).unwrap();
+    std::fs::write(&stream, &bytes[..bytes.len() - 40]).unwrap();
+    let cut = f.root.join("cut");
+    ok(&["init", s(&cut), "--size", "1M"]);
+    fails(
+        &["ingest", s(&cut), "--format", "stream", s(&stream)],
+        1,
+        "truncated after 3 whole records",
+    );
+    assert_eq!(ok(&["log", s(&cut)]).lines().count(), 3);
+    ok(&["verify", s(&cut)]);
+}
+
+#[test]
+fn bad_input_is_named_and_loses_nothing() {
+    let f = fixture();
+    fails(
+        &["export", s(&f.store), "--at", "yesterday"],
+        2,
+        "accepted forms",
+    );
+    fails(
+        &["export", s(&f.store), "--at", "#99", "-o", "/dev/null"],
+        1,
+        "the history ends at record #3",
+    );
+    fails(&["init", s(&f.store), "--size", "1M"], 1, "not empty");
+    fails(
+        &[
+            "init",
+            s(&f.root.join("n")),
+            "--size",
+            "1M",
+            "--block-size",
+            "3000",
+        ],
+        1,
+        "power of two",
+    );
+    fails(
+        &["init", s(&f.root.join("n2")), "--size", "12Q"],
+        2,
+        "unknown suffix",
+    );
+    fails(
+        &[
+            "import",
+            s(&f.store),
+            s(&f.img),
+            "--at",
+            "2026-11-23T06:30:00Z",
+        ],
+        1,
+        "append-only",
+    );
+    let small = f.root.join("small.img");
+    std::fs::write(&small, vec![1u8; 4096]).unwrap();
+    fails(
+        &["import", s(&f.store), s(&small)],
+        1,
+        "the image is 4096 bytes but the store's disk is 1048576 bytes",
+    );
+    fails(&["info", s(&f.root)], 1, "not a diskhist store");
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    ok(&["verify", s(&f.store)]);
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused() {
+    let f = fixture();
+    let h = f.store.join("diskhist.store");
+    let mut b = std::fs::read(&h).unwrap();
+    b[8] = 9;
+    std::fs::write(&h, &b).unwrap();
+    fails(&["info", s(&f.store)], 1, "store format version 9");
+    fails(
+        &["import", s(&f.store), s(&f.img)],
+        1,
+        "store format version 9",
+    );
+}
+
+#[test]
+fn verify_names_the_first_damaged_record() {
+    let f = fixture();
+    let verify = ok(&["verify", s(&f.store)]);
+    assert!(verify.starts_with("ok: 3 records"), "{verify}");
+    let log = f.store.join("log");
+    let orig = std::fs::read(&log).unwrap();
+    // Record 2 starts where record 1 ends: find it from the record length.
+    let len1 = u32::from_le_bytes(orig[4..8].try_into().unwrap()) as usize;
+    let mut bad = orig.clone();
+    bad[len1 + 150] ^= 0x01;
+    std::fs::write(&log, &bad).unwrap();
+    fails(&["verify", s(&f.store)], 1, "record #2 at log byte");
+    std::fs::write(&log, &orig).unwrap();
+    ok(&["verify", s(&f.store)]);
+    // The index is derived: without it, readers scan the log and the next
+    // writer rebuilds it.
+    std::fs::remove_dir_all(f.store.join("index")).unwrap();
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    ok(&["import", s(&f.store), s(&f.img)]);
+    assert!(ok(&["verify", s(&f.store)]).starts_with("ok: 3 records"));
+    // Damage in the middle of what a writer must scan is never cut away.
+    std::fs::remove_dir_all(f.store.join("index")).unwrap();
+    std::fs::write(&log, &bad).unwrap();
+    fails(&["import", s(&f.store), s(&f.img)], 1, "refusing to cut");
+    assert_eq!(std::fs::read(&log).unwrap(), bad);
+    // Readers still read what precedes the damage.
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 1);
+}
+
+#[test]
+fn a_torn_tail_is_reported_then_cut_by_the_next_writer() {
+    let f = fixture();
+    let log = f.store.join("log");
+    let orig = std::fs::read(&log).unwrap();
+    // A crash in the middle of appending record 4: its first 60 bytes.
+    let mut torn = orig.clone();
+    torn.extend_from_slice(&orig[..60]);
+    std::fs::write(&log, &torn).unwrap();
+    fails(&["verify", s(&f.store)], 1, "record #4");
+    // Readers see the three whole records.
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    let o = run(&["import", s(&f.store), s(&f.img)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cut a torn tail"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&log).unwrap()[..orig.len()], orig[..]);
+    let v = ok(&["verify", s(&f.store)]);
+    assert!(v.starts_with("ok: 3 records"), "{v}");
+}
+
+#[test]
+fn info_reports_space_and_chain() {
+    let f = fixture();
+    let info = ok(&["info", s(&f.store)]);
+    for needle in [
+        "disk size:      1048576 bytes",
+        "block size:     4096 bytes",
+        "records:        3",
+        "first time:     2026-11-23T06:30:15Z",
+        "last time:      2026-11-23T06:30:20Z",
+        "bytes written:  20480",
+        "chain head:",
+    ] {
+        assert!(info.contains(needle), "{needle:?} not in:\n{info}");
+    }
+}
+
+#[test]
+fn store_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&f.store), 0o700);
+    assert_eq!(mode(&f.store.join("index")), 0o700);
+    for e in std::fs::read_dir(&f.store)
+        .unwrap()
+        .chain(std::fs::read_dir(f.store.join("index")).unwrap())
+    {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+}
