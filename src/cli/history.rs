@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-fn open(store: &PathBuf) -> Result<Store> {
+fn open(store: &std::path::Path) -> Result<Store> {
     Store::open(store).with_context(|| format!("cannot open store {}", store.display()))
 }
 

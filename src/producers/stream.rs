@@ -100,16 +100,9 @@ impl<W: Write> StreamWriter<W> {
         Ok(StreamWriter { out, records: 0 })
     }
 
-    fn put(
-        &mut self,
-        kind: u8,
-        flags: u8,
-        seq: u64,
-        time: i64,
-        off: u64,
-        len: u64,
-        payload: &[u8],
-    ) -> io::Result<()> {
+    /// Write one record: `fields` are kind, flags, seq, time, offset, length.
+    fn put(&mut self, fields: (u8, u8, u64, i64, u64, u64), payload: &[u8]) -> io::Result<()> {
+        let (kind, flags, seq, time, off, len) = fields;
         let mut h = [0u8; REC_HEADER_LEN];
         h[..4].copy_from_slice(REC_MAGIC);
         h[4] = kind;
@@ -143,12 +136,7 @@ impl<W: Write> StreamWriter<W> {
             OwnedOp::Mark { name } => (RecordKind::Mark, 0, name.len() as u64, name.as_bytes()),
         };
         self.put(
-            kind as u8,
-            r.flags.0,
-            r.seq.0,
-            r.time_ns.0,
-            off,
-            len,
+            (kind as u8, r.flags.0, r.seq.0, r.time_ns.0, off, len),
             payload,
         )
     }
@@ -156,7 +144,7 @@ impl<W: Write> StreamWriter<W> {
     /// Write the end record and flush.
     pub fn finish(mut self, chain: Hash32) -> io::Result<W> {
         let n = self.records;
-        self.put(KIND_END, 0, n, 0, 0, 0, &chain.0)?;
+        self.put((KIND_END, 0, n, 0, 0, 0), &chain.0)?;
         self.out.flush()?;
         Ok(self.out)
     }
