@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Everything under `index/` is derived from `log` and can be rebuilt from
-//! it (`diskhist verify --reindex`).
+//! it: delete `index/` and the next writer (any `ingest`, `import` or
+//! `serve`) rebuilds it from the log; readers meanwhile scan the log.
 
 pub use crate::producers::op::{Op, OpFlags, OwnedOp};
 pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
