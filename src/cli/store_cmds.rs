@@ -270,6 +270,45 @@ pub fn info(a: InfoArgs) -> Result<()> {
         )?;
     }
     writeln!(out, "chain head:     {}", head.chain)?;
+    match diskhist::nbd::session::read_sessions(&a.store) {
+        Ok(sessions) => {
+            for (i, ses) in sessions.iter().enumerate() {
+                let clock = match &ses.clock {
+                    Some(c) => format!(
+                        "clock {} (est. error {} µs, max {} µs)",
+                        if c.synchronised {
+                            "synchronised"
+                        } else {
+                            "NOT synchronised"
+                        },
+                        c.est_error_us,
+                        c.max_error_us
+                    ),
+                    None => "clock state unknown".to_string(),
+                };
+                let end = match &ses.end {
+                    Some(e) => format!(
+                        "ended {} at record {} ({})",
+                        format_rfc3339(e.time),
+                        e.seq.0,
+                        e.reason
+                    ),
+                    None => "no clean end (killed or power lost)".to_string(),
+                };
+                writeln!(
+                    out,
+                    "serve session {}: started {} by diskhist {} at record {}, {}; {}",
+                    i + 1,
+                    format_rfc3339(ses.start),
+                    ses.version,
+                    ses.start_seq.0,
+                    clock,
+                    end
+                )?;
+            }
+        }
+        Err(e) => writeln!(out, "warning:        serve sessions: {e}")?,
+    }
     if let Some(stop) = s.tail_stop() {
         writeln!(
             out,
