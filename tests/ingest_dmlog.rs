@@ -494,3 +494,94 @@ fn a_write_past_the_end_of_the_disk_is_refused_after_recording_what_came_before(
     assert_eq!(&bytes[..4096], &first[..]);
     assert!(bytes[4096..].iter().all(|&b| b == 0));
 }
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait (up to 30 s) until the store holds `n` records.
+fn wait_for_records(ctx: &Ctx, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let have = ctx.records().len();
+        if have == n {
+            return;
+        }
+        assert!(have < n, "{have} records, expected {n}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{have} records after 30 s, expected {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn follow_tails_a_growing_log_with_holes_until_sigterm() {
+    use std::io::{Seek, SeekFrom, Write};
+    let log = std::fs::read(FIXTURE_LOG).unwrap();
+    let replayed = replay(&log, DISK_SIZE);
+    let at = |entry: usize| replayed.entry_offsets[entry - 1];
+    // An entry from 10 on that carries data, to be cut inside its data.
+    let k = (10..30).find(|&k| at(k + 1) - at(k) > 1024).unwrap();
+    let mid = at(k) + 512 + 100;
+    let ctx = new_store("16M");
+    let path = ctx.dir.path().join("growing.dmlog");
+    let mut file = std::fs::File::create(&path).unwrap();
+    // Written as QEMU writes it: no super block until the first flush.
+    file.seek(SeekFrom::Start(512)).unwrap();
+    file.write_all(&log[512..mid]).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_diskhist"))
+        .args(["ingest", "--format", "dmlog", "--follow"])
+        .arg(&ctx.store)
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        ctx.records().is_empty(),
+        "read entries before the super block existed"
+    );
+    // The super block lands (its count is stale, as it is in a live log);
+    // entry k is half there.
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.write_all(&log[..512]).unwrap();
+    wait_for_records(&ctx, k - 1);
+    file.seek(SeekFrom::Start((mid) as u64)).unwrap();
+    file.write_all(&log[mid..at(20)]).unwrap();
+    wait_for_records(&ctx, 19);
+    // Entries 30.. land before entries 20..29: a hole that must be waited out.
+    file.seek(SeekFrom::Start(at(30) as u64)).unwrap();
+    file.write_all(&log[at(30)..]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(ctx.records().len(), 19, "read past a hole");
+    file.seek(SeekFrom::Start(at(20) as u64)).unwrap();
+    file.write_all(&log[at(20)..at(30)]).unwrap();
+    wait_for_records(&ctx, replayed.entry_offsets.len());
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        status.success(),
+        "ingest --follow ended with {status}: {stderr}"
+    );
+    let (_, latest) = ctx.export("latest");
+    assert_eq!(sha_hex(&latest), replayed.final_sha);
+    ok(&[&"verify", &ctx.store]);
+}

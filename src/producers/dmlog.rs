@@ -71,7 +71,11 @@
 //! asynchronously), so a followed file can show an all-zero hole where an
 //! entry is still in flight; [`ingest_file`] re-reads such a block until it
 //! fills in, which needs a seekable file (a pipe cannot be re-read, so there
-//! a hole ends the log).
+//! a hole ends the log). A hole is only recognised where a header block
+//! should be: an entry whose header has landed while its data is still being
+//! copied in, with a later entry already past it, reads as partly zero. The
+//! format has no checksum to catch that; ingesting a finished log (or
+//! re-ingesting it into a fresh store) gives the exact history.
 
 use crate::producers::op::{Op, OpFlags, OwnedOp};
 use crate::store::format::MAX_OP_BYTES;
