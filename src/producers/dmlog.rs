@@ -237,7 +237,7 @@ type Rewind = Box<dyn FnMut(u64) -> io::Result<()> + Send>;
 /// calls, so a growing file can be followed.
 pub struct DmlogReader<R> {
     input: R,
-    /// Present once the super block is read.
+    /// 0 until the super block is read.
     sector_size: u32,
     super_entries: u64,
     /// Index (from 1) of the next entry.
