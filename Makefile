@@ -1,0 +1,96 @@
+# diskhist — build, test, install, benchmark and demonstrate.
+#
+#   make build     release binary: target/release/diskhist
+#   make test      the whole suite, as CI runs it (installs missing Debian
+#                  packages first when run as root)
+#   make demo      the main job on the bundled fixture
+#   make bench     store, NBD and mount benchmarks (whichever exist)
+#   make install   PREFIX=/usr/local DESTDIR= (binary and man page)
+#   make clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CARGO ?= cargo
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
+DISKHIST = target/release/diskhist
+
+# Debian packages the integration tests and the demo run, and why.
+TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux
+DEMO_PACKAGES = sleuthkit fuse3 util-linux
+WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
+WHY_fuse3       = fusermount3 and the FUSE mount helpers
+WHY_libnbd-bin  = nbdinfo, nbdcopy talk to diskhist serve
+WHY_nbdkit      = a second NBD implementation to compare against
+WHY_xmount      = presents images to forensic tools
+WHY_e2fsprogs   = mkfs.ext4, debugfs build filesystems to record
+WHY_qemu-utils  = qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon write through NBD and blklogwrites
+WHY_util-linux  = losetup, mount, umount
+
+# $(call need-packages,PACKAGES): install the missing ones with apt-get when
+# root, saying which and why; otherwise say what to install. Not fatal when
+# not root: the tests that need a tool then fail and name it.
+define need-packages
+	@missing=; \
+	if command -v dpkg-query >/dev/null 2>&1; then \
+	    for p in $(1); do \
+	        dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' \
+	            || missing="$$missing $$p"; \
+	    done; \
+	fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make $@: installing missing Debian packages:"; \
+	    $(foreach p,$(1),case " $$missing " in (*" $(p) "*) echo "  $(p): $(WHY_$(p))";; esac;) \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+	    echo "make $@: missing Debian packages:$$missing; as root: apt-get install$$missing" >&2; \
+	fi
+endef
+
+.PHONY: all build test deps-test deps-demo install bench demo clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+deps-test:
+	$(call need-packages,$(TEST_PACKAGES))
+	@if [ "$$(id -u)" = 0 ]; then modprobe fuse 2>/dev/null; modprobe loop 2>/dev/null; true; fi
+
+deps-demo:
+	$(call need-packages,$(DEMO_PACKAGES))
+
+# Release mode: the FUSE and NBD tests move real data.
+test: deps-test
+	$(CARGO) build --release
+	$(CARGO) test --release
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+install: build
+	install -d $(BINDIR) $(MAN1DIR)
+	install -m 0755 $(DISKHIST) $(BINDIR)/diskhist
+	install -m 0644 man/diskhist.1 $(MAN1DIR)/diskhist.1
+
+# Each bench prints its own figures.
+bench: build
+	@if [ -f benches/store_index.rs ]; then \
+	    echo "== cargo bench --bench store_index"; \
+	    $(CARGO) bench --bench store_index || exit 1; \
+	else \
+	    echo "== benches/store_index.rs: not present, skipped"; \
+	fi
+	@for s in benches/*.sh; do \
+	    [ -f "$$s" ] || continue; \
+	    echo "== $$s"; \
+	    DISKHIST=$(CURDIR)/$(DISKHIST) bash "$$s" || exit 1; \
+	done
+
+demo: deps-demo build
+	bash scripts/demo.sh $(DISKHIST)
+
+clean:
+	$(CARGO) clean
