@@ -1,0 +1,300 @@
+//! The mounted tree: every accepted spelling of a time resolves, listings
+//! name states honestly, info tells the truth, new states appear live.
+
+mod mount_support;
+
+use mount_support::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diskhist::Store;
+
+const T1: &str = "2026-11-23T06:30:15.25Z";
+const T1_NS: u64 = 1_795_415_415_250_000_000;
+const C1: &str = "2026-11-23T06-30-15.250Z";
+const T2: &str = "2026-11-23T06:31:00Z";
+const C2: &str = "2026-11-23T06-31-00Z";
+
+fn sha(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+fn readlink(p: &Path) -> String {
+    std::fs::read_link(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn errno_of(p: &Path) -> Option<i32> {
+    std::fs::metadata(p).err().and_then(|e| e.raw_os_error())
+}
+
+/// A store with an ext4 image at T1 and a changed one at T2.
+fn two_states(dir: &Path) -> std::path::PathBuf {
+    let store = init_store(dir, "64M");
+    let img = dir.join("fs.img");
+    ext4_image(&img, 64, &[("a.txt", "hello\n"), ("keep.txt", "same\n")]);
+    import(&store, &img, T1);
+    ext4_image(&img, 64, &[("a.txt", "changed\n"), ("keep.txt", "same\n")]);
+    import(&store, &img, T2);
+    store
+}
+
+#[test]
+fn every_spelling_of_a_time_reaches_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_states(dir.path());
+    let want1 = sha(&export(&store, T1, dir.path()));
+    let want2 = sha(&export(&store, T2, dir.path()));
+    assert_ne!(want1, want2);
+    let s = Store::open(&store).unwrap();
+    let head = s.head().seq.0;
+    let last_t1 = s.resolve(diskhist::parse_time(T1).unwrap()).unwrap().0;
+    drop(s);
+
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    assert_eq!(
+        list(&m.path("at")),
+        vec![C1, C2],
+        "one entry per second with writes"
+    );
+    assert!(std::fs::symlink_metadata(m.path(&format!("at/{C1}")))
+        .unwrap()
+        .is_dir());
+
+    let canonical_ino = ino(&m.path(&format!("at/{C1}/disk.img")));
+    for spelling in [
+        T1,
+        C1,
+        "2026-11-23T15:30:15.25+09:00",
+        "2026-11-23T15-30-15.250+09-00",
+        "@1795415415.25",
+        "2026-11-23T06:30:59.999999999Z", // between the two: still the first state
+        &format!("#{last_t1}"),
+    ] {
+        let img = m.path(&format!("at/{spelling}/disk.img"));
+        let data = std::fs::read(&img).unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        assert_eq!(sha(&data), want1, "{spelling}");
+        assert_eq!(
+            ino(&img),
+            canonical_ino,
+            "{spelling}: shares the page cache"
+        );
+        if spelling != C1 {
+            assert_eq!(
+                readlink(&m.path(&format!("at/{spelling}"))),
+                C1,
+                "{spelling}"
+            );
+        }
+    }
+    assert_eq!(readlink(&m.path("latest")), format!("at/{C2}"));
+    assert_eq!(
+        sha(&std::fs::read(m.path("latest/disk.img")).unwrap()),
+        want2
+    );
+    assert_eq!(
+        sha(&std::fs::read(m.path("at/latest/disk.img")).unwrap()),
+        want2
+    );
+    assert_eq!(
+        sha(&std::fs::read(m.path(&format!("seq/{head}/disk.img"))).unwrap()),
+        want2
+    );
+
+    // Before the first record: the all-zero disk.
+    let before = m.path("at/2020-01-01T00:00:00Z");
+    assert_eq!(readlink(&before), "../seq/0");
+    let zeros = std::fs::read(before.join("disk.img")).unwrap();
+    assert_eq!(zeros.len(), 64 * MIB);
+    assert!(zeros.iter().all(|&b| b == 0));
+
+    // Names that are not states.
+    for bad in [
+        "at/yesterday".to_string(),
+        "at/2026-11-23".to_string(),
+        format!("at/#{}", head + 1),
+        format!("seq/{}", head + 1),
+        "seq/007".to_string(),
+        format!("at/{C1}/nope"),
+        "by-day/2026-11-24".to_string(),
+    ] {
+        assert_eq!(errno_of(&m.path(&bad)), Some(libc::ENOENT), "{bad}");
+    }
+}
+
+#[test]
+fn info_listings_and_mtimes_tell_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_states(dir.path());
+    let s = Store::open(&store).unwrap();
+    let head = s.head();
+    let r1 = s.resolve(diskhist::parse_time(T1).unwrap()).unwrap();
+    let chain1 = s.record(r1).unwrap().chain.to_hex();
+    drop(s);
+
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    let info = std::fs::read_to_string(m.path(&format!("at/{C1}/info"))).unwrap();
+    assert_eq!(
+        info,
+        format!(
+            "time: 2026-11-23T06:30:15.250000000Z\nseq: {}\nchain: {chain1}\n\
+             size_bytes: 67108864\nblock_size: 4096\n",
+            r1.0
+        )
+    );
+    let info = std::fs::read_to_string(m.path("latest/info")).unwrap();
+    assert!(info.contains(&format!("seq: {}\n", head.seq.0)), "{info}");
+    assert!(
+        info.contains(&format!("chain: {}\n", head.chain.to_hex())),
+        "{info}"
+    );
+    let info0 = std::fs::read_to_string(m.path("seq/0/info")).unwrap();
+    assert!(info0.starts_with("time: none"), "{info0}");
+    assert!(
+        info0.contains(&format!("chain: {}\n", "0".repeat(64))),
+        "{info0}"
+    );
+
+    // Directory mtimes are the state's time, to the nanosecond.
+    let mtime = std::fs::metadata(m.path(&format!("at/{C1}")))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, UNIX_EPOCH + Duration::from_nanos(T1_NS));
+    let img = std::fs::metadata(m.path(&format!("at/{C2}/disk.img"))).unwrap();
+    assert_eq!(img.len(), 64 << 20);
+    assert_eq!(img.mode() & 0o7777, 0o444);
+
+    // by-day: one directory per UTC day, each second a link into at/.
+    assert_eq!(list(&m.path("by-day")), vec!["2026-11-23"]);
+    assert_eq!(list(&m.path("by-day/2026-11-23")), vec![C1, C2]);
+    assert_eq!(
+        readlink(&m.path(&format!("by-day/2026-11-23/{C1}"))),
+        format!("../../at/{C1}")
+    );
+    assert_eq!(
+        ino(&m.path(&format!("by-day/2026-11-23/{C2}/disk.img"))),
+        ino(&m.path("latest/disk.img"))
+    );
+
+    // The kernel knows it as fuse.diskhist, read-only.
+    let line = mount_line(&m.dir).unwrap();
+    assert!(line.contains(" - fuse.diskhist "), "{line}");
+    assert!(
+        line.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{line}"
+    );
+    assert!(line.contains("default_permissions"), "{line}");
+}
+
+#[test]
+fn listing_names_each_second_by_its_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "1M");
+    let img = dir.path().join("raw.img");
+    let mut data = vec![0u8; MIB];
+    let times = [
+        "2026-11-23T06:30:15.1Z",
+        "2026-11-23T06:30:15.7Z",
+        "2026-11-23T06:30:16.2Z",
+        "2026-11-23T06:30:18Z",
+    ];
+    let mut wants = Vec::new();
+    for (i, t) in times.iter().enumerate() {
+        data[i * 8192..(i + 1) * 8192].copy_from_slice(&pseudo_random(8192, i as u64 + 1));
+        std::fs::write(&img, &data).unwrap();
+        import(&store, &img, t);
+        wants.push(data.clone());
+    }
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    assert_eq!(
+        list(&m.path("at")),
+        vec![
+            "2026-11-23T06-30-15.700Z",
+            "2026-11-23T06-30-16.200Z",
+            "2026-11-23T06-30-18Z"
+        ]
+    );
+    // The listed name of second 15 gives the state at the end of second 15.
+    assert_eq!(
+        std::fs::read(m.path("at/2026-11-23T06-30-15.700Z/disk.img")).unwrap(),
+        wants[1]
+    );
+    // A state inside a second is still there by its own name, just not listed.
+    let mid = m.path("at/2026-11-23T06-30-15.100Z");
+    assert!(std::fs::symlink_metadata(&mid).unwrap().is_dir());
+    assert_eq!(std::fs::read(mid.join("disk.img")).unwrap(), wants[0]);
+    assert_eq!(
+        readlink(&m.path("at/2026-11-23T06:30:15.5Z")),
+        "2026-11-23T06-30-15.100Z"
+    );
+    assert_eq!(
+        std::fs::read(m.path("at/2026-11-23T06:30:17Z/disk.img")).unwrap(),
+        wants[2]
+    );
+}
+
+#[test]
+fn new_states_appear_while_mounted_and_old_ones_never_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "1M");
+    let img = dir.path().join("raw.img");
+    let first = pseudo_random(MIB, 7);
+    std::fs::write(&img, &first).unwrap();
+    import(&store, &img, "2026-11-23T06:30:15Z");
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    let c1 = "2026-11-23T06-30-15Z";
+    assert_eq!(list(&m.path("at")), vec![c1]);
+    assert_eq!(std::fs::read(m.path("latest/disk.img")).unwrap(), first);
+    // A name after the newest record: a state that may still move.
+    let future = m.path("at/2026-11-23T06:40:00Z/disk.img");
+    assert_eq!(std::fs::read(&future).unwrap(), first);
+
+    let mut second = first.clone();
+    second[4096..8192].fill(0xee);
+    std::fs::write(&img, &second).unwrap();
+    import(&store, &img, "2026-11-23T06:35:00Z");
+
+    let c2 = "2026-11-23T06-35-00Z";
+    wait_for("the new state in at/", Duration::from_secs(5), || {
+        list(&m.path("at")).len() == 2
+    });
+    assert_eq!(list(&m.path("at")), vec![c1, c2]);
+    wait_for("latest to move", Duration::from_secs(5), || {
+        std::fs::read_link(m.path("latest")).is_ok_and(|t| t == Path::new(&format!("at/{c2}")))
+    });
+    assert_eq!(std::fs::read(m.path("latest/disk.img")).unwrap(), second);
+    assert_eq!(
+        std::fs::read(m.path(&format!("at/{c1}/disk.img"))).unwrap(),
+        first
+    );
+    wait_for(
+        "a future name to see the new state",
+        Duration::from_secs(5),
+        || std::fs::read(&future).unwrap() == second,
+    );
+    // The root's mtime follows the newest state.
+    let root_mtime = std::fs::metadata(m.path("at")).unwrap().modified().unwrap();
+    assert!(root_mtime > SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_415_415));
+}
