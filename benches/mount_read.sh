@@ -1,0 +1,95 @@
+#!/bin/sh
+# Read speed of MOUNT/at/<time>/disk.img against xmount serving the same
+# state, exported to a raw file, over FUSE as well (`xmount --in raw`).
+#
+#   benches/mount_read.sh [SIZE] [WORKDIR]     SIZE default 2G (e.g. 10G)
+#   MOUNT_ARGS="--cache-size 0" benches/mount_read.sh   extra mount flags
+#
+# Prints, for both: sequential read MB/s (dd bs=1M, caches dropped first),
+# the ratio diskhist/xmount, 4 KiB random-read latency (pread at aligned
+# random offsets, readahead off, caches dropped; median and p99), and the
+# diskhist daemon's peak RSS (VmHWM). Needs root, xmount, python3.
+set -eu
+
+SIZE=${1:-2G}
+WORK=${2:-$(mktemp -d /var/tmp/diskhist-bench.XXXXXX)}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DISKHIST=${DISKHIST:-$ROOT/target/release/diskhist}
+AT=2026-11-23T06:30:15Z
+SAMPLES=${SAMPLES:-2000}
+
+[ -x "$DISKHIST" ] || (cd "$ROOT" && cargo build --release --quiet)
+command -v xmount >/dev/null || { echo "needs xmount (apt-get install xmount)" >&2; exit 1; }
+
+DPID=
+cleanup() {
+    umount "$WORK/dh" 2>/dev/null || umount -l "$WORK/dh" 2>/dev/null || true
+    umount "$WORK/xm" 2>/dev/null || umount -l "$WORK/xm" 2>/dev/null || true
+    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null || true
+    rm -rf "$WORK/S" "$WORK/src.img" "$WORK/exported.img"
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$WORK/dh" "$WORK/xm"
+echo "# building a $SIZE store in $WORK (random content, incompressible)"
+"$DISKHIST" init "$WORK/S" --size "$SIZE" >/dev/null
+BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':1<<10,'M':1<<20,'G':1<<30,'T':1<<40}; print(int(s[:-1])*m[s[-1].upper()] if s[-1].isalpha() else int(s))" "$SIZE")
+head -c "$BYTES" /dev/urandom > "$WORK/src.img"
+"$DISKHIST" import "$WORK/S" "$WORK/src.img" --at "$AT" 2>/dev/null
+rm -f "$WORK/src.img"
+"$DISKHIST" export "$WORK/S" --at "$AT" -o "$WORK/exported.img" >/dev/null
+
+"$DISKHIST" mount "$WORK/S" "$WORK/dh" ${MOUNT_ARGS:-} 2>"$WORK/mount.log" &
+DPID=$!
+xmount --in raw "$WORK/exported.img" --out raw "$WORK/xm" >/dev/null
+for _ in $(seq 100); do grep -q " $WORK/dh " /proc/mounts && break; sleep 0.1; done
+DH_IMG="$WORK/dh/at/$AT/disk.img"
+XM_IMG=$(ls "$WORK"/xm/*.dd)
+
+seq_read() { # file -> MB/s
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    python3 - "$1" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+t = time.monotonic(); n = 0
+while True:
+    b = os.read(fd, 1 << 20)
+    if not b: break
+    n += len(b)
+dt = time.monotonic() - t
+print(f"{n / dt / 1e6:.1f}")
+EOF
+}
+
+rand_read() { # file -> "median_us p99_us"
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    python3 - "$1" "$SAMPLES" <<'EOF'
+import os, random, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+blocks = os.fstat(fd).st_size // 4096
+rng = random.Random(42)
+lat = []
+for _ in range(int(sys.argv[2])):
+    off = rng.randrange(blocks) * 4096
+    t = time.perf_counter_ns()
+    os.pread(fd, 4096, off)
+    lat.append((time.perf_counter_ns() - t) / 1000)
+lat.sort()
+print(f"{lat[len(lat) // 2]:.0f} {lat[int(len(lat) * 0.99)]:.0f}")
+EOF
+}
+
+DH_SEQ=$(seq_read "$DH_IMG")
+XM_SEQ=$(seq_read "$XM_IMG")
+DH_RAND=$(rand_read "$DH_IMG")
+XM_RAND=$(rand_read "$XM_IMG")
+HWM=$(awk '/VmHWM/ {print $2 " " $3}' /proc/$DPID/status)
+
+echo "size:                    $SIZE"
+echo "sequential diskhist:     $DH_SEQ MB/s"
+echo "sequential xmount:       $XM_SEQ MB/s"
+echo "ratio diskhist/xmount:   $(python3 -c "print(f'{$DH_SEQ/$XM_SEQ:.2f}')")"
+echo "4k random diskhist:      median ${DH_RAND% *} us, p99 ${DH_RAND#* } us"
+echo "4k random xmount:        median ${XM_RAND% *} us, p99 ${XM_RAND#* } us"
+echo "diskhist peak RSS:       $HWM (VmHWM, --cache-size 64M default)"
