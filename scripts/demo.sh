@@ -69,6 +69,8 @@ files() { fls -r -p "$1" | grep -v -e '\$' -e 'lost+found' || true; }
 say "A store for a 16 MiB disk, and the history of the fixture recorded into it"
 run "$diskhist" init "$store" --size 16M
 run "$diskhist" ingest "$store" --format dmlog "$fixture"
+echo "(a dm-log-writes log carries no times: each entry is stamped as it is read,"
+echo " so this whole history falls within one second; \`serve\` stamps writes as they happen)"
 
 say "What the store holds (keep the chain head in your case notes)"
 run "$diskhist" info "$store"
@@ -144,14 +146,27 @@ printf '$ readlink %s\n' "'$mnt/at/$early'"
 readlink "$mnt/at/$early"
 
 say "When did gamma.txt appear? fls on each flushed state, straight off the mount"
+# A state before mkfs has no filesystem: fls fails there, and that is fine.
+# A mount that stops answering must not hang the demo: hence the timeout.
 prev=
+found=
 for seq in $("$diskhist" log "$store" | awk '$5 == "flush" { print $1 }'); do
-    if fls -r -p "$mnt/seq/$seq/disk.img" | grep -q $'\tgamma.txt$'; then
-        echo "gamma.txt is first there after record $seq ($(sed -n 's/^time: //p' "$mnt/seq/$seq/info")); absent after record ${prev:-0}"
+    listing=$(timeout 60 fls -r -p "$mnt/seq/$seq/disk.img" 2>/dev/null) || [[ $? != 124 ]] || {
+        echo "demo: fls on $mnt/seq/$seq/disk.img did not finish in 60 s" >&2
+        exit 1
+    }
+    if grep -q $'\tgamma.txt$' <<<"$listing"; then
+        found=$seq
         break
     fi
     prev=$seq
 done
+if [[ -z $found ]]; then
+    echo "demo: gamma.txt is in no state of the mounted history" >&2
+    exit 1
+fi
+echo "gamma.txt is first there after record $found ($(sed -n 's/^time: //p' "$mnt/seq/$found/info"));" \
+    "after record ${prev:-0} it was not"
 
 if [[ $(id -u) != 0 ]] || ! command -v losetup >/dev/null; then
     say "Not root: skipping the loop mounts"
