@@ -306,6 +306,48 @@ pub(crate) mod tests {
         assert_eq!(e.last().unwrap().seq, Seq(100));
     }
 
+    /// The same walk over the real store: names resolve back, and the
+    /// cost stays at a few queries per entry.
+    #[test]
+    fn the_real_store_lists_the_same_way() {
+        use crate::store::{Op, OpFlags, Writer};
+        let dir = tempfile::tempdir().unwrap();
+        Writer::init(dir.path(), 1 << 20, 4096).unwrap();
+        let mut w = Writer::open(dir.path()).unwrap();
+        // 5,000 seconds with writes, two records in each.
+        for i in 0..5_000 {
+            for frac in [100, 700] {
+                w.append(TimeNs(T0 + i * S + frac), Op::Flush, OpFlags::default())
+                    .unwrap();
+            }
+        }
+        w.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let start = std::time::Instant::now();
+        let e = at_entries(
+            &store,
+            Limits {
+                recent_seconds: 3_600,
+                max_entries: 20_000,
+            },
+        )
+        .unwrap();
+        let took = start.elapsed();
+        assert_eq!(e.len(), 3_600 + 1, "3,600 seconds and the hour before them");
+        assert!(
+            e.iter().all(|x| x.seq.0 % 2 == 0),
+            "each second's last record"
+        );
+        for x in e.iter().step_by(97) {
+            assert_eq!(store.resolve(TimeSpec::At(x.time)).unwrap(), x.seq);
+        }
+        assert!(took.as_secs_f64() < 2.0, "listing took {took:?}");
+        assert_eq!(
+            day_entries(&store, Day::of(TimeNs(T0))).unwrap().len(),
+            5_000
+        );
+    }
+
     #[test]
     fn times_before_1970_bucket_correctly() {
         let h = fake(vec![-S - 5, -S + 5, -3]);
