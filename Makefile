@@ -18,14 +18,17 @@ DISKHIST = target/release/diskhist
 # Debian packages the integration tests and the demo run, and why.
 TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
+BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
 WHY_fuse3       = fusermount3 and the FUSE mount helpers
 WHY_libnbd-bin  = nbdinfo, nbdcopy talk to diskhist serve
 WHY_nbdkit      = a second NBD implementation to compare against
-WHY_xmount      = presents images to forensic tools
+WHY_xmount      = the FUSE image server the mount is compared with
 WHY_e2fsprogs   = mkfs.ext4, debugfs build filesystems to record
 WHY_qemu-utils  = qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon write through NBD and blklogwrites
 WHY_util-linux  = losetup, mount, umount
+WHY_bc          = arithmetic in benches/nbd_write.sh
+WHY_python3     = random-read latency in benches/mount_read.sh
 
 # $(call need-packages,PACKAGES): install the missing ones with apt-get when
 # root, saying which and why; otherwise say what to install. Not fatal when
@@ -49,7 +52,7 @@ define need-packages
 	fi
 endef
 
-.PHONY: all build test deps-test deps-demo install bench demo clean
+.PHONY: all build test deps-test deps-demo deps-bench install bench demo clean
 
 all: build
 
@@ -63,6 +66,9 @@ deps-test:
 deps-demo:
 	$(call need-packages,$(DEMO_PACKAGES))
 
+deps-bench:
+	$(call need-packages,$(BENCH_PACKAGES))
+
 # Release mode: the FUSE and NBD tests move real data.
 test: deps-test
 	$(CARGO) build --release
@@ -75,18 +81,25 @@ install: build
 	install -m 0755 $(DISKHIST) $(BINDIR)/diskhist
 	install -m 0644 man/diskhist.1 $(MAN1DIR)/diskhist.1
 
-# Each bench prints its own figures.
-bench: build
+# Whichever benchmarks exist, each printing its own figures: the store's
+# index (benches/store_index.rs), then every benches/*.sh (NBD write
+# throughput against qemu-nbd, mount read speed against xmount), run with
+# their default sizes (run a script alone to choose its size: see its header).
+bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
 	    echo "== cargo bench --bench store_index"; \
 	    $(CARGO) bench --bench store_index || exit 1; \
 	else \
-	    echo "== benches/store_index.rs: not present, skipped"; \
+	    echo "== benches/store_index.rs: not there, skipped"; \
 	fi
 	@for s in benches/*.sh; do \
 	    [ -f "$$s" ] || continue; \
 	    echo "== $$s"; \
-	    DISKHIST=$(CURDIR)/$(DISKHIST) bash "$$s" || exit 1; \
+	    if [ -x "$$s" ]; then \
+	        DISKHIST=$(CURDIR)/$(DISKHIST) "./$$s" || exit 1; \
+	    else \
+	        DISKHIST=$(CURDIR)/$(DISKHIST) bash "$$s" || exit 1; \
+	    fi; \
 	done
 
 demo: deps-demo build
