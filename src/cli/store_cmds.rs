@@ -52,7 +52,9 @@ pub struct IngestArgs {
     /// Input format.
     #[arg(long, value_enum, default_value = "dmlog")]
     pub format: Format,
-    /// Keep reading as the log grows (dmlog), until SIGINT/SIGTERM.
+    /// Keep reading as the log grows (dmlog), until SIGINT/SIGTERM. Run
+    /// again on the same log and store (after a crash or a stop), it resumes
+    /// after the entries already recorded.
     #[arg(long)]
     pub follow: bool,
     /// The log or stream to read; `-` for standard input.
@@ -76,9 +78,29 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     };
     match a.format {
         Format::Dmlog => {
+            // Entries an earlier run (killed, or stopped) already recorded
+            // are not recorded twice: entry i stays record i.
+            let resume = if stdin {
+                None
+            } else {
+                dmlog::already_recorded(&a.file, &Store::open(&a.store)?)
+                    .with_context(|| format!("reading {}", a.file.display()))?
+            };
+            if let Some(r) = resume {
+                eprintln!(
+                    "resuming: entries 1..{} of {} are already records {}..{} of the store; \
+                     recording from entry {}",
+                    r.entries,
+                    a.file.display(),
+                    r.first_seq.0,
+                    w.head().seq.0,
+                    r.entries + 1
+                );
+            }
             let opts = dmlog::DmlogOptions {
                 follow: a.follow,
                 stop: stop_flag()?,
+                skip_entries: resume.map_or(0, |r| r.entries),
                 ..Default::default()
             };
             let res = if stdin {

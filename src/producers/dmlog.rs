@@ -62,6 +62,19 @@
 //! epoch) came before it, which sets the time of itself and of the entries
 //! after it until the next such mark.
 //!
+//! # Running again on the same log
+//!
+//! An ingest that was killed (or stopped and started again with `--follow`)
+//! must neither lose nor repeat entries. Before reading, the command asks
+//! [`already_recorded`] how many of the log's first entries the store's last
+//! records already are (same kind, flags, range and content hash), and skips
+//! those: entry i stays record i of a store that began with this log. The
+//! skipped entries are still read, so their `t=` marks set the clock as
+//! before. A store may begin with other history (a baseline); only the
+//! records at its end are compared. A log that merely starts with the bare
+//! flushes or trims the store's history ends with is not taken for a resumed
+//! one: at least one write or mark must match.
+//!
 //! # Following a log being written
 //!
 //! With `follow`, the end of the input is not the end of the log: a short
@@ -79,7 +92,7 @@
 
 use crate::producers::op::{Op, OpFlags, OwnedOp};
 use crate::store::format::MAX_OP_BYTES;
-use crate::store::{StoreError, Writer};
+use crate::store::{RecordInfo, Store, StoreError, Writer};
 use crate::units::{Seq, TimeNs};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -636,6 +649,10 @@ pub struct DmlogOptions {
     pub poll_interval: Duration,
     /// Set to stop cleanly (after the entry being recorded).
     pub stop: Arc<AtomicBool>,
+    /// Entries at the start of the log that are already recorded (see
+    /// [`already_recorded`]): read, so that their `t=` marks still set the
+    /// clock, but not recorded again.
+    pub skip_entries: u64,
 }
 
 impl Default for DmlogOptions {
@@ -644,6 +661,7 @@ impl Default for DmlogOptions {
             follow: false,
             poll_interval: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
+            skip_entries: 0,
         }
     }
 }
@@ -729,6 +747,9 @@ fn run<R: Read>(
             },
             _ => mark_clock.unwrap_or_else(crate::time::now),
         };
+        if entry.index <= opts.skip_entries {
+            continue;
+        }
         let appended = match writer.append(time, entry.op.as_op(), entry.op_flags) {
             Ok(a) => a,
             Err(error) => {
@@ -783,6 +804,166 @@ fn sleep_unless_stopped(opts: &DmlogOptions) {
         std::thread::sleep(d);
         left -= d;
     }
+}
+
+/// What [`already_recorded`] found: the store's last `entries` records
+/// are this log's first `entries` entries, from record `first_seq` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub entries: u64,
+    pub first_seq: Seq,
+}
+
+/// What identifies an operation, whichever producer delivered it: kind,
+/// the producer's flags, range and content hash, as a record stores them.
+type OpSignature = [u8; 32];
+
+const SIGNATURE_FLAGS: u8 = OpFlags::FUA.0 | OpFlags::PREFLUSH.0 | OpFlags::META.0;
+
+fn signature(
+    kind: u8,
+    flags: OpFlags,
+    offset_bytes: u64,
+    length_bytes: u64,
+    hash: &[u8; 32],
+) -> OpSignature {
+    let mut h = blake3::Hasher::new();
+    h.update(&[kind, flags.0 & SIGNATURE_FLAGS]);
+    h.update(&offset_bytes.to_le_bytes());
+    h.update(&length_bytes.to_le_bytes());
+    h.update(hash);
+    *h.finalize().as_bytes()
+}
+
+fn entry_signature(e: &DmlogEntry) -> OpSignature {
+    use crate::store::RecordKind as K;
+    let zero = [0u8; 32];
+    match e.op.as_op() {
+        Op::Write { offset_bytes, data } => signature(
+            K::Write as u8,
+            e.op_flags,
+            offset_bytes,
+            data.len() as u64,
+            blake3::hash(data).as_bytes(),
+        ),
+        Op::Zero {
+            offset_bytes,
+            length_bytes,
+        } => signature(K::Zero as u8, e.op_flags, offset_bytes, length_bytes, &zero),
+        Op::Trim {
+            offset_bytes,
+            length_bytes,
+        } => signature(K::Trim as u8, e.op_flags, offset_bytes, length_bytes, &zero),
+        Op::Flush => signature(K::Flush as u8, e.op_flags, 0, 0, &zero),
+        Op::Mark { name } => signature(
+            K::Mark as u8,
+            e.op_flags,
+            0,
+            name.len() as u64,
+            blake3::hash(name.as_bytes()).as_bytes(),
+        ),
+    }
+}
+
+fn record_signature(r: &RecordInfo) -> OpSignature {
+    signature(
+        r.kind as u8,
+        r.flags,
+        r.offset_bytes,
+        r.length_bytes,
+        &r.content_hash.0,
+    )
+}
+
+/// How many of the first entries of the log at `path` the store already
+/// ends with: a restarted `--follow`, or an ingest run again after a crash,
+/// resumes after them instead of recording them twice.
+///
+/// The store's history may begin with other records (a baseline import,
+/// an earlier log): what counts is the longest run of entries 1..m that
+/// equals the store's last m records — kind, flags, range and content hash.
+/// A run of bare flushes and trims alone is too weak to tell a resumed log
+/// from a new one that happens to start the way the last one ended, so at
+/// least one write or mark must match; otherwise nothing is skipped.
+/// Entries are read up to the first one not wholly there yet.
+pub fn already_recorded(
+    path: &std::path::Path,
+    store: &Store,
+) -> Result<Option<Resume>, DmlogError> {
+    let head = store.head().seq.0;
+    if head == 0 {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|error| DmlogError::Io {
+        offset_bytes: 0,
+        error,
+    })?;
+    let mut reader = DmlogReader::unstarted(io::BufReader::with_capacity(1 << 20, file));
+    let mut entries: Vec<(OpSignature, bool)> = Vec::new();
+    // A bad log is reported by the ingest itself, from the same entry.
+    while entries.len() < head as usize {
+        match reader.poll(true) {
+            Ok(Polled::Entry(e)) => {
+                let telling = matches!(e.op, OwnedOp::Write { .. } | OwnedOp::Mark { .. });
+                entries.push((entry_signature(&e), telling));
+            }
+            Ok(Polled::Wait | Polled::End) | Err(_) => break,
+        }
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let first = head - entries.len() as u64 + 1;
+    let records = (first..=head)
+        .map(|s| store.record(Seq(s)).map(|r| record_signature(&r)))
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(|error| DmlogError::Store {
+            entry: 0,
+            offset_bytes: 0,
+            error,
+        })?;
+    let sigs: Vec<OpSignature> = entries.iter().map(|e| e.0).collect();
+    let m = suffix_prefix_overlap(&records, &sigs);
+    if m == 0 || !entries[..m].iter().any(|e| e.1) {
+        return Ok(None);
+    }
+    Ok(Some(Resume {
+        entries: m as u64,
+        first_seq: Seq(head - m as u64 + 1),
+    }))
+}
+
+/// The largest m such that `text` ends with `pattern[..m]` (Knuth–Morris–
+/// Pratt: linear in both lengths, whatever repeats they hold).
+fn suffix_prefix_overlap<T: PartialEq>(text: &[T], pattern: &[T]) -> usize {
+    let n = pattern.len();
+    if n == 0 {
+        return 0;
+    }
+    let mut fail = vec![0usize; n];
+    let mut k = 0;
+    for i in 1..n {
+        while k > 0 && pattern[i] != pattern[k] {
+            k = fail[k - 1];
+        }
+        if pattern[i] == pattern[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    let mut q = 0;
+    for t in text {
+        if q == n {
+            q = fail[n - 1];
+        }
+        while q > 0 && *t != pattern[q] {
+            q = fail[q - 1];
+        }
+        if *t == pattern[q] {
+            q += 1;
+        }
+    }
+    q
 }
 
 #[cfg(test)]

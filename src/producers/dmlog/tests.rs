@@ -730,6 +730,7 @@ mod ingesting {
             follow: true,
             poll_interval: Duration::from_millis(10),
             stop: Arc::new(AtomicBool::new(false)),
+            ..Default::default()
         };
         let stop = opts.stop.clone();
         let writer_thread = {
@@ -755,5 +756,114 @@ mod ingesting {
         w.close().unwrap();
         let s = reopen(&dir);
         assert_eq!(&disk_at(&s, 3)[4096..8192], &pattern(4096, 2)[..]);
+    }
+
+    #[test]
+    fn a_rerun_resumes_after_the_entries_already_recorded() {
+        let (dir, mut w) = store(64 << 10, 4096);
+        // History from elsewhere first (a baseline), ending with a flush.
+        w.append(
+            TimeNs(1),
+            Op::Write {
+                offset_bytes: 0,
+                data: &pattern(4096, 9),
+            },
+            OpFlags::default(),
+        )
+        .unwrap();
+        w.append(TimeNs(1), Op::Flush, OpFlags::default()).unwrap();
+        let mut b = LogBuilder::new(512);
+        b.flush()
+            .mark("t=4000000000000000000")
+            .write(1, &pattern(512, 1), 0)
+            .write(8, &pattern(1024, 2), LOG_FUA_FLAG)
+            .write(1, &pattern(512, 1), 0)
+            .super_count(0);
+        let log = b.build();
+        let log_path = dir.path().join("dm.log");
+        // The first ingest is stopped after three entries (as by a kill).
+        std::fs::write(&log_path, &log[..512 * 5]).unwrap();
+        ingest_file(
+            std::fs::File::open(&log_path).unwrap(),
+            &mut w,
+            &DmlogOptions::default(),
+        )
+        .unwrap();
+        w.close().unwrap();
+        std::fs::write(&log_path, &log).unwrap();
+        let path = dir.path().join("store");
+        let mut w = Writer::open(&path).unwrap();
+        let r = already_recorded(&log_path, &Store::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            r,
+            Some(Resume {
+                entries: 3,
+                first_seq: Seq(3)
+            })
+        );
+        let opts = DmlogOptions {
+            skip_entries: 3,
+            ..Default::default()
+        };
+        let sum = ingest_file(std::fs::File::open(&log_path).unwrap(), &mut w, &opts).unwrap();
+        assert_eq!((sum.entries, sum.first_seq), (2, Some(Seq(6))));
+        w.close().unwrap();
+        let s = reopen(&dir);
+        assert_eq!(s.head().seq, Seq(7));
+        // The skipped t= mark still sets the time of what follows.
+        assert_eq!(
+            s.record(Seq(6)).unwrap().time_ns,
+            TimeNs(4_000_000_000_000_000_000)
+        );
+        assert!(!s
+            .record(Seq(7))
+            .unwrap()
+            .flags
+            .contains(OpFlags::CLOCK_HELD));
+        // All of it recorded: nothing more to do.
+        let r = already_recorded(&log_path, &s).unwrap();
+        assert_eq!(
+            r,
+            Some(Resume {
+                entries: 5,
+                first_seq: Seq(3)
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_log_that_only_starts_like_the_last_one_ended_is_not_skipped() {
+        let (dir, mut w) = store(64 << 10, 4096);
+        w.append(
+            TimeNs(1),
+            Op::Write {
+                offset_bytes: 0,
+                data: &pattern(4096, 9),
+            },
+            OpFlags::default(),
+        )
+        .unwrap();
+        w.append(TimeNs(1), Op::Flush, OpFlags::default()).unwrap();
+        w.close().unwrap();
+        let log = LogBuilder::new(512)
+            .flush()
+            .write(1, &pattern(512, 1), 0)
+            .build();
+        let log_path = dir.path().join("dm.log");
+        std::fs::write(&log_path, &log).unwrap();
+        let s = reopen(&dir);
+        assert_eq!(already_recorded(&log_path, &s).unwrap(), None);
+    }
+
+    #[test]
+    fn overlap_is_the_longest_suffix_that_is_a_prefix() {
+        let o = |t: &str, p: &str| suffix_prefix_overlap(t.as_bytes(), p.as_bytes());
+        assert_eq!(o("xxabab", "ababc"), 4);
+        assert_eq!(o("aaaa", "aaab"), 3);
+        assert_eq!(o("abc", "abc"), 3);
+        assert_eq!(o("abcab", "abc"), 2);
+        assert_eq!(o("abc", "x"), 0);
+        assert_eq!(o("", "abc"), 0);
+        assert_eq!(o("abc", ""), 0);
     }
 }
