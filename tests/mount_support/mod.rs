@@ -271,3 +271,48 @@ pub fn ino(path: &Path) -> u64 {
 pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     wait_until(what, timeout, f)
 }
+
+/// Every file and directory under a store, relative path first, with its
+/// type, mode, size, mtime and the BLAKE3 hash of its content (files):
+/// equal fingerprints mean not one byte of the store changed.
+pub fn store_fingerprint(store: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(store).unwrap().display().to_string();
+            let content = if m.is_file() {
+                let bytes =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                blake3::hash(&bytes).to_hex().to_string()
+            } else {
+                if m.is_dir() {
+                    stack.push(path.clone());
+                }
+                "-".to_string()
+            };
+            out.push(format!(
+                "{rel} {:?} mode {:o} {} bytes mtime {:?} blake3 {content}",
+                m.file_type(),
+                m.permissions().mode(),
+                m.len(),
+                m.modified().unwrap()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The chain head `diskhist info` prints, as hex.
+pub fn info_chain_head(store: &Path) -> String {
+    let out = diskhist(&["info", p(store)]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("chain head:"))
+        .unwrap_or_else(|| panic!("no chain head in `diskhist info`:\n{out}"))
+        .trim()
+        .to_string()
+}
