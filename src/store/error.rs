@@ -19,12 +19,17 @@ pub enum StoreError {
     NotAStore(PathBuf),
     #[error(
         "{path}: store format version {found}, but this diskhist reads version {expected}; \
-         use the diskhist release that wrote it"
+         use the diskhist release that wrote it{}",
+        if *checksum_ok { "" } else {
+            " (or the header was damaged: its checksum does not match)"
+        }
     )]
     Version {
         path: PathBuf,
         found: u32,
         expected: u32,
+        /// False when the header's checksum fails too: damage is as likely.
+        checksum_ok: bool,
     },
     #[error("{path}: corrupted: {what}; run `diskhist verify` for the full picture")]
     Corrupted { path: PathBuf, what: String },

@@ -35,7 +35,8 @@
 //!   name (Mark), or 32 zero bytes (Zero, Trim, Flush).
 //! - `chain` is BLAKE3(previous chain ‖ canonical content), where the
 //!   canonical content is `seq, time_ns, kind, flags, offset_bytes,
-//!   length_bytes, content_hash` encoded as in the header above (42 bytes).
+//!   length_bytes` encoded as in the header above (8+8+1+1+8+8 = 34 bytes,
+//!   no padding) followed by the 32-byte `content_hash`: 66 bytes.
 //!   The first record's previous chain is 32 zero bytes. Because the body's
 //!   encoding (compression, references) is not part of the canonical content,
 //!   re-encoding a payload never changes the chain.
@@ -227,6 +228,21 @@ pub fn peek_record_len(prefix: &[u8; 8]) -> Result<u32, RecordFault> {
         return Err(RecordFault::BadLength(len));
     }
     Ok(len)
+}
+
+/// Bytes at the start of a record that [`record_identity`] reads.
+pub const RECORD_IDENTITY_LEN: usize = R_KIND;
+
+/// The sequence number and time in the first bytes of a record, without
+/// checking its checksum (the caller only matches them against an index
+/// entry); `None` if the magic is wrong.
+pub fn record_identity(prefix: &[u8; RECORD_IDENTITY_LEN]) -> Option<(Seq, TimeNs)> {
+    (&prefix[..4] == RECORD_MAGIC).then(|| {
+        (
+            Seq(le_u64(prefix, R_SEQ)),
+            TimeNs(le_u64(prefix, R_TIME) as i64),
+        )
+    })
 }
 
 /// Check the checksum of a whole record and decode its header.
@@ -485,7 +501,11 @@ pub struct StoreHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderFault {
     NotAStore,
-    Version(u32),
+    /// `checksum_ok` false: the version field may itself be damage.
+    Version {
+        found: u32,
+        checksum_ok: bool,
+    },
     Corrupt(&'static str),
 }
 
@@ -503,18 +523,34 @@ pub fn encode_header(h: &StoreHeader) -> [u8; HEADER_LEN] {
 }
 
 pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
+    // A damaged magic or version byte is damage, not another kind of file;
+    // a version this release does not know may be either (a later format
+    // need not keep this checksum), so the fault says which it looks like.
+    let crc_ok = b.len() == HEADER_LEN && crc32c::crc32c(&b[..H_CRC]) == le_u32(b, H_CRC);
     if b.len() < HEADER_LEN || &b[..8] != HEADER_MAGIC {
-        return Err(HeaderFault::NotAStore);
+        // A magic off by a byte or two in a file of the header's length is
+        // a damaged header rather than some other file.
+        let magic_off = b.iter().zip(HEADER_MAGIC).filter(|(x, y)| x != y).count();
+        return Err(if b.len() == HEADER_LEN && !crc_ok && magic_off <= 2 {
+            HeaderFault::Corrupt("bad magic and checksum (the header was damaged or edited)")
+        } else {
+            HeaderFault::NotAStore
+        });
     }
     let version = le_u32(b, H_VERSION);
     if version != FORMAT_VERSION {
-        return Err(HeaderFault::Version(version));
+        return Err(HeaderFault::Version {
+            found: version,
+            checksum_ok: crc_ok,
+        });
     }
     if b.len() != HEADER_LEN {
         return Err(HeaderFault::Corrupt("header file has the wrong length"));
     }
-    if crc32c::crc32c(&b[..H_CRC]) != le_u32(b, H_CRC) {
-        return Err(HeaderFault::Corrupt("header checksum mismatch"));
+    if !crc_ok {
+        return Err(HeaderFault::Corrupt(
+            "header checksum mismatch (the header was damaged or edited)",
+        ));
     }
     let h = StoreHeader {
         block_size: le_u32(b, H_BLOCK_SIZE),
@@ -585,7 +621,32 @@ mod tests {
         };
         let mut b = encode_header(&h);
         assert_eq!(decode_header(&b), Ok(h));
+        for i in 0..HEADER_LEN {
+            let mut bad = b;
+            bad[i] ^= 0x01;
+            let fault = decode_header(&bad).unwrap_err();
+            assert!(
+                matches!(
+                    fault,
+                    HeaderFault::Corrupt(_)
+                        | HeaderFault::Version {
+                            checksum_ok: false,
+                            ..
+                        }
+                ),
+                "flip at {i} not reported as damage: {fault:?}"
+            );
+        }
+        // A later format with a valid checksum is another version.
         b[H_VERSION] = 2;
-        assert_eq!(decode_header(&b), Err(HeaderFault::Version(2)));
+        let crc = crc32c::crc32c(&b[..H_CRC]);
+        b[H_CRC..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_header(&b),
+            Err(HeaderFault::Version {
+                found: 2,
+                checksum_ok: true
+            })
+        );
     }
 }

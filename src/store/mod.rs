@@ -115,8 +115,7 @@ impl Store {
     pub fn refresh(&self) -> Result<bool> {
         let mut i = self.idx.write();
         let before = i.head;
-        let m = index::read_manifest(&i.dir)?;
-        if m.generation != i.manifest.generation {
+        if i.manifest_changed()? {
             i.load_manifest()?;
         }
         i.scan()?;

@@ -1,10 +1,36 @@
 //! `verify`: recompute every checksum, the hash chain and every content hash
-//! from the log, then check the index against what the log says.
+//! from the log, then rebuild the index's view from the log and compare it
+//! with every file under `index/`.
+//!
+//! What is checked, file by file:
+//!
+//! - `diskhist.store`: its checksum, magic, version and geometry (reading
+//!   it fails otherwise: [`verify`] returns the error).
+//! - `log`: each record's framing and crc32c, its seq (deleted, inserted
+//!   or reordered records), time order, chain hash, block entries, and the
+//!   content hash recomputed from the stored blocks, references followed.
+//!   The first bad record is the [`Problem`]; nothing after it is trusted.
+//! - `index/MANIFEST`: its checksum; that its runs cover records
+//!   `1..=indexed_through` without gap or overlap; that its head (seq,
+//!   time, chain, log offset, bytes written) is what the log says.
+//! - `index/seqs`: every entry the manifest promises equals the record's
+//!   time and log offset.
+//! - `index/*.run`: the footer, page table and bloom checksums, every
+//!   page's checksum, the footer's record range against the manifest, and
+//!   every entry against the block versions recomputed from the log.
+//! - `index/*.dedup`: the same checksums, and that every entry names a
+//!   place where its records stored content of exactly that hash.
+//! - Anchors given by the caller (e.g. the `sessions` file's head_seq and
+//!   head_chain): the chain after that record must be that chain.
+//!
+//! Index problems name the first record they concern where there is one.
 
 use crate::store::error::{IoContext, Result, StoreError};
-use crate::store::format::{self, Encoding, RecordKind};
-use crate::store::index::run::{BlockVersion, Run, StoredContent};
-use crate::store::index::{self, read_record_at, record_block_locs, INDEX_DIR, SEQ_ENTRY_LEN};
+use crate::store::format::{self, Encoding, Loc, RecordKind};
+use crate::store::index::run::{BlockVersion, Run, RunEntry, StoredContent};
+use crate::store::index::{
+    self, read_record_at, record_block_locs, Manifest, INDEX_DIR, SEQ_ENTRY_LEN,
+};
 use crate::units::{Hash32, Seq, TimeNs};
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,15 +44,17 @@ pub struct VerifyReport {
     pub log_bytes: u64,
     pub chain: Hash32,
     pub last_time: Option<TimeNs>,
-    /// The first damage found, if any.
+    /// The first damage found in the log, if any.
     pub problem: Option<Problem>,
     /// Damage found in the derived index (rebuildable), if any.
     pub index_problems: Vec<String>,
+    /// Anchors whose chain does not match the log's.
+    pub anchor_problems: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.problem.is_none() && self.index_problems.is_empty()
+        self.problem.is_none() && self.index_problems.is_empty() && self.anchor_problems.is_empty()
     }
 }
 
@@ -48,8 +76,48 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Verify the store at `dir`. I/O errors are errors; damage is reported.
+/// A claim, kept outside the log, that the chain after record `seq` was
+/// `chain` (`seq` 0: the empty history). `what` names the claim's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: Seq,
+    pub chain: Hash32,
+    pub what: String,
+}
+
+/// Verify the store at `dir`. I/O errors and an unreadable header are
+/// errors; damage is reported.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    verify_anchored(dir, &[])
+}
+
+/// What the log says about one record, kept to check the index with.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    time_ns: TimeNs,
+    offset_bytes: u64,
+}
+
+/// Content stored in the log (not a reference): where, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredAt {
+    encoding: Encoding,
+    stored_len: u32,
+    hash: [u8; 32],
+    seq: Seq,
+}
+
+/// The chain and totals as of some record, to check the manifest with.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadAt {
+    chain: Hash32,
+    time_ns: TimeNs,
+    log_end: u64,
+    bytes_written: u64,
+}
+
+/// [`verify`], also checking `anchors` against the chain.
+pub fn verify_anchored(dir: &Path, anchors: &[Anchor]) -> Result<VerifyReport> {
     let header = index::read_header(dir)?;
     let log_path = dir.join(index::LOG_FILE);
     let log = File::open(&log_path).at(&log_path)?;
@@ -62,15 +130,30 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         last_time: None,
         problem: None,
         index_problems: Vec::new(),
+        anchor_problems: Vec::new(),
     };
+    let manifest = match index::read_manifest(dir) {
+        Ok(m) => Some(m),
+        Err(StoreError::Corrupted { path, what }) => {
+            report
+                .index_problems
+                .push(format!("{}: {what}", rel(dir, &path)));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let manifest_through = manifest.as_ref().map_or(0, |m| m.indexed_through.0);
+    let mut head_at_manifest = HeadAt::default();
+    let mut bytes_written = 0u64;
+    let mut anchors_left: Vec<&Anchor> = anchors.iter().collect();
+    check_anchors(&mut anchors_left, Seq(0), &Hash32::default(), &mut report);
+
     let mut offset = 0u64;
     let mut buf = Vec::new();
     let mut block = vec![0u8; bs];
     let mut scratch = Vec::new();
-    // (time, offset) per record, to check index/seqs against.
-    let mut seqs: Vec<(TimeNs, u64)> = Vec::new();
-    // Stored content: log offset -> (encoding, stored_len), to check references.
-    let mut stored: HashMap<u64, (Encoding, u32)> = HashMap::new();
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut stored: HashMap<u64, StoredAt> = HashMap::new();
     while offset < log_len {
         let seq = Seq(report.records + 1);
         let fail = |what: String| Problem {
@@ -118,12 +201,21 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         let mut bad = None;
         let end = h.offset_bytes + h.length_bytes;
         let bsu = bs as u64;
+        let mut stored_here: Vec<(u64, StoredAt)> = Vec::new();
         for (b, loc) in &locs {
             if loc.encoding != Encoding::Zero {
                 let inside = loc.offset_bytes >= offset
                     && loc.offset_bytes < offset + u64::from(h.record_len);
-                if !inside && stored.get(&loc.offset_bytes) != Some(&(loc.encoding, loc.stored_len))
-                {
+                let known = stored
+                    .get(&loc.offset_bytes)
+                    .or_else(|| {
+                        stored_here
+                            .iter()
+                            .find(|(o, _)| *o == loc.offset_bytes)
+                            .map(|(_, s)| s)
+                    })
+                    .map(|s| (s.encoding, s.stored_len));
+                if !inside && known != Some((loc.encoding, loc.stored_len)) {
                     bad = Some(format!(
                         "block {b} refers to log byte {}, where no such content was stored",
                         loc.offset_bytes
@@ -137,8 +229,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                     bad = Some(format!("block {b}: {e}"));
                     break;
                 }
-                if inside {
-                    stored.insert(loc.offset_bytes, (loc.encoding, loc.stored_len));
+                if inside && known.is_none() {
+                    stored_here.push((
+                        loc.offset_bytes,
+                        StoredAt {
+                            encoding: loc.encoding,
+                            stored_len: loc.stored_len,
+                            hash: *blake3::hash(&block).as_bytes(),
+                            seq,
+                        },
+                    ));
                 }
             } else {
                 block.fill(0);
@@ -163,136 +263,344 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
         let expect = match h.kind {
-            RecordKind::Write => Some(Hash32(*hasher.finalize().as_bytes())),
-            RecordKind::Mark => Some(Hash32(*blake3::hash(body).as_bytes())),
-            _ => Some(Hash32::default()),
+            RecordKind::Write => Hash32(*hasher.finalize().as_bytes()),
+            RecordKind::Mark => Hash32(*blake3::hash(body).as_bytes()),
+            _ => Hash32::default(),
         };
-        if bad.is_none() && expect != Some(h.content_hash) {
+        if bad.is_none() && expect != h.content_hash {
             bad = Some("content does not match the record's content hash".into());
         }
         if let Some(what) = bad {
             report.problem = Some(fail(what));
             break;
         }
+        stored.extend(stored_here);
         report.chain = h.chain;
         report.last_time = Some(h.time_ns);
         report.records += 1;
-        seqs.push((h.time_ns, offset));
+        if h.kind != RecordKind::Mark {
+            bytes_written += h.length_bytes;
+        }
+        seen.push(Seen {
+            time_ns: h.time_ns,
+            offset_bytes: offset,
+        });
         offset += u64::from(h.record_len);
+        if seq.0 == manifest_through {
+            head_at_manifest = HeadAt {
+                chain: h.chain,
+                time_ns: h.time_ns,
+                log_end: offset,
+                bytes_written,
+            };
+        }
+        check_anchors(&mut anchors_left, seq, &h.chain, &mut report);
+    }
+    for a in anchors_left {
+        report.anchor_problems.push(format!(
+            "{} names record {}, but the log holds only {} whole records (records cut from \
+             the end of the log?)",
+            a.what, a.seq, report.records
+        ));
     }
     if report.problem.is_none() {
-        report.index_problems = check_index(dir, &seqs, &header)?;
+        if let Some(m) = manifest {
+            let mut c = IndexCheck {
+                dir,
+                header: &header,
+                log: &log,
+                log_len,
+                seen: &seen,
+                stored: &stored,
+                problems: Vec::new(),
+            };
+            c.check(&m, &head_at_manifest)?;
+            report.index_problems.extend(c.problems);
+        }
     }
     Ok(report)
 }
 
-fn check_index(
-    dir: &Path,
-    seqs: &[(TimeNs, u64)],
-    header: &format::StoreHeader,
-) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let m = match index::read_manifest(dir) {
-        Ok(m) => m,
-        Err(e) => return Ok(vec![e.to_string()]),
-    };
-    let n = seqs.len() as u64;
-    if m.indexed_through.0 > n {
-        problems.push(format!(
-            "the index covers records up to {} but the log holds only {n}: records were cut from the log",
-            m.indexed_through
-        ));
-        return Ok(problems);
-    }
-    if m.indexed_through.0 > 0 {
-        let (t, off) = seqs[m.indexed_through.0 as usize - 1];
-        if m.head_time != t || m.log_end <= off {
-            problems.push("the index manifest disagrees with the log about its last record".into());
+fn check_anchors(left: &mut Vec<&Anchor>, seq: Seq, chain: &Hash32, report: &mut VerifyReport) {
+    left.retain(|a| {
+        if a.seq != seq {
+            return true;
+        }
+        if a.chain != *chain {
+            report.anchor_problems.push(format!(
+                "{} says the chain after record {seq} is {}, the log's is {chain}",
+                a.what, a.chain
+            ));
+        }
+        false
+    });
+}
+
+/// A path relative to the store, for messages.
+fn rel(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+struct IndexCheck<'a> {
+    dir: &'a Path,
+    header: &'a format::StoreHeader,
+    log: &'a File,
+    log_len: u64,
+    seen: &'a [Seen],
+    stored: &'a HashMap<u64, StoredAt>,
+    problems: Vec<String>,
+}
+
+impl IndexCheck<'_> {
+    fn record(&self, seq: u64) -> String {
+        match self.seen.get((seq as usize).wrapping_sub(1)) {
+            Some(s) => format!("record {seq} at log byte {}", s.offset_bytes),
+            None => format!("record {seq} (not in the log)"),
         }
     }
-    let seqs_path = dir.join(INDEX_DIR).join(index::SEQS_FILE);
-    let sf = File::open(&seqs_path).at(&seqs_path)?;
-    let slen = sf.metadata().at(&seqs_path)?.len();
-    if slen < m.indexed_through.0 * SEQ_ENTRY_LEN {
-        problems.push(format!(
-            "index/seqs holds {} entries, the manifest promises {}",
-            slen / SEQ_ENTRY_LEN,
-            m.indexed_through.0
-        ));
-    } else {
-        let mut e = vec![0u8; (m.indexed_through.0 * SEQ_ENTRY_LEN) as usize];
-        sf.read_exact_at(&mut e, 0).at(&seqs_path)?;
-        for (i, c) in e.chunks_exact(16).enumerate() {
-            let t = TimeNs(i64::from_le_bytes(c[..8].try_into().unwrap()));
-            let o = u64::from_le_bytes(c[8..].try_into().unwrap());
-            if (t, o) != seqs[i] {
-                problems.push(format!(
-                    "index/seqs entry for record #{} disagrees with the log",
-                    i + 1
+
+    fn check(&mut self, m: &Manifest, head: &HeadAt) -> Result<()> {
+        let n = self.seen.len() as u64;
+        let it = m.indexed_through.0;
+        if it > n {
+            self.problems.push(format!(
+                "index/MANIFEST: the index covers records up to {it} but the log holds only \
+                 {n}: records were cut from the end of the log after record {n}"
+            ));
+            return Ok(());
+        }
+        if it > 0 {
+            let want = (head.chain, head.time_ns, head.log_end, head.bytes_written);
+            let got = (m.head_chain, m.head_time, m.log_end, m.bytes_written);
+            if want != got {
+                self.problems.push(format!(
+                    "index/MANIFEST: its head (chain, time, log end, bytes written) disagrees \
+                     with {}",
+                    self.record(it)
+                ));
+            }
+        }
+        self.check_seqs(it)?;
+        // Runs cover disjoint, ascending record ranges within 1..=it; the
+        // records between them (an index flush with no block versions)
+        // must have none.
+        let mut covered = 0u64;
+        for &(first, last) in &m.runs {
+            let (rn, dn) = index::run_file_names(first, last);
+            if first.0 <= covered || last < first || last.0 > it {
+                self.problems.push(format!(
+                    "index/MANIFEST: run {rn} covers records {first}..={last} after records \
+                     up to {covered} (overlap), or past the manifest's {it}"
+                ));
+                return Ok(());
+            }
+            self.check_uncovered(covered + 1, first.0 - 1)?;
+            covered = last.0;
+            self.check_run(&rn, first, last)?;
+            self.check_dedup(&dn, first, last)?;
+        }
+        self.check_uncovered(covered + 1, it)
+    }
+
+    /// Records `from..=to` are in no run: they must set no block.
+    fn check_uncovered(&mut self, from: u64, to: u64) -> Result<()> {
+        for s in from..=to {
+            if !self.block_versions(s)?.is_empty() {
+                self.problems.push(format!(
+                    "index/MANIFEST: no run holds the block versions of {}",
+                    self.record(s)
                 ));
                 break;
             }
         }
+        Ok(())
     }
-    let idir = dir.join(INDEX_DIR);
-    let log_path = dir.join(index::LOG_FILE);
-    let log = File::open(&log_path).at(&log_path)?;
-    let log_len = log.metadata().at(&log_path)?.len();
-    let mut covered = 0u64;
-    for (first, last) in &m.runs {
-        let (rn, dn) = index::run_file_names(*first, *last);
-        if first.0 != covered + 1 && first.0 <= covered {
-            problems.push(format!("index runs overlap at {}", rn));
-        }
-        covered = last.0;
-        let run = match Run::<BlockVersion>::open(&idir.join(&rn)) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        if !run.check_crc()? {
-            problems.push(format!("index/{rn}: checksum mismatch"));
-            continue;
-        }
-        // Recompute the run from the log and compare entry by entry.
-        let mut expect: Vec<(u64, u64, format::Loc)> = Vec::new();
+
+    /// The block versions record `seq` sets, from the log.
+    fn block_versions(&self, seq: u64) -> Result<Vec<BlockVersion>> {
+        let log_path = self.dir.join(index::LOG_FILE);
+        let off = self.seen[seq as usize - 1].offset_bytes;
         let mut buf = Vec::new();
-        for s in first.0..=last.0.min(n) {
-            let off = seqs[s as usize - 1].1;
-            let h = match read_record_at(&log, off, log_len, &mut buf).at(&log_path)? {
-                Ok(h) => h,
-                Err(f) => return Err(StoreError::corrupted(&log_path, f.to_string())),
-            };
-            let locs = record_block_locs(
-                off,
-                &h,
-                format::record_body(&buf),
-                header.block_size,
-                header.size_bytes,
-            )
-            .map_err(|e| StoreError::corrupted(&log_path, e))?;
-            expect.extend(locs.into_iter().map(|(b, l)| (b, s, l)));
-        }
-        expect.sort_unstable_by_key(|e| (e.0, e.1));
-        let got: Vec<BlockVersion> = run.iter()?.collect::<Result<_>>()?;
-        let same = got.len() == expect.len()
-            && got
-                .iter()
-                .zip(&expect)
-                .all(|(g, e)| (g.block, g.seq, g.loc) == *e);
-        if !same {
-            problems.push(format!("index/{rn}: entries disagree with the log"));
-        }
-        match Run::<StoredContent>::open(&idir.join(&dn)) {
-            Ok(d) => {
-                if !d.check_crc()? {
-                    problems.push(format!("index/{dn}: checksum mismatch"));
-                }
-            }
-            Err(e) => problems.push(e.to_string()),
-        }
+        let h = match read_record_at(self.log, off, self.log_len, &mut buf).at(&log_path)? {
+            Ok(h) => h,
+            Err(f) => return Err(StoreError::corrupted(&log_path, f.to_string())),
+        };
+        let locs = record_block_locs(
+            off,
+            &h,
+            format::record_body(&buf),
+            self.header.block_size,
+            self.header.size_bytes,
+        )
+        .map_err(|e| StoreError::corrupted(&log_path, e))?;
+        Ok(locs
+            .into_iter()
+            .map(|(block, loc)| BlockVersion { block, seq, loc })
+            .collect())
     }
-    Ok(problems)
+
+    fn check_seqs(&mut self, it: u64) -> Result<()> {
+        let path = self.dir.join(INDEX_DIR).join(index::SEQS_FILE);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && it == 0 => return Ok(()),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let len = f.metadata().at(&path)?.len();
+        if len < it * SEQ_ENTRY_LEN {
+            self.problems.push(format!(
+                "index/seqs holds {} entries, the manifest promises {it}",
+                len / SEQ_ENTRY_LEN
+            ));
+            return Ok(());
+        }
+        let mut e = vec![0u8; (it * SEQ_ENTRY_LEN) as usize];
+        f.read_exact_at(&mut e, 0).at(&path)?;
+        for (i, c) in e.chunks_exact(SEQ_ENTRY_LEN as usize).enumerate() {
+            let t = TimeNs(i64::from_le_bytes(c[..8].try_into().unwrap()));
+            let o = u64::from_le_bytes(c[8..].try_into().unwrap());
+            let s = self.seen[i];
+            if (t, o) != (s.time_ns, s.offset_bytes) {
+                self.problems.push(format!(
+                    "index/seqs: the entry for {} says time {} ns, log byte {o}; the log says \
+                     time {} ns",
+                    self.record(i as u64 + 1),
+                    t.0,
+                    s.time_ns.0
+                ));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Open a run; a damaged one is a problem (returned as `None`).
+    fn open_run<E: RunEntry>(
+        &mut self,
+        name: &str,
+        first: Seq,
+        last: Seq,
+    ) -> Result<Option<Run<E>>> {
+        let path = self.dir.join(INDEX_DIR).join(name);
+        let run = match Run::<E>::open(&path) {
+            Ok(r) => r,
+            Err(StoreError::Corrupted { what, .. }) => {
+                self.problems.push(format!("index/{name}: {what}"));
+                return Ok(None);
+            }
+            Err(StoreError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.problems.push(format!(
+                    "index/{name}: missing, though the manifest lists it"
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if (run.first_seq, run.last_seq) != (first, last) {
+            self.problems.push(format!(
+                "index/{name}: its footer says records {}..={}, its name and the manifest \
+                 {first}..={last}",
+                run.first_seq, run.last_seq
+            ));
+        }
+        if let Some((page, entries)) = run.check_pages()? {
+            self.problems.push(format!(
+                "index/{name}: page {page} (entries {}..{}) checksum mismatch",
+                entries.start, entries.end
+            ));
+        }
+        Ok(Some(run))
+    }
+
+    /// Recompute the block versions of records `first..=last` from the log
+    /// and compare them with the run, entry by entry.
+    fn check_run(&mut self, name: &str, first: Seq, last: Seq) -> Result<()> {
+        let Some(run) = self.open_run::<BlockVersion>(name, first, last)? else {
+            return Ok(());
+        };
+        let mut expect: Vec<BlockVersion> = Vec::new();
+        for s in first.0..=last.0 {
+            expect.extend(self.block_versions(s)?);
+        }
+        expect.sort_unstable_by_key(|e| (e.block, e.seq));
+        let got = run.raw_entries()?;
+        let first_diff = (0..got.len().max(expect.len()))
+            .find(|&i| got.get(i).copied().flatten() != expect.get(i).copied());
+        if let Some(i) = first_diff {
+            let say = |e: Option<BlockVersion>| match e {
+                Some(e) => format!(
+                    "block {} in {} at {}",
+                    e.block,
+                    self.record(e.seq),
+                    loc_text(&e.loc)
+                ),
+                None => "nothing".to_string(),
+            };
+            self.problems.push(format!(
+                "index/{name}: entry {i} says {}; the log says {}",
+                match got.get(i) {
+                    Some(Some(e)) => say(Some(*e)),
+                    Some(None) => "something that does not decode".to_string(),
+                    None => "nothing (the run is short)".to_string(),
+                },
+                say(expect.get(i).copied())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every dedup entry must name content its records stored, with that
+    /// hash. (An entry missing costs only space: the content would be
+    /// stored again.)
+    fn check_dedup(&mut self, name: &str, first: Seq, last: Seq) -> Result<()> {
+        let Some(run) = self.open_run::<StoredContent>(name, first, last)? else {
+            return Ok(());
+        };
+        let mut prev: Option<[u8; 32]> = None;
+        for (i, e) in run.raw_entries()?.into_iter().enumerate() {
+            let fault = match e {
+                None => Some("does not decode".to_string()),
+                Some(e) => {
+                    let at = self.stored.get(&e.loc.offset_bytes);
+                    if prev.is_some_and(|p| p >= e.hash) {
+                        Some("is out of order".to_string())
+                    } else if at.is_none_or(|s| {
+                        (s.encoding, s.stored_len, s.hash)
+                            != (e.loc.encoding, e.loc.stored_len, e.hash)
+                    }) {
+                        Some(format!(
+                            "says content {} is at {}, which the log does not store there",
+                            Hash32(e.hash),
+                            loc_text(&e.loc)
+                        ))
+                    } else if at.is_some_and(|s| s.seq < first || s.seq > last) {
+                        Some(format!(
+                            "names content stored by {}, outside the run's records",
+                            self.record(at.map_or(0, |s| s.seq.0))
+                        ))
+                    } else {
+                        prev = Some(e.hash);
+                        None
+                    }
+                }
+            };
+            if let Some(f) = fault {
+                self.problems.push(format!("index/{name}: entry {i} {f}"));
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn loc_text(l: &Loc) -> String {
+    match l.encoding {
+        Encoding::Zero => "zeros".to_string(),
+        e => format!(
+            "log byte {} ({} bytes, {})",
+            l.offset_bytes,
+            l.stored_len,
+            if e == Encoding::Raw { "raw" } else { "lz4" }
+        ),
+    }
 }

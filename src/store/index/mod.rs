@@ -13,6 +13,23 @@
 //!
 //! Nothing here is authoritative: the log is. `verify` checks the index
 //! against the log, and deleting `index/` makes the next writer rebuild it.
+//!
+//! # Damage
+//!
+//! A reader trusts the index, so every part of it is checked before it is
+//! used: the manifest and each run's metadata by checksum at open, each run
+//! page by checksum when it is read, and each `seqs` entry against the
+//! header of the record it points to (magic, seq and time) when it is
+//! looked up. A damaged manifest, run or `seqs` found at open makes a
+//! reader fall back to scanning the log (slower, never wrong; it says so
+//! once), and makes a writer refuse to start, so that the damaged files
+//! stay for `verify` and an investigator to see: delete `index/` to have
+//! it rebuilt. Damage found later (a bad page, a `seqs` entry that
+//! disagrees with the log) is an error naming the file.
+//!
+//! The manifest's magic carries the index format version. An index of
+//! another version is not read: readers scan the log, and the next writer
+//! rebuilds the index in the current format.
 
 pub mod run;
 
@@ -32,7 +49,11 @@ pub const SEQS_FILE: &str = "seqs";
 pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const LOG_FILE: &str = "log";
 pub const SEQ_ENTRY_LEN: u64 = 16;
-const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF1";
+/// Bytes of a record's head read to check a `seqs` entry.
+const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
+/// Manifest magic; the last byte is the index format version.
+const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF2";
+const MANIFEST_MAGIC_STEM: &[u8; 7] = b"DHMANIF";
 
 /// The newest state of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +104,8 @@ impl Manifest {
         b
     }
 
+    /// `None` if the bytes are not a whole manifest of this index version
+    /// (see [`manifest_version`] to tell another version from damage).
     pub fn decode(b: &[u8]) -> Option<Manifest> {
         const FIXED: usize = 8 + 32 + 32 + 8 + 4;
         if b.len() < FIXED + 4 || &b[..8] != MANIFEST_MAGIC {
@@ -110,6 +133,11 @@ impl Manifest {
             runs,
         })
     }
+}
+
+/// The index format version a manifest claims, if it looks like one.
+pub fn manifest_version(b: &[u8]) -> Option<u8> {
+    (b.len() >= 8 && &b[..7] == MANIFEST_MAGIC_STEM).then(|| b[7])
 }
 
 pub fn run_file_names(first: Seq, last: Seq) -> (String, String) {
@@ -158,6 +186,11 @@ pub struct Index {
     pub stop: Option<TailStop>,
     /// Bytes written, zeroed or trimmed, up to the head.
     pub bytes_written: u64,
+    /// Why the index on disk is not used (a reader fell back to the log).
+    pub damaged: Option<String>,
+    /// Generation of the manifest whose runs or `seqs` were found damaged.
+    rejected_generation: Option<u64>,
+    writable: bool,
     scan_buf: Vec<u8>,
 }
 
@@ -175,24 +208,41 @@ pub fn read_header(dir: &Path) -> Result<StoreHeader> {
     };
     format::decode_header(&bytes).map_err(|f| match f {
         format::HeaderFault::NotAStore => StoreError::NotAStore(dir.to_path_buf()),
-        format::HeaderFault::Version(found) => StoreError::Version {
+        format::HeaderFault::Version { found, checksum_ok } => StoreError::Version {
             path: dir.to_path_buf(),
             found,
             expected: format::FORMAT_VERSION,
+            checksum_ok,
         },
         format::HeaderFault::Corrupt(what) => StoreError::corrupted(&path, what),
     })
 }
 
+/// The manifest; an empty one when there is none or it is of another
+/// index version (the index is then rebuilt from the log). A damaged
+/// manifest is an error.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(INDEX_DIR).join(MANIFEST_FILE);
     match std::fs::read(&path) {
-        Ok(b) => Manifest::decode(&b).ok_or_else(|| {
-            StoreError::corrupted(
-                &path,
-                "index manifest does not decode (delete index/ to rebuild it)",
-            )
-        }),
+        Ok(b) => match Manifest::decode(&b) {
+            Some(m) => Ok(m),
+            None => match manifest_version(&b) {
+                Some(v) if v != MANIFEST_MAGIC[7] && v.is_ascii_digit() => {
+                    log::info!(
+                        "{}: index of another format ({}); reading the log instead, the \
+                         next writer rebuilds the index",
+                        path.display(),
+                        v as char
+                    );
+                    Ok(Manifest::default())
+                }
+                _ => Err(StoreError::corrupted(
+                    &path,
+                    "index manifest checksum mismatch or bad layout (the index was damaged \
+                     or edited; delete index/ to have it rebuilt from the log)",
+                )),
+            },
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(StoreError::io(&path, e)),
     }
@@ -361,6 +411,9 @@ impl Index {
             log_end: 0,
             stop: None,
             bytes_written: 0,
+            damaged: None,
+            rejected_generation: None,
+            writable,
             scan_buf: Vec::new(),
         };
         idx.load_manifest()?;
@@ -370,26 +423,77 @@ impl Index {
 
     /// (Re)load the manifest and its runs, and forget the in-memory tail.
     /// Retries when a concurrent compaction removed a run between reading
-    /// the manifest and opening it.
+    /// the manifest and opening it. A damaged index makes a writer fail and
+    /// a reader fall back to the log (see the module docs).
     pub fn load_manifest(&mut self) -> Result<()> {
+        let m = match self.load_checked() {
+            Ok(m) => m,
+            Err(StoreError::Corrupted { path, what }) if !self.writable => {
+                let why = format!("{}: {what}", path.display());
+                if self.damaged.as_deref() != Some(why.as_str()) {
+                    log::warn!(
+                        "the index is damaged ({why}); reading the log instead (slower). \
+                         Run `diskhist verify`; delete index/ to have it rebuilt"
+                    );
+                }
+                self.damaged = Some(why);
+                self.runs.clear();
+                Manifest::default()
+            }
+            Err(StoreError::Corrupted { path, what }) => {
+                return Err(StoreError::corrupted(
+                    path,
+                    format!(
+                        "{what}; the writer does not record over a damaged index. Run \
+                         `diskhist verify`, then delete {} to have it rebuilt from the log",
+                        self.dir.join(INDEX_DIR).display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        self.head = Head {
+            seq: m.indexed_through,
+            time_ns: (m.indexed_through.0 > 0).then_some(m.head_time),
+            chain: m.head_chain,
+        };
+        self.log_end = m.log_end;
+        self.bytes_written = m.bytes_written;
+        self.manifest = m;
+        self.mem.clear();
+        self.tail.clear();
+        self.stop = None;
+        Ok(())
+    }
+
+    /// Read the manifest, open its runs and check that they and `seqs`
+    /// are what it promises; sets `runs` and clears `damaged`.
+    fn load_checked(&mut self) -> Result<Manifest> {
         let mut attempts = 0;
         loop {
+            self.rejected_generation = None;
             let m = read_manifest(&self.dir)?;
+            self.rejected_generation = Some(m.generation);
             match self.open_runs(&m) {
                 Ok(runs) => {
-                    self.runs = runs;
-                    self.head = Head {
-                        seq: m.indexed_through,
-                        time_ns: (m.indexed_through.0 > 0).then_some(m.head_time),
-                        chain: m.head_chain,
+                    let seqs_len = match &self.seqs {
+                        Some(f) => f.metadata().at(&self.seqs_path)?.len(),
+                        None => 0,
                     };
-                    self.log_end = m.log_end;
-                    self.bytes_written = m.bytes_written;
-                    self.manifest = m;
-                    self.mem.clear();
-                    self.tail.clear();
-                    self.stop = None;
-                    return Ok(());
+                    if seqs_len < m.indexed_through.0 * SEQ_ENTRY_LEN {
+                        return Err(StoreError::corrupted(
+                            &self.seqs_path,
+                            format!(
+                                "holds {} entries, the manifest promises {}",
+                                seqs_len / SEQ_ENTRY_LEN,
+                                m.indexed_through.0
+                            ),
+                        ));
+                    }
+                    self.runs = runs;
+                    self.damaged = None;
+                    self.rejected_generation = None;
+                    return Ok(m);
                 }
                 Err(StoreError::Io { error, .. })
                     if error.kind() == std::io::ErrorKind::NotFound && attempts < 20 =>
@@ -402,12 +506,38 @@ impl Index {
         }
     }
 
+    /// Open the manifest's runs, checking each one's footer against it.
     fn open_runs(&self, m: &Manifest) -> Result<Vec<Run<BlockVersion>>> {
         let idir = self.dir.join(INDEX_DIR);
         m.runs
             .iter()
-            .map(|(a, z)| Run::open(&idir.join(run_file_names(*a, *z).0)))
+            .map(|&(a, z)| {
+                let path = idir.join(run_file_names(a, z).0);
+                let run = Run::open(&path)?;
+                if (run.first_seq, run.last_seq) != (a, z) {
+                    return Err(StoreError::corrupted(
+                        &path,
+                        format!(
+                            "run covers records {}..={}, the manifest says {a}..={z}",
+                            run.first_seq, run.last_seq
+                        ),
+                    ));
+                }
+                Ok(run)
+            })
             .collect()
+    }
+
+    /// Whether the manifest on disk differs from the one in use (a writer
+    /// flushed or compacted since). A damaged manifest a reader already
+    /// fell back from is not a change.
+    pub fn manifest_changed(&self) -> Result<bool> {
+        match read_manifest(&self.dir) {
+            Ok(m) if self.damaged.is_some() => Ok(Some(m.generation) != self.rejected_generation),
+            Ok(m) => Ok(m.generation != self.manifest.generation),
+            Err(StoreError::Corrupted { .. }) if self.damaged.is_some() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Take in every whole record after `log_end`. Stops (recording why in
@@ -604,10 +734,34 @@ impl Index {
             .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
         seqs.read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
-        Ok(TailRecord {
+        let entry = TailRecord {
             time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),
             offset_bytes: u64::from_le_bytes(e[8..].try_into().unwrap()),
-        })
+        };
+        self.check_seq_entry(seq, &entry)?;
+        Ok(entry)
+    }
+
+    /// `seqs` is not checksummed: each entry is checked against the head of
+    /// the record it points to, which must be a record (magic) with this
+    /// sequence number and time. One damaged byte cannot forge both.
+    fn check_seq_entry(&self, seq: Seq, e: &TailRecord) -> Result<()> {
+        let mut head = [0u8; SEQ_CHECK_LEN];
+        let ok = e.offset_bytes < self.log_end
+            && self.log.read_exact_at(&mut head, e.offset_bytes).is_ok()
+            && format::record_identity(&head) == Some((seq, e.time_ns));
+        if ok {
+            return Ok(());
+        }
+        Err(StoreError::corrupted(
+            &self.seqs_path,
+            format!(
+                "the entry for record {seq} (time {} ns, log byte {}) disagrees with the log; \
+                 the index was damaged or edited: run `diskhist verify`, and delete index/ to \
+                 have it rebuilt from the log",
+                e.time_ns.0, e.offset_bytes
+            ),
+        ))
     }
 
     pub fn time_of(&self, seq: Seq) -> Result<TimeNs> {

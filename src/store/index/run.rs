@@ -1,19 +1,30 @@
-//! Sorted runs: immutable files of fixed-size entries sorted by key, with a
-//! fence key per page kept in memory so a lookup costs one binary search in
-//! memory and one `pread` of a page.
+//! Sorted runs: immutable files of fixed-size entries sorted by key, in
+//! pages of [`PAGE_ENTRIES`]; a page table (each page's first key and
+//! checksum) is kept in memory so a lookup costs one binary search in
+//! memory and one `pread` of a page, checked before it is used.
 //!
 //! ```text
-//!  0                     n*E              fence_off          bloom_off     len-FOOTER   len
-//!  +---------------------+-----------------+------------------+-------------+-----------+
-//!  | entries, sorted     | first key of    | bloom filter     | (nothing)   | footer    |
-//!  | (n of E bytes each) | each page       | (dedup runs)     |             |           |
-//!  +---------------------+-----------------+------------------+-------------+-----------+
+//!  0                     n*E               table_off             bloom_off     len-FOOTER   len
+//!  +---------------------+------------------+--------------------+-------------+-----------+
+//!  | entries, sorted     | page table:      | bloom filter       | footer      |           |
+//!  | (n of E bytes each) | per page: first  | (dedup runs only;  | (48 bytes)  |           |
+//!  | in pages of 128     | key, crc32c u32  | u64 words)         |             |           |
+//!  +---------------------+------------------+--------------------+-------------+-----------+
 //! ```
 //!
-//! Footer (48 bytes): magic `DHRUN001`, kind u32, entry_len u32, n u64,
-//! first_seq u64, last_seq u64, bloom_words u32, crc32c of everything before
-//! the footer u32. The footer itself ends with nothing else: its own fields
-//! are covered by `verify` recomputing the run from the log.
+//! Footer (48 bytes): magic `DHRUN002`, kind u32, entry_len u32, n u64,
+//! first_seq u64, last_seq u64, bloom_words u32, then the *meta checksum*:
+//! crc32c of the page table, the bloom filter and the footer's first 44
+//! bytes. Little-endian.
+//!
+//! Every byte of a run is covered by a checksum that a reader checks before
+//! it trusts it: the meta checksum when the run is opened, a page's
+//! checksum whenever that page is read. A damaged run is an error naming
+//! the run and page, never a wrong answer. (`verify` goes further and
+//! compares every entry with what the log says; see `store::verify`.)
+//! Format 1 runs (`DHRUN001`, one checksum that readers never checked) are
+//! not read: the manifest's version changed with them, so an index of the
+//! old format is rebuilt from the log.
 
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{Encoding, Loc};
@@ -22,11 +33,16 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Entries per page: one fence key and one `pread` per page.
+/// Entries per page: one page-table entry, one `pread` and one checksum per
+/// page.
 pub const PAGE_ENTRIES: usize = 128;
 const FOOTER_LEN: usize = 48;
-const RUN_MAGIC: &[u8; 8] = b"DHRUN001";
+/// Bytes of the footer covered by its meta checksum.
+const FOOTER_CHECKED: usize = FOOTER_LEN - 4;
+const PAGE_CRC_LEN: usize = 4;
+const RUN_MAGIC: &[u8; 8] = b"DHRUN002";
 const BLOOM_BITS_PER_ENTRY: usize = 12;
 const BLOOM_PROBES: u64 = 7;
 
@@ -61,6 +77,9 @@ fn encode_loc(loc: &Loc, out: &mut [u8]) {
 }
 
 fn decode_loc(b: &[u8]) -> Option<Loc> {
+    if b[13..16] != [0, 0, 0] {
+        return None;
+    }
     Some(Loc {
         offset_bytes: le_u64(b, 0),
         stored_len: le_u32(b, 8),
@@ -140,6 +159,7 @@ pub struct Run<E: RunEntry> {
     pub first_seq: Seq,
     pub last_seq: Seq,
     fences: Vec<E::Key>,
+    page_crcs: Arc<[u32]>,
     bloom: Vec<u64>,
 }
 
@@ -148,7 +168,8 @@ impl<E: RunEntry> Run<E> {
         &self.path
     }
 
-    /// Open a run, reading its footer, fences and bloom filter.
+    /// Open a run: read its footer, page table and bloom filter, and check
+    /// them against the meta checksum.
     pub fn open(path: &Path) -> Result<Run<E>> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
@@ -162,32 +183,39 @@ impl<E: RunEntry> Run<E> {
         file.read_exact_at(&mut f, len - FOOTER_LEN as u64)
             .at(path)?;
         if &f[0..8] != RUN_MAGIC || le_u32(&f, 8) != E::KIND || le_u32(&f, 12) as usize != E::LEN {
-            return Err(bad("index run footer has the wrong magic or kind".into()));
+            return Err(bad(
+                "index run footer has the wrong magic, kind or entry length".into(),
+            ));
         }
         let n = le_u64(&f, 16);
-        let bloom_words = le_u32(&f, 40) as u64;
-        let pages = n.div_ceil(PAGE_ENTRIES as u64);
-        let key_len = Self::key_len();
-        let expect =
-            n * E::LEN as u64 + pages * key_len as u64 + bloom_words * 8 + FOOTER_LEN as u64;
-        if expect != len {
+        let bloom_words = u64::from(le_u32(&f, 40));
+        let table_len = Self::pages_of(n)
+            .checked_mul(Self::table_entry_len() as u64)
+            .ok_or_else(|| bad(format!("impossible entry count {n} in the run footer")))?;
+        let expect = n
+            .checked_mul(E::LEN as u64)
+            .and_then(|e| e.checked_add(table_len))
+            .and_then(|e| e.checked_add(bloom_words * 8 + FOOTER_LEN as u64));
+        if expect != Some(len) {
             return Err(bad(format!(
-                "index run is {len} bytes, its footer implies {expect}"
+                "index run is {len} bytes, its footer implies {}",
+                expect.map_or("more than 2^64".to_string(), |e| e.to_string())
             )));
         }
-        let mut fence_bytes = vec![0u8; pages as usize * key_len];
-        file.read_exact_at(&mut fence_bytes, n * E::LEN as u64)
-            .at(path)?;
-        let fences: Vec<E::Key> = fence_bytes
-            .chunks_exact(key_len)
-            .map(E::decode_key)
-            .collect();
-        let mut bloom_bytes = vec![0u8; bloom_words as usize * 8];
-        file.read_exact_at(
-            &mut bloom_bytes,
-            n * E::LEN as u64 + fence_bytes.len() as u64,
-        )
-        .at(path)?;
+        let mut meta = vec![0u8; (table_len + bloom_words * 8) as usize];
+        file.read_exact_at(&mut meta, n * E::LEN as u64).at(path)?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&meta), &f[..FOOTER_CHECKED]);
+        if crc != le_u32(&f, FOOTER_CHECKED) {
+            return Err(bad(
+                "index run metadata (footer, page table or bloom filter) checksum mismatch".into(),
+            ));
+        }
+        let (table, bloom_bytes) = meta.split_at(table_len as usize);
+        let key_len = Self::key_len();
+        let (fences, page_crcs): (Vec<E::Key>, Vec<u32>) = table
+            .chunks_exact(Self::table_entry_len())
+            .map(|t| (E::decode_key(&t[..key_len]), le_u32(t, key_len)))
+            .unzip();
         let bloom = bloom_bytes.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
         Ok(Run {
             path: path.to_path_buf(),
@@ -196,6 +224,7 @@ impl<E: RunEntry> Run<E> {
             first_seq: Seq(le_u64(&f, 24)),
             last_seq: Seq(le_u64(&f, 32)),
             fences,
+            page_crcs: page_crcs.into(),
             bloom,
         })
     }
@@ -209,6 +238,15 @@ impl<E: RunEntry> Run<E> {
         }
     }
 
+    fn table_entry_len() -> usize {
+        Self::key_len() + PAGE_CRC_LEN
+    }
+
+    fn pages_of(n: u64) -> u64 {
+        n.div_ceil(PAGE_ENTRIES as u64)
+    }
+
+    /// Read page `page` into `buf` and check it; returns its entry count.
     fn read_page(&self, page: usize, buf: &mut Vec<u8>) -> Result<usize> {
         let start = page as u64 * PAGE_ENTRIES as u64;
         let count = (self.n - start).min(PAGE_ENTRIES as u64) as usize;
@@ -216,6 +254,7 @@ impl<E: RunEntry> Run<E> {
         self.file
             .read_exact_at(buf, start * E::LEN as u64)
             .at(&self.path)?;
+        check_page(&self.path, page, buf, self.page_crcs[page])?;
         Ok(count)
     }
 
@@ -228,7 +267,14 @@ impl<E: RunEntry> Run<E> {
         let mut buf = Vec::new();
         let count = self.read_page(p - 1, &mut buf)?;
         let q = partition(&buf, count, |b| E::decode_key(b) <= *key);
-        debug_assert!(q >= 1);
+        if q == 0 {
+            // The page's first key is its fence, which is <= key; both are
+            // checksummed, so only a writer bug gets here.
+            return Err(StoreError::corrupted(
+                &self.path,
+                format!("index run page {} does not start with its fence key", p - 1),
+            ));
+        }
         let e = &buf[(q - 1) * E::LEN..q * E::LEN];
         E::decode(e)
             .map(Some)
@@ -245,12 +291,13 @@ impl<E: RunEntry> Run<E> {
         Ok(self.find_le(key)?.filter(|e| e.key() == *key))
     }
 
-    /// Every entry, in key order, streamed from the file.
+    /// Every entry, in key order, streamed from the file, each page checked.
     pub fn iter(&self) -> Result<RunIter<E>> {
         Ok(RunIter {
             file: self.file.try_clone().at(&self.path)?,
-            pos: 0,
+            page: 0,
             left: self.n,
+            page_crcs: self.page_crcs.clone(),
             path: self.path.clone(),
             buf: Vec::new(),
             at: 0,
@@ -258,27 +305,46 @@ impl<E: RunEntry> Run<E> {
         })
     }
 
-    /// Recompute the checksum over everything before the footer.
-    pub fn check_crc(&self) -> Result<bool> {
-        let len = self.file.metadata().at(&self.path)?.len();
-        let mut f = [0u8; FOOTER_LEN];
-        self.file
-            .read_exact_at(&mut f, len - FOOTER_LEN as u64)
-            .at(&self.path)?;
-        let body = len - FOOTER_LEN as u64;
-        let mut crc = 0u32;
-        let mut chunk = vec![0u8; 1 << 16];
-        let mut pos = 0u64;
-        while pos < body {
-            let k = ((body - pos) as usize).min(chunk.len());
-            self.file
-                .read_exact_at(&mut chunk[..k], pos)
-                .at(&self.path)?;
-            crc = crc32c::crc32c_append(crc, &chunk[..k]);
-            pos += k as u64;
-        }
-        Ok(crc == le_u32(&f, 44))
+    /// Every entry, decoded without checking page checksums (`None` where
+    /// one does not decode): for `verify`, to name the first entry that
+    /// differs from the log even in a damaged page.
+    pub fn raw_entries(&self) -> Result<Vec<Option<E>>> {
+        let mut bytes = vec![0u8; self.n as usize * E::LEN];
+        self.file.read_exact_at(&mut bytes, 0).at(&self.path)?;
+        Ok(bytes.chunks_exact(E::LEN).map(E::decode).collect())
     }
+
+    /// Check every page against its checksum: `Ok(None)` when all match,
+    /// else the first bad page and the entries it holds.
+    pub fn check_pages(&self) -> Result<Option<(usize, std::ops::Range<u64>)>> {
+        let mut buf = Vec::new();
+        for page in 0..self.page_crcs.len() {
+            match self.read_page(page, &mut buf) {
+                Ok(_) => {}
+                Err(StoreError::Corrupted { .. }) => {
+                    let start = (page * PAGE_ENTRIES) as u64;
+                    let end = (start + PAGE_ENTRIES as u64).min(self.n);
+                    return Ok(Some((page, start..end)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn check_page(path: &Path, page: usize, bytes: &[u8], crc: u32) -> Result<()> {
+    if crc32c::crc32c(bytes) != crc {
+        return Err(StoreError::corrupted(
+            path,
+            format!(
+                "index run page {page} (entries {}..) checksum mismatch; delete the store's \
+                 index/ directory to have it rebuilt from the log",
+                page * PAGE_ENTRIES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn partition(buf: &[u8], count: usize, pred: impl Fn(&[u8]) -> bool) -> usize {
@@ -307,16 +373,39 @@ fn bloom_may_contain(bloom: &[u64], h1: u64, h2: u64) -> bool {
     bloom_positions(bloom.len(), h1, h2).all(|(w, m)| bloom[w] & m != 0)
 }
 
-/// Streams a run's entries in order, reading with `pread` at its own
-/// position (clones of a file share an offset, so `read` would not do).
+/// Streams a run's entries in order, a few pages per `pread` (at its own
+/// position: clones of a file share an offset, so `read` would not do),
+/// each page checked against its checksum.
 pub struct RunIter<E: RunEntry> {
     file: File,
-    pos: u64,
+    /// Next page to read.
+    page: usize,
     left: u64,
+    page_crcs: Arc<[u32]>,
     path: PathBuf,
     buf: Vec<u8>,
     at: usize,
     _e: std::marker::PhantomData<E>,
+}
+
+/// Pages read at once by [`RunIter`].
+const ITER_PAGES: usize = 16;
+
+impl<E: RunEntry> RunIter<E> {
+    fn fill(&mut self) -> Result<()> {
+        let k = self.left.min((ITER_PAGES * PAGE_ENTRIES) as u64);
+        self.buf.resize(k as usize * E::LEN, 0);
+        let pos = (self.page * PAGE_ENTRIES * E::LEN) as u64;
+        self.file.read_exact_at(&mut self.buf, pos).at(&self.path)?;
+        for (i, page) in self.buf.chunks(PAGE_ENTRIES * E::LEN).enumerate() {
+            let p = self.page + i;
+            check_page(&self.path, p, page, self.page_crcs[p])?;
+        }
+        self.page += (k as usize).div_ceil(PAGE_ENTRIES);
+        self.left -= k;
+        self.at = 0;
+        Ok(())
+    }
 }
 
 impl<E: RunEntry> Iterator for RunIter<E> {
@@ -326,16 +415,11 @@ impl<E: RunEntry> Iterator for RunIter<E> {
             if self.left == 0 {
                 return None;
             }
-            let k = self.left.min(2048);
-            self.buf.resize(k as usize * E::LEN, 0);
-            if let Err(e) = self.file.read_exact_at(&mut self.buf, self.pos) {
+            if let Err(e) = self.fill() {
                 self.left = 0;
                 self.buf.clear();
-                return Some(Err(StoreError::io(&self.path, e)));
+                return Some(Err(e));
             }
-            self.pos += self.buf.len() as u64;
-            self.left -= k;
-            self.at = 0;
         }
         let e = &self.buf[self.at..self.at + E::LEN];
         self.at += E::LEN;
@@ -364,8 +448,9 @@ pub fn write_run<E: RunEntry>(
         0
     };
     let mut bloom = vec![0u64; bloom_words];
-    let mut fences = Vec::with_capacity(n.div_ceil(PAGE_ENTRIES as u64) as usize * key_len);
-    let mut crc = 0u32;
+    let mut table =
+        Vec::with_capacity(Run::<E>::pages_of(n) as usize * Run::<E>::table_entry_len());
+    let mut page_crc = 0u32;
     let mut buf = vec![0u8; E::LEN];
     let mut count = 0u64;
     let mut prev: Option<E::Key> = None;
@@ -380,16 +465,23 @@ pub fn write_run<E: RunEntry>(
         prev = Some(e.key());
         e.encode(&mut buf);
         if count % PAGE_ENTRIES as u64 == 0 {
-            fences.extend_from_slice(&buf[..key_len]);
+            if count > 0 {
+                table.extend_from_slice(&page_crc.to_le_bytes());
+            }
+            table.extend_from_slice(&buf[..key_len]);
+            page_crc = 0;
         }
         if let Some((h1, h2)) = E::bloom_hashes(&e.key()) {
             for (wi, m) in bloom_positions(bloom_words, h1, h2) {
                 bloom[wi] |= m;
             }
         }
-        crc = crc32c::crc32c_append(crc, &buf);
+        page_crc = crc32c::crc32c_append(page_crc, &buf);
         w.write_all(&buf).at(&tmp)?;
         count += 1;
+    }
+    if count > 0 {
+        table.extend_from_slice(&page_crc.to_le_bytes());
     }
     if count > n {
         return Err(StoreError::corrupted(
@@ -397,10 +489,10 @@ pub fn write_run<E: RunEntry>(
             format!("run promised at most {n} entries, got {count}"),
         ));
     }
-    crc = crc32c::crc32c_append(crc, &fences);
-    w.write_all(&fences).at(&tmp)?;
+    let mut meta = crc32c::crc32c(&table);
+    w.write_all(&table).at(&tmp)?;
     for word in &bloom {
-        crc = crc32c::crc32c_append(crc, &word.to_le_bytes());
+        meta = crc32c::crc32c_append(meta, &word.to_le_bytes());
         w.write_all(&word.to_le_bytes()).at(&tmp)?;
     }
     let mut f = [0u8; FOOTER_LEN];
@@ -411,7 +503,8 @@ pub fn write_run<E: RunEntry>(
     f[24..32].copy_from_slice(&first_seq.0.to_le_bytes());
     f[32..40].copy_from_slice(&last_seq.0.to_le_bytes());
     f[40..44].copy_from_slice(&(bloom_words as u32).to_le_bytes());
-    f[44..48].copy_from_slice(&crc.to_le_bytes());
+    meta = crc32c::crc32c_append(meta, &f[..FOOTER_CHECKED]);
+    f[FOOTER_CHECKED..].copy_from_slice(&meta.to_le_bytes());
     w.write_all(&f).at(&tmp)?;
     let file = w
         .into_inner()
@@ -480,7 +573,7 @@ mod tests {
         )
         .unwrap();
         let run = Run::<BlockVersion>::open(&p).unwrap();
-        assert!(run.check_crc().unwrap());
+        assert_eq!(run.check_pages().unwrap(), None);
         assert_eq!(run.find_le(&(0, 5)).unwrap(), None);
         assert_eq!(run.find_le(&(0, 10)).unwrap().unwrap().loc, loc(1));
         assert_eq!(run.find_le(&(500, 25)).unwrap().unwrap().loc, loc(25002));
