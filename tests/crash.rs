@@ -566,6 +566,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
     let head_of = |s: &Path| Store::open(s).unwrap().head().seq.0 as usize;
     for round in 0..=kills {
         let tail = tail_stop(&store);
+        let recorded = head_of(&store);
         let mut p = Proc::spawn(
             Command::new(bin())
                 .args(["ingest", "--format", "dmlog", "--follow"])
@@ -604,7 +605,17 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
             },
         );
         check_cut_reported(&p.stderr(), tail.as_ref(), "ingest");
-        if round > 0 && head_of(&store) > 0 {
+        // It said where it resumed: after the entries the killed run recorded.
+        if entries[..recorded]
+            .iter()
+            .any(|e| matches!(e, Entry::Write { .. } | Entry::Mark(_)))
+        {
+            let msg = format!("resuming: entries 1..{recorded} of");
+            assert!(
+                p.stderr().contains(&msg),
+                "{when}: no {msg:?} in\n{}",
+                p.stderr()
+            );
             stats.resumes += 1;
         }
         // The follower is idle at the end of the log: nothing is appending.
