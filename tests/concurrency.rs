@@ -1,0 +1,1027 @@
+//! Readers of many states while a writer records never see a torn block or
+//! a state that mixes times.
+//!
+//! A writer records a planned sequence of operations: whole multi-block
+//! writes whose bytes identify (write, disk offset), unaligned partial-block
+//! writes, rewrites of earlier content (deduplicated), zeroes, trims and
+//! flushes. Meanwhile at least six reader threads repeatedly pick states
+//! that exist (by record number, by time in several spellings, by listed
+//! name, and `latest` while it moves) and read random ranges, through the
+//! FUSE mount (`pread` on `disk.img` of `at/<name>/` and `seq/<n>/`) and
+//! through the library [`Store`] (`refresh` + `read_at`), noting which state
+//! each read was of. After the writer stops, every read is compared with
+//! the reference state, computed by replaying the plan up to that record;
+//! a mismatch names the read, the first wrong byte and, block by block,
+//! which write each byte really came from. Entries listed under `at/` are
+//! read whole when first seen and again at the end, through a fresh mount.
+//!
+//! Two writers: the library [`Writer`] in-process (with a tiny index flush
+//! threshold, so readers live through index flushes and run compactions),
+//! and `diskhist serve` driven by an NBD client in this file.
+//!
+//! `DISKHIST_CONCURRENCY_SEED=<n>` replays one run.
+
+mod mount_support;
+mod nbd_util;
+
+use diskhist::nbd::proto::*;
+use diskhist::store::{Op, OpFlags, WriterOptions};
+use diskhist::{Seq, Store, TimeNs, TimeSpec, Writer};
+use mount_support::{p, Mounted};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BS: u64 = 4096;
+const DISK_BYTES: u64 = 2 << 20;
+/// Bytes of read data each reader keeps for diagnosis; past it, only hashes.
+const KEEP_BYTES_PER_READER: usize = 8 << 20;
+/// Whole images the listing reader reads when it first sees an entry.
+const WHOLE_READS: usize = 12;
+
+// ---------------------------------------------------------------------------
+// The plan and its reference.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Zero,
+    Trim,
+    Flush,
+}
+
+/// Operation `i` of the plan becomes record `i + 1`.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    kind: Kind,
+    offset: u64,
+    len: u64,
+    /// Which data a write carries (`byte_of`); equal for a rewrite.
+    content: u64,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn seed() -> u64 {
+    let s = std::env::var("DISKHIST_CONCURRENCY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    s | 1
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The bytes write-content `c` puts at disk offsets `x / 8 * 8..+8`: a
+/// function of both, so a byte out of place or out of time shows.
+fn word_of(c: u64, x: u64) -> [u8; 8] {
+    mix(c.wrapping_mul(0x1_0000_0001) ^ (x / 8)).to_le_bytes()
+}
+
+fn byte_of(c: u64, x: u64) -> u8 {
+    word_of(c, x)[(x % 8) as usize]
+}
+
+/// `dst` = content `c` at disk offsets `lo..lo + dst.len()`.
+fn fill_content(c: u64, lo: u64, dst: &mut [u8]) {
+    let mut x = lo;
+    let mut i = 0;
+    while i < dst.len() {
+        let w = word_of(c, x);
+        let within = (x % 8) as usize;
+        let n = (8 - within).min(dst.len() - i);
+        dst[i..i + n].copy_from_slice(&w[within..within + n]);
+        i += n;
+        x += n as u64;
+    }
+}
+
+fn data_of(op: &Planned) -> Vec<u8> {
+    let mut v = vec![0u8; op.len as usize];
+    fill_content(op.content, op.offset, &mut v);
+    v
+}
+
+fn random_range(rng: &mut Rng, max_len: u64) -> (u64, u64) {
+    let offset = rng.below(DISK_BYTES - 1);
+    let len = 1 + rng.below(max_len.min(DISK_BYTES - offset));
+    (offset, len)
+}
+
+fn plan(n: usize, rng: &mut Rng) -> Vec<Planned> {
+    let blocks = DISK_BYTES / BS;
+    let mut ops: Vec<Planned> = Vec::with_capacity(n);
+    for i in 0..n {
+        let content = i as u64 + 1;
+        let r = rng.below(100);
+        let op = if r < 55 {
+            let count = 2 + rng.below(15);
+            let first = rng.below(blocks - count + 1);
+            Planned {
+                kind: Kind::Write,
+                offset: first * BS,
+                len: count * BS,
+                content,
+            }
+        } else if r < 78 {
+            let (offset, len) = random_range(rng, 3 * BS);
+            Planned {
+                kind: Kind::Write,
+                offset,
+                len,
+                content,
+            }
+        } else if r < 86 && i > 0 {
+            // The same data again where it was: stored once, referenced.
+            let earlier = ops[rng.below(i as u64) as usize];
+            if earlier.kind == Kind::Write {
+                earlier
+            } else {
+                Planned {
+                    kind: Kind::Flush,
+                    offset: 0,
+                    len: 0,
+                    content: 0,
+                }
+            }
+        } else if r < 96 {
+            let (offset, len) = if rng.chance(50) {
+                let count = 1 + rng.below(8);
+                (rng.below(blocks - count + 1) * BS, count * BS)
+            } else {
+                random_range(rng, 3 * BS)
+            };
+            Planned {
+                kind: if r < 91 { Kind::Zero } else { Kind::Trim },
+                offset,
+                len,
+                content: 0,
+            }
+        } else {
+            Planned {
+                kind: Kind::Flush,
+                offset: 0,
+                len: 0,
+                content: 0,
+            }
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+fn overlap(op: &Planned, offset: u64, len: u64) -> Option<(u64, u64)> {
+    let lo = op.offset.max(offset);
+    let hi = (op.offset + op.len).min(offset + len);
+    (lo < hi).then_some((lo, hi))
+}
+
+/// The disk after record `seq`, bytes `offset..offset + len`: the plan
+/// replayed in order.
+fn reference(ops: &[Planned], seq: u64, offset: u64, len: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len as usize];
+    for op in &ops[..seq as usize] {
+        let Some((lo, hi)) = overlap(op, offset, len) else {
+            continue;
+        };
+        let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
+        match op.kind {
+            Kind::Write => fill_content(op.content, lo, dst),
+            Kind::Zero | Kind::Trim => dst.fill(0),
+            Kind::Flush => {}
+        }
+    }
+    out
+}
+
+/// Which record left byte `x` as it is in state `seq` (0: never written).
+fn expected_source(ops: &[Planned], seq: u64, x: u64) -> u64 {
+    (0..seq as usize)
+        .rev()
+        .find(|&i| ops[i].kind != Kind::Flush && overlap(&ops[i], x, 1).is_some())
+        .map_or(0, |i| i as u64 + 1)
+}
+
+/// Which record's data byte `x` holds, judged by its value: the record
+/// the previous byte came from if it fits (one byte in 256 matches any
+/// record by chance), else the newest record at or before `seq` whose data
+/// matches, else the oldest later one. Returns the record and its label.
+fn actual_source(
+    ops: &[Planned],
+    seq: u64,
+    x: u64,
+    value: u8,
+    prev: Option<usize>,
+) -> (Option<usize>, String) {
+    let matches = |i: usize| {
+        let op = &ops[i];
+        overlap(op, x, 1).is_some()
+            && match op.kind {
+                Kind::Write => byte_of(op.content, x) == value,
+                Kind::Zero | Kind::Trim => value == 0,
+                Kind::Flush => false,
+            }
+    };
+    let found = prev
+        .filter(|&i| matches(i))
+        .or_else(|| (0..seq as usize).rev().find(|&i| matches(i)))
+        .or_else(|| (seq as usize..ops.len()).find(|&i| matches(i)));
+    let label = match found {
+        Some(i) if i < seq as usize => format!("record {}", i + 1),
+        Some(i) => format!("record {} (LATER than the state read)", i + 1),
+        None if value == 0 => "zeros".into(),
+        None => "no record's data (garbage)".into(),
+    };
+    (found, label)
+}
+
+/// `label(x)` for each x in `lo..hi`, as runs: "a..b from L".
+fn runs(lo: u64, hi: u64, mut label: impl FnMut(u64) -> String) -> String {
+    let mut out = Vec::new();
+    let mut start = lo;
+    let mut cur = label(lo);
+    for x in lo + 1..=hi {
+        let l = if x < hi { label(x) } else { String::new() };
+        if x == hi || l != cur {
+            out.push(format!("{start}..{x} from {cur}"));
+            start = x;
+            cur = l;
+        }
+    }
+    out.join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// What readers did.
+
+#[derive(Debug, Clone)]
+struct ReadRecord {
+    reader: String,
+    /// How the state was asked for (a path, or a library call).
+    asked: String,
+    /// For a time spelling: the record whose time it was.
+    time_of: Option<u64>,
+    /// The state the read was of, as the tree (info) or the store said.
+    seq: u64,
+    offset: u64,
+    len: u64,
+    hash: [u8; 32],
+    data: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Log {
+    reads: Vec<ReadRecord>,
+    kept: usize,
+    /// `latest` as this reader saw it, in order.
+    latest_seen: Vec<u64>,
+}
+
+impl Log {
+    fn add(
+        &mut self,
+        reader: &str,
+        asked: String,
+        time_of: Option<u64>,
+        seq: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
+        let hash = *blake3::hash(&data).as_bytes();
+        let len = data.len() as u64;
+        let data = if self.kept + data.len() <= KEEP_BYTES_PER_READER {
+            self.kept += data.len();
+            Some(data)
+        } else {
+            None
+        };
+        self.reads.push(ReadRecord {
+            reader: reader.into(),
+            asked,
+            time_of,
+            seq,
+            offset,
+            len,
+            hash,
+            data,
+        });
+    }
+}
+
+/// Record numbers and times of the history, as the checker knows them.
+struct History {
+    ops: Vec<Planned>,
+    /// `times[s - 1]` is the time of record `s`.
+    times: Vec<i64>,
+}
+
+impl History {
+    fn time(&self, seq: u64) -> i64 {
+        self.times[seq as usize - 1]
+    }
+
+    /// Every read equals the reference; time spellings resolved right.
+    fn check(&self, logs: &[Log]) -> usize {
+        let mut failures = Vec::new();
+        let mut compared = 0;
+        for log in logs {
+            for w in log.latest_seen.windows(2) {
+                if w[1] < w[0] {
+                    failures.push(format!("latest went back from {} to {}", w[0], w[1]));
+                }
+            }
+            for r in &log.reads {
+                compared += 1;
+                if let Err(e) = self.check_read(r) {
+                    failures.push(e);
+                }
+            }
+        }
+        if !failures.is_empty() {
+            let n = failures.len();
+            failures.truncate(10);
+            panic!(
+                "{n} of {compared} reads were wrong; the first ones:\n{}",
+                failures.join("\n\n")
+            );
+        }
+        compared
+    }
+
+    fn check_read(&self, r: &ReadRecord) -> Result<(), String> {
+        let what = format!(
+            "{} read {}+{} of state {} (asked as {})",
+            r.reader, r.offset, r.len, r.seq, r.asked
+        );
+        if r.seq as usize > self.ops.len() {
+            return Err(format!("{what}: no such record was ever written"));
+        }
+        if let Some(k) = r.time_of {
+            // The time of record k names the last record with that very
+            // time, which may be a later one. The mount may answer with the
+            // one that was last for up to its short TTL for live names
+            // (a lookup just before that later record arrived): still a
+            // state whose time is exactly the time asked, never another.
+            if r.seq == 0 || self.time(r.seq) != self.time(k) {
+                return Err(format!(
+                    "{what}: the time of record {k} ({} ns) resolved to state {}, whose time \
+                     is {} ns",
+                    self.time(k),
+                    r.seq,
+                    if r.seq == 0 { 0 } else { self.time(r.seq) }
+                ));
+            }
+        }
+        let want = reference(&self.ops, r.seq, r.offset, r.len);
+        if *blake3::hash(&want).as_bytes() == r.hash {
+            return Ok(());
+        }
+        let Some(got) = &r.data else {
+            return Err(format!(
+                "{what}: content differs from the reference (bytes not kept to show where)"
+            ));
+        };
+        let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0) as u64;
+        let x = r.offset + first;
+        let block = x / BS;
+        let lo = (block * BS).max(r.offset);
+        let hi = ((block + 1) * BS).min(r.offset + r.len);
+        let at = |x: u64| got[(x - r.offset) as usize];
+        Err(format!(
+            "{what}: first wrong byte at disk offset {x} (block {block}): got {:#04x}, want \
+             {:#04x}.\n  block {block} as read:  {}\n  block {block} should be: {}",
+            at(x),
+            want[first as usize],
+            {
+                let mut prev = None;
+                runs(lo, hi, |x| {
+                    let (found, label) = actual_source(&self.ops, r.seq, x, at(x), prev);
+                    prev = found;
+                    label
+                })
+            },
+            runs(lo, hi, |x| match expected_source(&self.ops, r.seq, x) {
+                0 => "zeros (never written)".into(),
+                s => format!("record {s}"),
+            }),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading through the mount.
+
+/// `name` opened relative to the directory `dir`.
+fn open_in(dir: &File, name: &std::ffi::CStr) -> std::io::Result<File> {
+    // SAFETY: a valid directory fd and a NUL-terminated name; the returned
+    // fd is owned by the File.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The state directory at `path` (symlinks followed): which state it is (its
+/// `info`), and its `disk.img`, both opened through one directory handle so
+/// they belong to the same state even if the name moves meanwhile.
+fn open_state(path: &Path) -> (u64, String, File) {
+    let dir = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut info = String::new();
+    open_in(&dir, c"info")
+        .and_then(|mut f| f.read_to_string(&mut info))
+        .unwrap_or_else(|e| panic!("{}/info: {e}", path.display()));
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{}/info has no {k}: {info}", path.display()))
+            .trim()
+            .to_string()
+    };
+    let seq = field("seq:").parse().unwrap();
+    let time = field("time:");
+    let img =
+        open_in(&dir, c"disk.img").unwrap_or_else(|e| panic!("{}/disk.img: {e}", path.display()));
+    (seq, time, img)
+}
+
+fn pread(f: &File, offset: u64, len: u64, what: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset)
+        .unwrap_or_else(|e| panic!("pread {offset}+{len} of {what}: {e}"));
+    buf
+}
+
+/// A range to read: unaligned about half the time, up to three blocks.
+fn read_range(rng: &mut Rng) -> (u64, u64) {
+    if rng.chance(50) {
+        let count = 1 + rng.below(3);
+        (rng.below(DISK_BYTES / BS - count + 1) * BS, count * BS)
+    } else {
+        random_range(rng, 3 * BS)
+    }
+}
+
+/// Spellings of one time that must all resolve under `at/`.
+fn spellings(rfc3339_ns: &str, rng: &mut Rng) -> String {
+    let TimeSpec::At(t) = diskhist::parse_time(rfc3339_ns).unwrap() else {
+        panic!("info gave {rfc3339_ns}");
+    };
+    match rng.below(4) {
+        0 => rfc3339_ns.to_string(),
+        1 => format!(
+            "@{}.{:09}",
+            t.0.div_euclid(1_000_000_000),
+            t.0.rem_euclid(1_000_000_000)
+        ),
+        2 => diskhist::time::format_canonical(t),
+        _ => {
+            let east = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+            chrono::DateTime::from_timestamp_nanos(t.0)
+                .with_timezone(&east)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+        }
+    }
+}
+
+/// The kinds of mount reader.
+#[derive(Clone, Copy, Debug)]
+enum MountReader {
+    /// `seq/<n>/disk.img` for random n up to the newest.
+    Seq,
+    /// `at/<spelling of the time of record n>/disk.img`.
+    Time,
+    /// Entries `ls at` lists, each also read whole when first seen.
+    Listed,
+    /// `latest/disk.img` while it moves.
+    Latest,
+}
+
+/// Names listed under `at/`, with the state and whole-image hash first read.
+type Listed = BTreeMap<String, (u64, [u8; 32])>;
+
+fn mount_reader(
+    kind: MountReader,
+    mnt: PathBuf,
+    done: Arc<AtomicBool>,
+    seed: u64,
+) -> (Log, Listed) {
+    let mut rng = Rng(seed);
+    let mut log = Log::default();
+    let mut listed = Listed::new();
+    let who = format!("mount reader {kind:?}");
+    let mut rounds = 0;
+    while !done.load(Ordering::Relaxed) || rounds < 5 {
+        rounds += 1;
+        let (newest, _, img) = open_state(&mnt.join("latest"));
+        log.latest_seen.push(newest);
+        let (asked, time_of, (seq, _, img)) = match kind {
+            MountReader::Latest => ("latest".to_string(), None, (newest, String::new(), img)),
+            MountReader::Seq => {
+                let n = if rng.chance(20) {
+                    newest
+                } else {
+                    rng.below(newest + 1)
+                };
+                let path = format!("seq/{n}");
+                let st = open_state(&mnt.join(&path));
+                assert_eq!(st.0, n, "{path}/info names another state");
+                (path, None, st)
+            }
+            MountReader::Time => {
+                if newest == 0 {
+                    continue;
+                }
+                let k = if rng.chance(20) {
+                    newest
+                } else {
+                    1 + rng.below(newest)
+                };
+                let (_, time, _) = open_state(&mnt.join(format!("seq/{k}")));
+                let path = format!("at/{}", spellings(&time, &mut rng));
+                (path.clone(), Some(k), open_state(&mnt.join(&path)))
+            }
+            MountReader::Listed => {
+                let mut names: Vec<String> = std::fs::read_dir(mnt.join("at"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
+                names.sort();
+                let Some(name) = (if rng.chance(30) {
+                    names.last().cloned()
+                } else {
+                    names.get(rng.below(names.len() as u64) as usize).cloned()
+                }) else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let path = format!("at/{name}");
+                let st = open_state(&mnt.join(&path));
+                if !listed.contains_key(&name) && listed.len() < WHOLE_READS {
+                    let whole = pread(&st.2, 0, DISK_BYTES, &path);
+                    listed.insert(name.clone(), (st.0, *blake3::hash(&whole).as_bytes()));
+                    log.add(&who, path.clone(), None, st.0, 0, whole);
+                }
+                (path, None, st)
+            }
+        };
+        for _ in 0..4 {
+            let (offset, len) = read_range(&mut rng);
+            let data = pread(&img, offset, len, &asked);
+            log.add(&who, asked.clone(), time_of, seq, offset, data);
+        }
+        std::thread::sleep(Duration::from_micros(500 + rng.below(2000)));
+    }
+    (log, listed)
+}
+
+// ---------------------------------------------------------------------------
+// Reading through the library.
+
+fn store_reader(store: Arc<Store>, done: Arc<AtomicBool>, seed: u64, who: String) -> Log {
+    let mut rng = Rng(seed);
+    let mut log = Log::default();
+    let mut rounds = 0;
+    while !done.load(Ordering::Relaxed) || rounds < 5 {
+        rounds += 1;
+        store.refresh().expect("refresh while the writer runs");
+        let newest = store.head().seq.0;
+        let (asked, time_of, spec) = match rng.below(3) {
+            0 => ("latest".to_string(), None, TimeSpec::Latest),
+            1 => {
+                let n = rng.below(newest + 1);
+                (format!("#{n}"), None, TimeSpec::AfterSeq(Seq(n)))
+            }
+            _ if newest == 0 => continue,
+            _ => {
+                let k = 1 + rng.below(newest);
+                let t = store.time_of(Seq(k)).expect("time of an existing record");
+                (format!("time {} ns", t.0), Some(k), TimeSpec::At(t))
+            }
+        };
+        let seq = store.resolve(spec).expect("resolve an existing state").0;
+        if asked == "latest" {
+            log.latest_seen.push(seq);
+        }
+        for _ in 0..4 {
+            let (offset, len) = read_range(&mut rng);
+            let mut buf = vec![0u8; len as usize];
+            store
+                .read_at(Seq(seq), offset, &mut buf)
+                .unwrap_or_else(|e| panic!("{who}: read_at({seq}, {offset}+{len}): {e}"));
+            log.add(&who, asked.clone(), time_of, seq, offset, buf);
+        }
+        std::thread::sleep(Duration::from_micros(1000 + rng.below(2000)));
+    }
+    log
+}
+
+// ---------------------------------------------------------------------------
+// One run: readers around a writer, then the comparison.
+
+type Readers = Vec<std::thread::JoinHandle<(Log, Listed)>>;
+
+/// Four mount readers and two library readers (one with its own store, one
+/// sharing a store with the other thread's refreshes).
+fn start_readers(store_dir: &Path, mnt: &Path, done: &Arc<AtomicBool>, rng: &mut Rng) -> Readers {
+    let mut handles: Readers = Vec::new();
+    for kind in [
+        MountReader::Seq,
+        MountReader::Time,
+        MountReader::Listed,
+        MountReader::Latest,
+    ] {
+        let (mnt, done, seed) = (mnt.to_path_buf(), done.clone(), rng.next() | 1);
+        handles.push(std::thread::spawn(move || {
+            mount_reader(kind, mnt, done, seed)
+        }));
+    }
+    let shared = Arc::new(Store::open(store_dir).unwrap());
+    for (i, store) in [
+        Arc::new(Store::open(store_dir).unwrap()),
+        shared.clone(),
+        shared,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (done, seed) = (done.clone(), rng.next() | 1);
+        let who = format!("store reader {i}");
+        handles.push(std::thread::spawn(move || {
+            (store_reader(store, done, seed, who), Listed::new())
+        }));
+    }
+    handles
+}
+
+fn join(handles: Readers) -> (Vec<Log>, Listed) {
+    let mut logs = Vec::new();
+    let mut listed = Listed::new();
+    for h in handles {
+        let (log, l) = h.join().expect("a reader failed (see its panic above)");
+        logs.push(log);
+        listed.extend(l);
+    }
+    (logs, listed)
+}
+
+/// Every entry first seen under `at/` while recording reads the same now,
+/// through a fresh mount (no page cache of the first), and is the reference.
+///
+/// Except where the store itself moves a name: when a later record has the
+/// very same time as a listed one (a held clock, or one import's extents),
+/// that time now names the later record, by DESIGN's definition of "the disk
+/// at time T". Such entries must resolve to the last record of their time;
+/// they are counted, and the count returned.
+fn listed_entries_unchanged(history: &History, store: &Path, mnt: &Path, listed: &Listed) -> usize {
+    assert!(
+        listed.len() >= 2,
+        "the listing reader saw only {} entries under at/",
+        listed.len()
+    );
+    let m = Mounted::start(store, mnt, &[]);
+    let mut moved = 0;
+    for (name, (seq, hash)) in listed {
+        let (now_seq, _, img) = open_state(&m.path(&format!("at/{name}")));
+        let whole = pread(&img, 0, DISK_BYTES, name);
+        assert!(
+            whole == reference(&history.ops, now_seq, 0, DISK_BYTES),
+            "at/{name} (now state {now_seq}) is not the reference state"
+        );
+        let t = history.time(*seq);
+        let last_of_its_time = (*seq as usize..=history.times.len())
+            .take_while(|&s| history.time(s as u64) == t)
+            .last()
+            .unwrap() as u64;
+        if last_of_its_time != *seq {
+            assert_eq!(
+                now_seq, last_of_its_time,
+                "at/{name}: state {seq} when listed; later records share its time, so it \
+                 must now be the last of them"
+            );
+            moved += 1;
+            continue;
+        }
+        assert_eq!(
+            now_seq, *seq,
+            "at/{name} was state {seq} when listed, now it is {now_seq}"
+        );
+        assert!(
+            blake3::hash(&whole).as_bytes() == hash,
+            "at/{name} (state {seq}) reads differently now than when it was first listed"
+        );
+    }
+    // Once the writer has stopped, a time names exactly the last record
+    // with that time.
+    let n = history.times.len();
+    for k in (1..=n).step_by(n / 40 + 1).chain([n]) {
+        let t = diskhist::TimeNs(history.time(k as u64));
+        let last = (k..=n)
+            .take_while(|&s| history.time(s as u64) == t.0)
+            .last();
+        let name = diskhist::time::format_rfc3339_ns(t);
+        let (seq, _, _) = open_state(&m.path(&format!("at/{name}")));
+        assert_eq!(
+            Some(seq as usize),
+            last,
+            "at/{name} after recording stopped"
+        );
+    }
+    moved
+}
+
+fn summary(what: &str, logs: &[Log], compared: usize, listed: (usize, usize), took: Duration) {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in logs {
+        for r in &l.reads {
+            *by.entry(&r.reader).or_default() += 1;
+        }
+    }
+    let states: std::collections::BTreeSet<u64> = logs
+        .iter()
+        .flat_map(|l| l.reads.iter().map(|r| r.seq))
+        .collect();
+    eprintln!(
+        "{what}: {compared} reads compared with the reference ({} distinct states; {} listed \
+         entries re-read, {} of them moved to a later record of the same time) in {:.1} s; \
+         by reader: {by:?}",
+        states.len(),
+        listed.0,
+        listed.1,
+        took.as_secs_f64()
+    );
+}
+
+#[test]
+fn library_writer_readers_see_whole_states() {
+    let started = Instant::now();
+    let seed = seed();
+    eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
+    let mut rng = Rng(seed);
+    let ops = plan(1200, &mut rng);
+    // Times: 4 ms apart on average, some equal (a held clock), spanning
+    // a few seconds so `at/` lists several entries.
+    let base = 1_795_415_415_000_000_000i64;
+    let mut times = Vec::with_capacity(ops.len());
+    let mut t = base;
+    for _ in &ops {
+        if !rng.chance(10) {
+            t += 1 + rng.below(8_000_000) as i64;
+        }
+        times.push(t);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("S");
+    Writer::init(&store, DISK_BYTES, BS as u32).unwrap();
+    let mut w = Writer::open_with(
+        &store,
+        WriterOptions {
+            flush_threshold: 97,
+        },
+    )
+    .unwrap();
+    let append = |w: &mut Writer, i: usize, op: &Planned, t: i64| {
+        let data = data_of(op);
+        let o = match op.kind {
+            Kind::Write => Op::Write {
+                offset_bytes: op.offset,
+                data: &data,
+            },
+            Kind::Zero => Op::Zero {
+                offset_bytes: op.offset,
+                length_bytes: op.len,
+            },
+            Kind::Trim => Op::Trim {
+                offset_bytes: op.offset,
+                length_bytes: op.len,
+            },
+            Kind::Flush => Op::Flush,
+        };
+        let a = w.append(TimeNs(t), o, OpFlags::default()).unwrap();
+        assert_eq!((a.seq.0, a.time_ns.0), (i as u64 + 1, t));
+        if op.kind == Kind::Flush {
+            w.sync().unwrap();
+        }
+    };
+    // A first record, so every reader has a state to read from the start.
+    append(&mut w, 0, &ops[0], times[0]);
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    let done = Arc::new(AtomicBool::new(false));
+    let readers = start_readers(&store, &m.dir, &done, &mut rng);
+
+    let writer = {
+        let (ops, times) = (ops.clone(), times.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0xabcdef);
+            for (i, (op, &t)) in ops.iter().zip(&times).enumerate().skip(1) {
+                append(&mut w, i, op, t);
+                std::thread::sleep(Duration::from_micros(1000 + rng.below(6000)));
+            }
+            w.close().unwrap();
+        })
+    };
+    writer.join().expect("writer");
+    let recording = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (logs, listed) = join(readers);
+    drop(m);
+
+    let history = History { ops, times };
+    let compared = history.check(&logs);
+    let moved = listed_entries_unchanged(&history, &store, &dir.path().join("mnt2"), &listed);
+    diskhist_verify(&store);
+    summary(
+        &format!("library writer ({recording:.1?} recording)"),
+        &logs,
+        compared,
+        (listed.len(), moved),
+        started.elapsed(),
+    );
+    assert!(compared > 5_000, "only {compared} reads");
+}
+
+fn diskhist_verify(store: &Path) {
+    mount_support::diskhist(&["verify", p(store)]);
+}
+
+// ---------------------------------------------------------------------------
+// `diskhist serve` driven over NBD.
+
+/// A minimal NBD client: fixed newstyle, OPT_GO, one request at a time.
+struct Nbd {
+    sock: UnixStream,
+    handle: u64,
+}
+
+impl Nbd {
+    fn connect(socket: &Path) -> Nbd {
+        let mut sock = UnixStream::connect(socket).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut g = [0u8; GREETING_LEN];
+        sock.read_exact(&mut g).unwrap();
+        assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes(), "not an NBD server");
+        sock.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
+            .unwrap();
+        let mut opt = IHAVEOPT.to_be_bytes().to_vec();
+        opt.extend_from_slice(&OPT_GO.to_be_bytes());
+        opt.extend_from_slice(&6u32.to_be_bytes());
+        opt.extend_from_slice(&[0; 6]); // default export, no info requests
+        sock.write_all(&opt).unwrap();
+        loop {
+            let mut h = [0u8; OPTION_REPLY_HEADER_LEN];
+            sock.read_exact(&mut h).unwrap();
+            let ty = u32::from_be_bytes(h[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut data = vec![0u8; len as usize];
+            sock.read_exact(&mut data).unwrap();
+            match ty {
+                REP_INFO => continue,
+                REP_ACK => break,
+                other => panic!("OPT_GO refused: {other:#x}"),
+            }
+        }
+        Nbd { sock, handle: 0 }
+    }
+
+    fn request(&mut self, kind: u16, flags: u16, offset: u64, len: u64, data: &[u8]) {
+        self.handle += 1;
+        let h = RequestHeader {
+            flags,
+            kind,
+            handle: self.handle,
+            offset_bytes: offset,
+            length_bytes: len as u32,
+        };
+        let mut msg = encode_request_header(&h).to_vec();
+        msg.extend_from_slice(data);
+        self.sock.write_all(&msg).unwrap();
+        let mut r = [0u8; SIMPLE_REPLY_LEN];
+        self.sock.read_exact(&mut r).unwrap();
+        let error = u32::from_be_bytes(r[4..8].try_into().unwrap());
+        let handle = u64::from_be_bytes(r[8..16].try_into().unwrap());
+        assert_eq!(handle, self.handle);
+        assert_eq!(error, 0, "NBD request {kind} {offset}+{len} failed");
+    }
+
+    fn send(&mut self, op: &Planned, fua: bool) {
+        let flags = if fua { CMD_FLAG_FUA } else { 0 };
+        match op.kind {
+            Kind::Write => self.request(CMD_WRITE, flags, op.offset, op.len, &data_of(op)),
+            Kind::Zero => self.request(CMD_WRITE_ZEROES, flags, op.offset, op.len, &[]),
+            Kind::Trim => self.request(CMD_TRIM, 0, op.offset, op.len, &[]),
+            Kind::Flush => self.request(CMD_FLUSH, 0, 0, 0, &[]),
+        }
+    }
+
+    fn disconnect(mut self) {
+        let h = RequestHeader {
+            flags: 0,
+            kind: CMD_DISC,
+            handle: 0,
+            offset_bytes: 0,
+            length_bytes: 0,
+        };
+        let _ = self.sock.write_all(&encode_request_header(&h));
+    }
+}
+
+#[test]
+fn nbd_served_writes_readers_see_whole_states() {
+    let started = Instant::now();
+    let seed = seed();
+    eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
+    let mut rng = Rng(seed);
+    let ops = plan(700, &mut rng);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("S");
+    mount_support::diskhist(&["init", p(&store), "--size", &DISK_BYTES.to_string()]);
+    let served = nbd_util::Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+    let mut nbd = Nbd::connect(&served.socket);
+    // A first write, so readers have a state to read from the start.
+    nbd.send(&ops[0], false);
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    let done = Arc::new(AtomicBool::new(false));
+    let readers = start_readers(&store, &m.dir, &done, &mut rng);
+
+    for op in &ops[1..] {
+        nbd.send(op, rng.chance(10));
+        std::thread::sleep(Duration::from_micros(3000 + rng.below(12_000)));
+    }
+    nbd.disconnect();
+    let recording = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (logs, listed) = join(readers);
+    drop(m);
+    let (status, stderr) = served.stop();
+    assert!(status.success(), "serve: {status}\n{stderr}");
+
+    // The records are the plan, one for one, in order.
+    let records = nbd_util::log_records(&store);
+    assert_eq!(records.len(), ops.len(), "records: one per NBD request");
+    let kinds = |k: Kind| match k {
+        Kind::Write => "write",
+        Kind::Zero => "zero",
+        Kind::Trim => "trim",
+        Kind::Flush => "flush",
+    };
+    for (r, op) in records.iter().zip(&ops) {
+        assert_eq!(r.kind, kinds(op.kind), "record {}", r.seq);
+        if op.kind != Kind::Flush {
+            assert_eq!(
+                (r.offset, r.length),
+                (op.offset, op.len),
+                "record {}",
+                r.seq
+            );
+        }
+    }
+    let times = records.iter().map(|r| r.time_ns).collect();
+    let history = History { ops, times };
+    let compared = history.check(&logs);
+    let moved = listed_entries_unchanged(&history, &store, &dir.path().join("mnt2"), &listed);
+    diskhist_verify(&store);
+    summary(
+        &format!("diskhist serve over NBD ({recording:.1?} recording)"),
+        &logs,
+        compared,
+        (listed.len(), moved),
+        started.elapsed(),
+    );
+    assert!(compared > 3_000, "only {compared} reads");
+}
