@@ -39,8 +39,10 @@ impl History for Store {
     fn last_at(&self, t: TimeNs) -> Result<Seq, StoreError> {
         self.resolve(TimeSpec::At(t))
     }
+    /// From the index (16 bytes a record), never the record itself: a
+    /// listing asks this once per entry, and records may hold megabytes.
     fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError> {
-        Ok(self.record(seq)?.time_ns)
+        Store::time_of(self, seq)
     }
 }
 
@@ -346,6 +348,53 @@ pub(crate) mod tests {
             day_entries(&store, Day::of(TimeNs(T0))).unwrap().len(),
             5_000
         );
+    }
+
+    /// Regression: listing and name checks read each record whole (up to
+    /// 128 MiB of payload) just for its time, so `ls at` over an hour of
+    /// large writes read gigabytes. Now they read only the index: proven
+    /// here by damaging a record's data, which only a reader of the record
+    /// itself would notice.
+    #[test]
+    fn listing_reads_times_from_the_index_not_the_records() {
+        use crate::store::{Op, OpFlags, Writer};
+        let dir = tempfile::tempdir().unwrap();
+        Writer::init(dir.path(), 1 << 20, 4096).unwrap();
+        let mut w = Writer::open(dir.path()).unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..64 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for i in 0..3 {
+            let op = Op::Write {
+                offset_bytes: i * (64 << 10),
+                data: &data,
+            };
+            w.append(TimeNs(T0 + i as i64 * S), op, OpFlags::default())
+                .unwrap();
+        }
+        w.close().unwrap();
+        let log = dir.path().join("log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        let at = bytes
+            .windows(32)
+            .position(|win| win == &data[1000..1032])
+            .expect("the data is stored raw");
+        bytes[at] ^= 0xff;
+        std::fs::write(&log, &bytes).unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.record(Seq(1)).is_err(), "the damage must be visible");
+        let e = at_entries(&store, Limits::default()).unwrap();
+        assert_eq!(e.iter().map(|x| x.seq.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(owns_its_time(&store, Seq(1)).unwrap());
+        assert!(ends_its_second(&store, Seq(1)).unwrap());
+        assert_eq!(days(&store).unwrap().len(), 1);
     }
 
     #[test]
