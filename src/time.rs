@@ -83,11 +83,21 @@ fn parse_unix(s: &str) -> Result<TimeNs, &'static str> {
     }
     let frac_ns = parse_fraction(frac, body.contains('.'))?;
     let secs: i64 = int.parse().map_err(|_| "seconds out of range")?;
-    let ns = secs
-        .checked_mul(1_000_000_000)
-        .and_then(|v| v.checked_add(frac_ns))
-        .ok_or("time out of range (years 1678..2262)")?;
-    Ok(TimeNs(if neg { -ns } else { ns }))
+    // Negated in i128: the earliest instant's magnitude is one more than i64::MAX.
+    let ns = i128::from(secs) * 1_000_000_000 + i128::from(frac_ns);
+    i64::try_from(if neg { -ns } else { ns })
+        .map(TimeNs)
+        .map_err(|_| OUT_OF_RANGE)
+}
+
+const OUT_OF_RANGE: &str = "time out of range (years 1677..2262)";
+
+/// `secs` seconds and `frac_ns` (0..1e9) more nanoseconds, in nanoseconds.
+/// Computed in i128: in the last second before the earliest instant an i64
+/// holds, `secs * 1e9` alone is out of range though the sum is not.
+fn secs_and_ns(secs: i64, frac_ns: i64) -> Result<i64, &'static str> {
+    let ns = i128::from(secs) * 1_000_000_000 + i128::from(frac_ns);
+    i64::try_from(ns).map_err(|_| OUT_OF_RANGE)
 }
 
 /// Up to nine fractional digits, as nanoseconds.
@@ -163,10 +173,7 @@ fn parse_rfc3339(s: &str) -> Result<TimeNs, &'static str> {
         .and_hms_opt(hour, minute, second)
         .ok_or("no such time of day")?;
     let secs = dt.and_utc().timestamp() - offset_secs;
-    secs.checked_mul(1_000_000_000)
-        .and_then(|v| v.checked_add(frac_ns))
-        .map(TimeNs)
-        .ok_or("time out of range (years 1678..2262)")
+    secs_and_ns(secs, frac_ns).map(TimeNs)
 }
 
 fn to_datetime(t: TimeNs) -> DateTime<Utc> {
@@ -257,6 +264,38 @@ mod tests {
         ] {
             let e = parse_time(bad).unwrap_err();
             assert!(e.to_string().contains("accepted forms"), "{bad}: {e}");
+        }
+    }
+
+    /// Found by the `time` fuzz target: the earliest representable second
+    /// (1677-09-21T00:12:43Z..44Z) printed as RFC 3339 was refused as out of
+    /// range, because `secs * 1e9` overflowed before the fraction was added;
+    /// and `@-9223372036.854775808`, the earliest instant, was refused too.
+    #[test]
+    fn earliest_instants_round_trip() {
+        let min = TimeSpec::At(TimeNs(i64::MIN));
+        assert_eq!(parse_time("@-9223372036.854775808").unwrap(), min);
+        assert_eq!(parse_time("1677-09-21T00:12:43.145224192Z").unwrap(), min);
+        let t = parse_time("@-9223372036.8").unwrap();
+        assert_eq!(t, TimeSpec::At(TimeNs(-9_223_372_036_800_000_000)));
+        let TimeSpec::At(ns) = t else { unreachable!() };
+        assert_eq!(format_canonical(ns), "1677-09-21T00-12-43.200Z");
+        assert_eq!(parse_time(&format_canonical(ns)).unwrap(), t);
+        assert_eq!(parse_time(&format_rfc3339_ns(ns)).unwrap(), t);
+        for ns in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            let t = TimeNs(ns);
+            assert_eq!(parse_time(&format_canonical(t)).unwrap(), TimeSpec::At(t));
+            assert_eq!(parse_time(&format_rfc3339_ns(t)).unwrap(), TimeSpec::At(t));
+        }
+        // One nanosecond either side is out of range, with the reason.
+        for bad in [
+            "@-9223372036.854775809",
+            "@9223372036.854775808",
+            "1677-09-21T00:12:43.145224191Z",
+            "2262-04-11T23:47:16.854775808Z",
+        ] {
+            let e = parse_time(bad).unwrap_err();
+            assert_eq!(e.reason, OUT_OF_RANGE, "{bad}");
         }
     }
 

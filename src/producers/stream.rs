@@ -49,6 +49,8 @@ pub enum StreamError {
     Version(u32),
     #[error("stream header is corrupt (checksum mismatch)")]
     BadHeader,
+    #[error("stream header: reserved bytes 24..28 are not zero; not a stream this diskhist wrote")]
+    HeaderReserved,
     #[error("stream record {index} at byte {offset}: {what}")]
     BadRecord {
         index: u64,
@@ -189,6 +191,9 @@ impl<R: Read> StreamReader<R> {
         {
             return Err(StreamError::BadHeader);
         }
+        if b[24..28] != [0; 4] {
+            return Err(StreamError::HeaderReserved);
+        }
         let header = StreamHeader {
             block_size: u32::from_le_bytes(b[12..16].try_into().unwrap()),
             size_bytes: u64::from_le_bytes(b[16..24].try_into().unwrap()),
@@ -233,6 +238,24 @@ impl<R: Read> StreamReader<R> {
         let u = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap());
         let (kind, flags, seq, time, off, len) = (h[4], h[5], u(8), u(16) as i64, u(24), u(32));
         let plen = u32::from_le_bytes(h[40..44].try_into().unwrap()) as u64;
+        // Fields the format fixes to zero must be zero, so that an accepted
+        // stream is exactly what `dump` writes for its records: no byte of it
+        // goes unread.
+        if h[6..8] != [0, 0] {
+            return Err(bad("bytes 6..8 of the record header are not zero".into()));
+        }
+        let zero_fields = match kind {
+            KIND_END => flags != 0 || time != 0 || off != 0 || len != 0,
+            4 => off != 0 || len != 0,
+            5 => off != 0,
+            _ => false,
+        };
+        if zero_fields {
+            return Err(bad(format!(
+                "a record of kind {kind} with fields set that its kind leaves zero \
+                 (flags {flags}, time {time}, offset {off}, length {len})"
+            )));
+        }
         let expect_plen = match kind {
             KIND_END => 32,
             1 => len,
@@ -355,6 +378,74 @@ mod tests {
                 chain: Hash32([5; 32])
             })
         );
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<u64, StreamError> {
+        let mut r = StreamReader::new(bytes)?;
+        let mut n = 0;
+        while r.next_record()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Set `bytes[at..at + new.len()]` and recompute the checksum of the
+    /// record (or header) that spans `start..crc_at`.
+    fn patch(bytes: &[u8], at: usize, new: &[u8], start: usize, crc_at: usize) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b[at..at + new.len()].copy_from_slice(new);
+        let crc = crc32c::crc32c(&b[start..crc_at]);
+        b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Found by the `stream` fuzz target: a FLUSH record whose length field
+    /// was 37 (checksum right) was accepted and the 37 silently dropped, so
+    /// an accepted stream held bytes no reader looked at. Every field the
+    /// format fixes to zero must now be zero.
+    #[test]
+    fn fields_the_format_leaves_zero_must_be_zero() {
+        let mut w = StreamWriter::new(
+            Vec::new(),
+            StreamHeader {
+                block_size: 512,
+                size_bytes: 1 << 16,
+            },
+        )
+        .unwrap();
+        for (seq, op) in [(1, OwnedOp::Flush), (2, OwnedOp::Mark { name: "m".into() })] {
+            w.record(&StreamRecord {
+                seq: Seq(seq),
+                time_ns: TimeNs(0x6b03_dd77),
+                flags: OpFlags::FUA,
+                op,
+            })
+            .unwrap();
+        }
+        let good = w.finish(Hash32([1; 32])).unwrap();
+        assert_eq!(read_all(&good).unwrap(), 2);
+        // Header 0..32, flush 32..80, mark 80..129, end 129..209.
+        let (flush, mark, end) = (32, 80, 129);
+        let cases = [
+            // The fuzzer's input, reduced: the flush's length_bytes = 37.
+            (patch(&good, flush + 32, &[37], flush, flush + 44), "kind 4"),
+            (patch(&good, flush + 24, &[1], flush, flush + 44), "kind 4"),
+            (
+                patch(&good, flush + 6, &[1], flush, flush + 44),
+                "bytes 6..8",
+            ),
+            (patch(&good, mark + 24, &[1], mark, mark + 45), "kind 5"),
+            (patch(&good, end + 5, &[1], end, end + 76), "kind 0"),
+            (patch(&good, end + 16, &[1], end, end + 76), "kind 0"),
+            (patch(&good, end + 32, &[1], end, end + 76), "kind 0"),
+        ];
+        for (bytes, what) in cases {
+            let e = read_all(&bytes).unwrap_err();
+            assert!(matches!(e, StreamError::BadRecord { .. }), "{what}: {e}");
+            assert!(e.to_string().contains(what), "{what}: {e}");
+        }
+        let e = read_all(&patch(&good, 24, &[1], 0, 28)).unwrap_err();
+        assert!(matches!(e, StreamError::HeaderReserved), "{e}");
     }
 
     #[test]
