@@ -589,10 +589,28 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
                 || p.stderr().contains(&msg),
             );
         }
+        // It says where it resumes: after the entries the killed run recorded.
+        if entries[..recorded]
+            .iter()
+            .any(|e| matches!(e, Entry::Write { .. } | Entry::Mark(_)))
+        {
+            let msg = format!("resuming: entries 1..{recorded} of");
+            wait_until(
+                Duration::from_secs(10),
+                &|| format!("{when}: no {msg:?} in\n{}", p.stderr()),
+                || p.stderr().contains(&msg),
+            );
+            stats.resumes += 1;
+        }
         let n = entries.len();
         wait_until(
             Duration::from_secs(30),
-            &|| format!("{when}: ingest did not catch up to {n} entries"),
+            &|| {
+                format!(
+                    "{when}: ingest did not catch up to {n} entries:\n{}",
+                    p.stderr()
+                )
+            },
             || {
                 let h = head_of(&store);
                 assert!(
@@ -605,19 +623,6 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
             },
         );
         check_cut_reported(&p.stderr(), tail.as_ref(), "ingest");
-        // It said where it resumed: after the entries the killed run recorded.
-        if entries[..recorded]
-            .iter()
-            .any(|e| matches!(e, Entry::Write { .. } | Entry::Mark(_)))
-        {
-            let msg = format!("resuming: entries 1..{recorded} of");
-            assert!(
-                p.stderr().contains(&msg),
-                "{when}: no {msg:?} in\n{}",
-                p.stderr()
-            );
-            stats.resumes += 1;
-        }
         // The follower is idle at the end of the log: nothing is appending.
         verify_ok(&store, &when);
         if round == kills {

@@ -53,8 +53,8 @@ pub struct IngestArgs {
     #[arg(long, value_enum, default_value = "dmlog")]
     pub format: Format,
     /// Keep reading as the log grows (dmlog), until SIGINT/SIGTERM. Run
-    /// again on the same log and store (after a crash or a stop), it resumes
-    /// after the entries already recorded.
+    /// again on the same log file and store (after a crash or a stop),
+    /// ingest resumes after the entries already recorded.
     #[arg(long)]
     pub follow: bool,
     /// The log or stream to read; `-` for standard input.
