@@ -575,7 +575,22 @@ fn mount_reader(
                 (path.clone(), Some(k), open_state(&mnt.join(&path)))
             }
             MountReader::Listed => {
-                let mut names: Vec<String> = std::fs::read_dir(mnt.join("at"))
+                // `at/` or, a third of the time, the newest day under
+                // `by-day/` (symlinks to the same names under `at/`).
+                let listing = if rng.chance(33) {
+                    let mut days: Vec<String> = std::fs::read_dir(mnt.join("by-day"))
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name().into_string().unwrap())
+                        .collect();
+                    days.sort();
+                    match days.last() {
+                        Some(d) => mnt.join("by-day").join(d),
+                        None => mnt.join("at"),
+                    }
+                } else {
+                    mnt.join("at")
+                };
+                let mut names: Vec<String> = std::fs::read_dir(&listing)
                     .unwrap()
                     .map(|e| e.unwrap().file_name().into_string().unwrap())
                     .collect();
@@ -588,7 +603,8 @@ fn mount_reader(
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 };
-                let path = format!("at/{name}");
+                let rel = listing.strip_prefix(&mnt).unwrap().to_str().unwrap();
+                let path = format!("{rel}/{name}");
                 let st = open_state(&mnt.join(&path));
                 if !listed.contains_key(&name) && listed.len() < WHOLE_READS {
                     let whole = pread(&st.2, 0, DISK_BYTES, &path);
@@ -979,7 +995,17 @@ fn nbd_served_writes_readers_see_whole_states() {
     let done = Arc::new(AtomicBool::new(false));
     let readers = start_readers(&store, &m.dir, &done, &mut rng);
 
-    for op in &ops[1..] {
+    let mut served = served;
+    for (i, op) in ops.iter().enumerate().skip(1) {
+        if i == ops.len() / 2 {
+            // Readers live through the writer closing (index flushed) and
+            // a new one opening the store.
+            nbd.disconnect();
+            let (status, stderr) = served.stop();
+            assert!(status.success(), "serve: {status}\n{stderr}");
+            served = nbd_util::Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+            nbd = Nbd::connect(&served.socket);
+        }
         nbd.send(op, rng.chance(10));
         std::thread::sleep(Duration::from_micros(3000 + rng.below(12_000)));
     }

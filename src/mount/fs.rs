@@ -24,9 +24,11 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +40,9 @@ const TTL_FOREVER: Duration = Duration::from_secs(365 * 86_400);
 const TTL_LIVE: Duration = Duration::from_secs(1);
 /// How often at most lookups and listings re-read the store's head.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How many states' `info` texts are kept (a few hundred bytes each).
+const INFO_CACHE_ENTRIES: usize = 4096;
 
 /// The tree's permissions: read-only for everyone the mount admits.
 const DIR_PERM: u16 = 0o555;
@@ -59,6 +64,10 @@ pub struct DiskhistFs {
     last_refresh: Mutex<Instant>,
     /// Directory listings, snapshotted at opendir.
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// `info` texts by state. A state never changes, and building its text
+    /// reads its whole record (for the chain hash), which getattr, open
+    /// and every read of `info` would otherwise repeat.
+    infos: Mutex<LruCache<u64, Arc<str>>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
 }
@@ -69,6 +78,7 @@ struct DirEntry {
 }
 
 /// Why a request failed, as the kernel will see it.
+#[derive(Debug)]
 enum Fail {
     NotFound,
     Errno(Errno),
@@ -125,6 +135,9 @@ impl DiskhistFs {
             config,
             last_refresh: Mutex::new(Instant::now()),
             dirs: Mutex::new(HashMap::new()),
+            infos: Mutex::new(LruCache::new(
+                NonZeroUsize::new(INFO_CACHE_ENTRIES).expect("non-zero"),
+            )),
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
         }
@@ -193,8 +206,17 @@ impl DiskhistFs {
         }
     }
 
-    /// The text of `<state>/info`.
-    fn info_text(&self, s: Seq) -> Result<String> {
+    /// The text of `<state>/info`, built once per state.
+    fn info_text(&self, s: Seq) -> Result<Arc<str>> {
+        if let Some(text) = self.infos.lock().get(&s.0) {
+            return Ok(text.clone());
+        }
+        let text: Arc<str> = self.build_info_text(s)?.into();
+        self.infos.lock().put(s.0, text.clone());
+        Ok(text)
+    }
+
+    fn build_info_text(&self, s: Seq) -> Result<String> {
         let g = self.store.geometry();
         let (time, chain) = if s.0 == 0 {
             (
@@ -493,7 +515,8 @@ impl Filesystem for DiskhistFs {
         let data = node_of(ino).and_then(|n| match n {
             Node::Image(s) => Ok(self.cache.read(&self.store, s, offset, size)?),
             Node::Info(s) => {
-                let text = self.info_text(s)?.into_bytes();
+                let text = self.info_text(s)?;
+                let text = text.as_bytes();
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(text.len());
@@ -767,5 +790,66 @@ impl Filesystem for DiskhistFs {
         reply: ReplyWrite,
     ) {
         reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Op, OpFlags, Writer};
+
+    /// Regression: getattr, open and every read of `info` each re-read the
+    /// state's whole record (up to 128 MiB) for its chain hash. Now the
+    /// text is built once: after the record's data is damaged behind the
+    /// mount's back, `info` still answers from what it built.
+    #[test]
+    fn info_is_built_once_per_state() {
+        let dir = tempfile::tempdir().unwrap();
+        Writer::init(dir.path(), 1 << 20, 4096).unwrap();
+        let mut w = Writer::open(dir.path()).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..64 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let op = Op::Write {
+            offset_bytes: 0,
+            data: &data,
+        };
+        w.append(TimeNs(1_795_415_415_000_000_000), op, OpFlags::default())
+            .unwrap();
+        w.close().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let fs = DiskhistFs::new(
+            store.clone(),
+            TreeConfig {
+                cache_bytes: 1 << 20,
+                limits: Limits::default(),
+                uid: 0,
+                gid: 0,
+            },
+        );
+        let first = fs.info_text(Seq(1)).unwrap();
+        assert!(first.contains("seq: 1\n"), "{first}");
+        assert!(first.contains(&store.head().chain.to_hex()), "{first}");
+
+        let log = dir.path().join("log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        let at = bytes
+            .windows(32)
+            .position(|win| win == &data[5000..5032])
+            .expect("the data is stored raw");
+        bytes[at] ^= 0xff;
+        std::fs::write(&log, &bytes).unwrap();
+        assert!(store.record(Seq(1)).is_err(), "the damage must be visible");
+        assert_eq!(fs.info_text(Seq(1)).unwrap(), first);
+        assert_eq!(
+            fs.attr(Node::Info(Seq(1))).unwrap().size,
+            first.len() as u64
+        );
     }
 }
