@@ -1,0 +1,258 @@
+//! The NBD request parser (`diskhist serve`, transmission phase) on arbitrary
+//! bytes from a client.
+//!
+//! 1. `proto::parse_request` never panics and only accepts requests inside
+//!    the export and the payload limit, with the whole WRITE payload present.
+//! 2. `transmission::serve` over the same bytes, against an export held in
+//!    memory, does exactly what a model built on `parse_request` predicts:
+//!    the same replies byte for byte, the same disk contents, the same end.
+
+use diskhist::nbd::export::{Export, ExportError};
+use diskhist::nbd::proto::{self, Command, Limits, WireError, REQUEST_LEN};
+use diskhist::nbd::transmission::{serve, Counters, End};
+use std::sync::Mutex;
+
+const SIZE: usize = 64 << 10;
+const LIMITS: Limits = Limits {
+    size_bytes: SIZE as u64,
+    max_payload_bytes: 16 << 10,
+};
+
+struct Mem(Mutex<Vec<u8>>);
+
+impl Mem {
+    fn range(&self, off: u64, len: u64) -> Result<std::ops::Range<usize>, ExportError> {
+        // `classify` keeps requests in range: anything else is a bug there.
+        let end = off
+            .checked_add(len)
+            .expect("offset + length overflow reached the export");
+        assert!(
+            end <= SIZE as u64,
+            "request past the end reached the export"
+        );
+        Ok(off as usize..end as usize)
+    }
+}
+
+impl Export for Mem {
+    fn size_bytes(&self) -> u64 {
+        SIZE as u64
+    }
+    fn preferred_block_size(&self) -> u32 {
+        4096
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+        let r = self.range(off, buf.len() as u64)?;
+        buf.copy_from_slice(&self.0.lock().unwrap()[r]);
+        Ok(())
+    }
+    fn write(&self, off: u64, data: &[u8], _fua: bool) -> Result<(), ExportError> {
+        let r = self.range(off, data.len() as u64)?;
+        self.0.lock().unwrap()[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn write_zeroes(&self, off: u64, len: u64, _fua: bool) -> Result<(), ExportError> {
+        let r = self.range(off, len)?;
+        self.0.lock().unwrap()[r].fill(0);
+        Ok(())
+    }
+    fn trim(&self, off: u64, len: u64, fua: bool) -> Result<(), ExportError> {
+        self.write_zeroes(off, len, fua)
+    }
+    fn flush(&self) -> Result<(), ExportError> {
+        Ok(())
+    }
+}
+
+/// How the model expects `serve` to end.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Closed,
+    Disconnect,
+    /// An I/O error: the client left in the middle of a request.
+    Eof,
+    /// A request without the request magic.
+    BadMagic,
+}
+
+fn check_parse(bytes: &[u8], limits: &Limits) {
+    match proto::parse_request(bytes, limits) {
+        Ok((cmd, used)) => {
+            assert!(used <= bytes.len());
+            let in_range = |off: u64, len: u32| {
+                off.checked_add(u64::from(len))
+                    .is_some_and(|e| e <= limits.size_bytes)
+            };
+            match cmd {
+                Command::Read {
+                    offset_bytes,
+                    length_bytes,
+                } => {
+                    assert!(in_range(offset_bytes, length_bytes));
+                    assert!(length_bytes <= limits.max_payload_bytes);
+                    assert_eq!(used, REQUEST_LEN);
+                }
+                Command::Write {
+                    offset_bytes,
+                    length_bytes,
+                    ..
+                } => {
+                    assert!(in_range(offset_bytes, length_bytes));
+                    assert!(length_bytes <= limits.max_payload_bytes);
+                    assert_eq!(used, REQUEST_LEN + length_bytes as usize);
+                }
+                Command::Trim {
+                    offset_bytes,
+                    length_bytes,
+                    ..
+                }
+                | Command::WriteZeroes {
+                    offset_bytes,
+                    length_bytes,
+                    ..
+                } => {
+                    assert!(in_range(offset_bytes, length_bytes));
+                    assert_eq!(used, REQUEST_LEN);
+                }
+                Command::Flush | Command::Disc => assert_eq!(used, REQUEST_LEN),
+            }
+            // The header round-trips through the encoder.
+            let head: &[u8; REQUEST_LEN] = bytes[..REQUEST_LEN].try_into().unwrap();
+            let h = proto::decode_request_header(head).unwrap();
+            assert_eq!(&proto::encode_request_header(&h), head);
+        }
+        Err(Ok(rej)) => {
+            let head: &[u8; REQUEST_LEN] = bytes[..REQUEST_LEN].try_into().unwrap();
+            let h = proto::decode_request_header(head).unwrap();
+            let payload = if h.kind == proto::CMD_WRITE {
+                h.length_bytes
+            } else {
+                0
+            };
+            assert_eq!(
+                rej.skip_bytes, payload,
+                "a refused request must skip its payload"
+            );
+            assert!(!rej.reason.is_empty());
+        }
+        Err(Err(WireError::Short { need, have })) => {
+            assert_eq!(have, bytes.len());
+            assert!(need > have);
+        }
+        Err(Err(WireError::RequestMagic(m))) => assert_ne!(m, proto::REQUEST_MAGIC),
+        Err(Err(e)) => panic!("unexpected wire error {e}"),
+    }
+}
+
+/// What `serve` should send and leave on the disk, computed request by
+/// request with `parse_request`.
+fn model(data: &[u8]) -> (Vec<u8>, Vec<u8>, Outcome) {
+    let mut disk = vec![0u8; SIZE];
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let rest = &data[pos..];
+        if rest.is_empty() {
+            return (out, disk, Outcome::Closed);
+        }
+        let handle = |rest: &[u8]| u64::from_be_bytes(rest[8..16].try_into().unwrap());
+        match proto::parse_request(rest, &LIMITS) {
+            Ok((cmd, used)) => {
+                let reply = proto::encode_simple_reply(0, handle(rest));
+                match cmd {
+                    Command::Read {
+                        offset_bytes,
+                        length_bytes,
+                    } => {
+                        let o = offset_bytes as usize;
+                        out.extend_from_slice(&reply);
+                        out.extend_from_slice(&disk[o..o + length_bytes as usize]);
+                    }
+                    Command::Write {
+                        offset_bytes,
+                        length_bytes,
+                        ..
+                    } => {
+                        let o = offset_bytes as usize;
+                        disk[o..o + length_bytes as usize]
+                            .copy_from_slice(&rest[REQUEST_LEN..used]);
+                        out.extend_from_slice(&reply);
+                    }
+                    Command::Trim {
+                        offset_bytes,
+                        length_bytes,
+                        ..
+                    }
+                    | Command::WriteZeroes {
+                        offset_bytes,
+                        length_bytes,
+                        ..
+                    } => {
+                        let o = offset_bytes as usize;
+                        disk[o..o + length_bytes as usize].fill(0);
+                        out.extend_from_slice(&reply);
+                    }
+                    Command::Flush => out.extend_from_slice(&reply),
+                    Command::Disc => return (out, disk, Outcome::Disconnect),
+                }
+                pos += used;
+            }
+            Err(Ok(rej)) => {
+                let used = REQUEST_LEN + rej.skip_bytes as usize;
+                if rest.len() < used {
+                    return (out, disk, Outcome::Eof);
+                }
+                out.extend_from_slice(&proto::encode_simple_reply(rej.errno as u32, handle(rest)));
+                pos += used;
+            }
+            Err(Err(WireError::Short { .. })) => return (out, disk, Outcome::Eof),
+            Err(Err(_)) => return (out, disk, Outcome::BadMagic),
+        }
+    }
+}
+
+/// Run every check of this target on one input; panics on a failure.
+pub fn check(data: &[u8]) {
+    for limits in [
+        LIMITS,
+        Limits {
+            size_bytes: u64::MAX,
+            max_payload_bytes: u32::MAX,
+        },
+        Limits {
+            size_bytes: 0,
+            max_payload_bytes: 0,
+        },
+        Limits {
+            size_bytes: 4095,
+            max_payload_bytes: 1,
+        },
+    ] {
+        check_parse(data, &limits);
+    }
+
+    let (want_out, want_disk, want_end) = model(data);
+    let export = Mem(Mutex::new(vec![0u8; SIZE]));
+    let mut out = Vec::new();
+    let mut counters = Counters::default();
+    let got = serve(&mut &data[..], &mut out, &export, &LIMITS, &mut counters);
+    let got_end = match &got {
+        Ok(End::Closed) => Outcome::Closed,
+        Ok(End::Disconnect) => Outcome::Disconnect,
+        Err(diskhist::nbd::transmission::TransmissionError::Wire(WireError::RequestMagic(_))) => {
+            Outcome::BadMagic
+        }
+        Err(diskhist::nbd::transmission::TransmissionError::Io(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Outcome::Eof
+        }
+        Err(e) => panic!("serve failed in a way the model does not know: {e}"),
+    };
+    assert_eq!(got_end, want_end, "serve ended differently from the model");
+    assert!(out == want_out, "serve replied differently from the model");
+    assert!(
+        *export.0.lock().unwrap() == want_disk,
+        "serve left other disk contents than the model"
+    );
+}
