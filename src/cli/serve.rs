@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use diskhist::nbd::server::{self, Listen, ServeConfig, DEFAULT_SOCKET};
 use diskhist::nbd::store_export::SyncMode;
+use diskhist::store::{WriterOptions, FLUSH_THRESHOLD};
 
 use super::UsageError;
 
@@ -31,6 +32,10 @@ pub struct ServeArgs {
     /// many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = server::HANDSHAKE_TIMEOUT.as_secs())]
     pub handshake_timeout: u64,
+    /// Block versions held in memory before the index is written out.
+    /// Hidden: a knob for tests that need index flushes on a small disk.
+    #[arg(long, hide = true, value_name = "N", default_value_t = FLUSH_THRESHOLD)]
+    pub index_flush_blocks: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -62,11 +67,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.handshake_timeout == 0 {
         return Err(UsageError("--handshake-timeout must be at least 1 second".into()).into());
     }
+    if args.index_flush_blocks == 0 {
+        return Err(UsageError("--index-flush-blocks must be at least 1".into()).into());
+    }
     let config = ServeConfig {
         store_dir: args.store,
         listen,
         sync,
         handshake_timeout: std::time::Duration::from_secs(args.handshake_timeout),
+        writer: WriterOptions {
+            flush_threshold: args.index_flush_blocks,
+        },
     };
     server::serve(&config, &stop).with_context(|| format!("serve {}", config.store_dir.display()))
 }

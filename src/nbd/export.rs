@@ -11,13 +11,29 @@
 pub enum ExportError {
     #[error("range outside the export")]
     OutOfRange,
+    /// The filesystem holding the export's data is full: this operation was
+    /// not done, the export still works and takes writes again once space
+    /// is freed (reply ENOSPC, go on).
+    #[error("{0}")]
+    NoSpace(String),
     /// This operation failed; the export still works (reply EIO, go on).
     #[error("{0}")]
     Io(String),
     /// The export can no longer guarantee anything (an fsync failed): it
-    /// refuses everything from now on. Reply EIO, close, stop the server.
-    #[error("{0}")]
-    Fatal(String),
+    /// refuses everything from now on. Reply EIO (ENOSPC if the fsync failed
+    /// for want of space), close, stop the server.
+    #[error("{why}")]
+    Fatal { why: String, out_of_space: bool },
+}
+
+impl ExportError {
+    /// A fatal error that is not about space.
+    pub fn fatal(why: impl Into<String>) -> ExportError {
+        ExportError::Fatal {
+            why: why.into(),
+            out_of_space: false,
+        }
+    }
 }
 
 /// A disk served over NBD. Shared by every connection, so `&self` methods;
@@ -102,9 +118,7 @@ pub(crate) mod mem {
             if *self.fail_flush.lock().unwrap()
                 && self.events.lock().unwrap().contains(&Event::Flush)
             {
-                return Err(ExportError::Fatal(
-                    "export poisoned by a failed flush".into(),
-                ));
+                return Err(ExportError::fatal("export poisoned by a failed flush"));
             }
             Ok(())
         }

@@ -25,7 +25,7 @@ use super::proto::{self, BlockSizes, Limits};
 use super::session::{clock_state, SessionEnd, SessionError, SessionLog};
 use super::store_export::{StoreExport, SyncMode};
 use super::transmission::{self, Counters, TransmissionError};
-use crate::store::{StoreError, Writer};
+use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
 
 /// The export's name (the empty name selects it as well).
@@ -80,6 +80,7 @@ pub struct ServeConfig {
     pub sync: SyncMode,
     /// A client that has not finished the handshake by then is dropped.
     pub handshake_timeout: Duration,
+    pub writer: WriterOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +108,7 @@ pub enum ServeError {
 /// Serve the store until `stop` is set (by a signal handler) or the store
 /// fails. Returns after the writer is closed and the socket removed.
 pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
-    let writer = Writer::open(&config.store_dir)?;
+    let writer = Writer::open_with(&config.store_dir, config.writer)?;
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
     let export = StoreExport::new(writer, config.sync);
@@ -296,8 +297,16 @@ fn handle<E: Export>(
     let mut c = Counters::default();
     let res = transmission::serve(&mut r, &mut w, export, limits, &mut c);
     let summary = format!(
-        "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors",
-        c.requests, c.writes, c.bytes_written, c.reads, c.bytes_read, c.flushes, c.errors
+        "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors \
+         ({} for want of space)",
+        c.requests,
+        c.writes,
+        c.bytes_written,
+        c.reads,
+        c.bytes_read,
+        c.flushes,
+        c.errors,
+        c.no_space
     );
     match res {
         Ok(end) => {

@@ -28,10 +28,17 @@
 //!
 //! Each line is written with one `write(2)` and made durable before serve
 //! continues. A line torn by a power cut is reported, never skipped.
+//!
+//! A full filesystem: a line that cannot be written whole is cut off again,
+//! so the file stays valid, and the error is returned (serve refuses to
+//! start without its start line). After each line, room for the next one
+//! is reserved (`fallocate`, keeping the size), so the end of a session is
+//! recorded even if the disk filled up while it ran.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::time::format_rfc3339_ns;
@@ -119,7 +126,13 @@ pub struct SessionLog {
     path: PathBuf,
     file: File,
     prev_crc: u32,
+    /// Bytes in the file: where the next line goes.
+    len: u64,
 }
+
+/// Room reserved after the last line for the next: an end line is ~300
+/// bytes, a start line ~500.
+const RESERVE_BYTES: u64 = 4096;
 
 impl SessionLog {
     /// Open (or create, 0600) `STORE/sessions` for appending. The caller
@@ -146,14 +159,17 @@ impl SessionLog {
             .rev()
             .find_map(|l| split_crc(l).ok().map(|(_, crc)| crc))
             .unwrap_or(0);
+        let mut len = text.len() as u64;
         if !text.is_empty() && !text.ends_with('\n') {
             // A line torn by a crash: end it so the next line stands alone.
             file.write_all(b"\n").map_err(io_err)?;
+            len += 1;
         }
         Ok(SessionLog {
             path,
             file,
             prev_crc,
+            len,
         })
     }
 
@@ -223,10 +239,47 @@ impl SessionLog {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(line.as_bytes()).map_err(io_err)?;
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            // Out of space part-way: take the piece back, so that the file
+            // holds whole lines only and the next line chains on cleanly.
+            if let Err(cut) = self.file.set_len(self.len) {
+                log::warn!(
+                    "{}: could not cut a partly written line back to byte {}: {cut}",
+                    self.path.display(),
+                    self.len
+                );
+            }
+            return Err(io_err(e));
+        }
+        self.len += line.len() as u64;
         self.file.sync_data().map_err(io_err)?;
         self.prev_crc = crc;
+        self.reserve_next_line();
         Ok(())
+    }
+
+    /// Allocate the blocks the next line will go to, without changing the
+    /// file's size: writing into them later needs no free space. Where the
+    /// filesystem cannot (or the disk is already full) this only warns.
+    fn reserve_next_line(&self) {
+        // SAFETY: fallocate on a descriptor we own; no memory is involved.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                self.len as libc::off_t,
+                RESERVE_BYTES as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                log::warn!(
+                    "{}: could not reserve room for the next session line: {e}",
+                    self.path.display()
+                );
+            }
+        }
     }
 }
 

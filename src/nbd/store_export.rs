@@ -9,8 +9,19 @@
 //!
 //! Durability: FLUSH appends a Flush record and then syncs the log; a write
 //! with FUA (or any write under [`SyncMode::Always`]) is synced before its
-//! reply. A failed sync poisons the writer: the export answers every later
-//! request with EIO (`ExportError::Fatal`) and the server stops.
+//! reply. A failed sync poisons the writer: the failing request gets EIO
+//! (ENOSPC if the sync failed for want of space), the connections are closed
+//! and the server stops (`ExportError::Fatal`); a new `serve` resumes from
+//! what the log holds.
+//!
+//! A full filesystem: an operation whose record cannot be written is not
+//! recorded and is answered ENOSPC (`ExportError::NoSpace`); the server goes
+//! on, reads still work, and writes are recorded again as soon as space is
+//! freed, on the same connections. A FLUSH whose own record cannot be
+//! written still syncs the log (so what was acknowledged before it is
+//! durable) but answers ENOSPC, because the history lacks the Flush record.
+
+use std::io::ErrorKind;
 
 use parking_lot::Mutex;
 
@@ -68,14 +79,33 @@ impl StoreExport {
             OpFlags::default()
         };
         let mut w = self.writer.lock();
-        w.append(time::now(), op, flags).map_err(to_export_error)?;
-        if fua || self.sync == SyncMode::Always || op == Op::Flush {
-            // Whatever the error, the writer is poisoned now: fatal.
-            w.sync()
-                .map_err(|e| ExportError::Fatal(format!("fsync failed: {e}")))?;
+        match w.append(time::now(), op, flags) {
+            Ok(_) if fua || self.sync == SyncMode::Always || op == Op::Flush => sync(&mut w),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if op == Op::Flush {
+                    sync(&mut w)?;
+                }
+                Err(to_export_error(e))
+            }
         }
-        Ok(())
     }
+}
+
+/// Sync the log; whatever the error, the writer is poisoned now: fatal.
+fn sync(w: &mut Writer) -> Result<(), ExportError> {
+    w.sync().map_err(|e| ExportError::Fatal {
+        out_of_space: is_out_of_space(&e),
+        why: format!("fsync failed: {e}"),
+    })
+}
+
+fn is_out_of_space(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Io { error, .. }
+            if matches!(error.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+    )
 }
 
 fn to_export_error(e: StoreError) -> ExportError {
@@ -83,7 +113,8 @@ fn to_export_error(e: StoreError) -> ExportError {
         StoreError::OutOfRange { .. } => ExportError::OutOfRange,
         // A failed fsync poisons the writer; so may a log that could not be
         // cut back after a failed write.
-        StoreError::Poisoned => ExportError::Fatal(e.to_string()),
+        StoreError::Poisoned => ExportError::fatal(e.to_string()),
+        _ if is_out_of_space(&e) => ExportError::NoSpace(e.to_string()),
         StoreError::Io { .. } => ExportError::Io(e.to_string()),
         other => ExportError::Io(other.to_string()),
     }

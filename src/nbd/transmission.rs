@@ -43,6 +43,8 @@ pub struct Counters {
     pub bytes_read: u64,
     pub flushes: u64,
     pub errors: u64,
+    /// Requests refused with ENOSPC (included in `errors`).
+    pub no_space: u64,
 }
 
 /// Serve requests from `r`, replying on `w`, until the client leaves.
@@ -56,6 +58,8 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
     // Reused for every request: READ replies are built as header + data in
     // one buffer (one write), WRITE payloads land here.
     let mut buf: Vec<u8> = Vec::new();
+    // ENOSPC refusals since the last write-like request that succeeded.
+    let mut refused_for_space = 0u64;
     loop {
         let mut head = [0u8; proto::REQUEST_LEN];
         if !read_or_eof(r, &mut head)? {
@@ -73,6 +77,7 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
                 continue;
             }
         };
+        let is_read = matches!(cmd, Command::Read { .. });
         let result = match cmd {
             Command::Read {
                 offset_bytes,
@@ -138,18 +143,43 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
             Command::Disc => return Ok(End::Disconnect),
         };
         match result {
-            Ok(()) => w.write_all(&proto::encode_simple_reply(0, h.handle))?,
+            Ok(()) => {
+                if refused_for_space > 0 && !is_read {
+                    log::info!(
+                        "recording again after {refused_for_space} requests refused for want \
+                         of space"
+                    );
+                    refused_for_space = 0;
+                }
+                w.write_all(&proto::encode_simple_reply(0, h.handle))?
+            }
             Err((e, out_of_range)) => {
                 counters.errors += 1;
                 let errno = match e {
                     ExportError::OutOfRange => out_of_range,
-                    ExportError::Io(_) | ExportError::Fatal(_) => NbdErrno::Io,
+                    ExportError::NoSpace(_)
+                    | ExportError::Fatal {
+                        out_of_space: true, ..
+                    } => NbdErrno::NoSpc,
+                    ExportError::Io(_) | ExportError::Fatal { .. } => NbdErrno::Io,
                 };
                 w.write_all(&proto::encode_simple_reply(errno as u32, h.handle))?;
                 match e {
-                    ExportError::Fatal(why) => {
+                    ExportError::Fatal { why, .. } => {
                         let _ = w.flush();
                         return Err(TransmissionError::Fatal(why));
+                    }
+                    ExportError::NoSpace(why) => {
+                        // A client may retry in a loop while the disk is
+                        // full: say it once per spell, count the rest.
+                        counters.no_space += 1;
+                        refused_for_space += 1;
+                        if refused_for_space == 1 {
+                            log::warn!(
+                                "request {h:?} refused with ENOSPC: {why}; further refusals \
+                                 are counted until a write succeeds again"
+                            );
+                        }
                     }
                     other => log::warn!("request {h:?} failed: {other}"),
                 }

@@ -4,8 +4,31 @@
 //! Durability: a record is in the page cache when `append` returns and on
 //! the disk after `sync` (fdatasync of the log). The index is derived and is
 //! made durable only at index flushes, after the log it describes. A failed
-//! fsync poisons the writer: it refuses everything afterwards, because the
-//! kernel may have dropped the dirty pages it could not write.
+//! fsync of the log poisons the writer: it refuses everything afterwards,
+//! because the kernel may have dropped the dirty pages it could not write.
+//!
+//! # A full filesystem
+//!
+//! The log is the evidence; everything else can wait for space.
+//!
+//! - `append` writes a record with one positioned write. If that fails
+//!   (ENOSPC part-way through, say) the log is cut back to where the record
+//!   began, so no partial record is ever left, and the error is returned:
+//!   nothing was recorded, the writer goes on. Only if even the cut fails is
+//!   the log's end unknown, and the writer poisoned.
+//! - ENOSPC from `write` is not an fsync failure and does not poison. On
+//!   filesystems that reserve space at `write` time (ext4 with delayed
+//!   allocation, XFS, tmpfs) that is where a full disk shows. Where the
+//!   space is only found at writeback, `sync` itself fails with ENOSPC; the
+//!   kernel may then have dropped the pages, so that poisons like any other
+//!   fsync failure: what was synced before stays safe, and a new writer
+//!   (after space is freed) resumes from the log as it is on disk.
+//! - An index flush that fails (run files, `index/seqs`, `MANIFEST`) leaves
+//!   the previous manifest and the in-memory index as they were, removes
+//!   the files it had started, and is tried again later (a few appends on,
+//!   so a full disk does not make every append rewrite a run). The records
+//!   are in the log either way; `close` succeeds once the log is synced,
+//!   with a warning that the next writer will catch the index up.
 
 use crate::producers::op::{Op, OpFlags};
 use crate::store::error::{IoContext, Result, StoreError};
@@ -65,6 +88,9 @@ pub struct Writer {
     poisoned: bool,
     closed: bool,
     opts: WriterOptions,
+    /// In-memory block versions at which the next index flush is tried:
+    /// the threshold, pushed further out after a flush fails.
+    next_flush_at: usize,
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -121,10 +147,12 @@ impl Writer {
             .sync_all()
             .at(dir)?;
         files::create_private(&dir.join(INDEX_DIR).join(index::SEQS_FILE))?;
-        files::replace_atomically(
+        if let files::Replaced::NotDurable(e) = files::replace_atomically(
             &dir.join(format::HEADER_FILE),
             &format::encode_header(&header),
-        )?;
+        )? {
+            return Err(e);
+        }
         files::sync_dir(dir)
     }
 
@@ -188,11 +216,14 @@ impl Writer {
             scratch: Vec::new(),
             poisoned: false,
             closed: false,
+            next_flush_at: opts.flush_threshold,
             opts,
         };
         w.rebuild_dedup_mem()?;
         if w.idx.mem.len() >= w.opts.flush_threshold || w.recovered.is_some() {
-            w.flush_index()?;
+            // On a full disk the store still opens: records are refused
+            // one by one with ENOSPC, reads work.
+            w.try_flush_index()?;
         }
         Ok(w)
     }
@@ -247,6 +278,11 @@ impl Writer {
     /// Record one operation. Nothing is recorded if this returns an error.
     pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
         self.check_usable()?;
+        if self.idx.mem.len() >= self.next_flush_at {
+            // Before the record, so that an error (a poisoning fsync
+            // failure) still means nothing was recorded.
+            self.try_flush_index()?;
+        }
         let size = self.idx.header.size_bytes;
         let (kind, offset_bytes, length_bytes) = match op {
             Op::Write { offset_bytes, data } => {
@@ -326,12 +362,29 @@ impl Writer {
         h.chain = format::chain_next(&self.idx.head.chain, &h);
         format::finish_record(&mut buf, &mut h);
         if let Err(e) = self.idx.log.write_all_at(&buf, rec_off) {
-            // Cut back whatever part of the record reached the file; if even
-            // that fails the log's end is unknown and the writer must stop.
-            if self.idx.log.set_len(rec_off).is_err() {
+            // Cut back whatever part of the record reached the file (a write
+            // that ran out of space part-way); if even that fails the log's
+            // end is unknown and the writer must stop.
+            if let Err(cut) = self.idx.log.set_len(rec_off) {
+                log::error!(
+                    "{}: could not cut a partly written record back to byte {rec_off}: {cut}; \
+                     refusing further writes",
+                    self.idx.log_path.display()
+                );
                 self.poisoned = true;
             }
             self.buf = buf;
+            let e = if files::is_out_of_space(&e) {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the filesystem holding the store is full; nothing of this \
+                         operation was recorded, free space there and it can be retried"
+                    ),
+                )
+            } else {
+                e
+            };
             return Err(StoreError::io(&self.idx.log_path, e));
         }
         for (b, loc) in new_locs {
@@ -352,9 +405,6 @@ impl Writer {
             self.idx.bytes_written += length_bytes;
         }
         self.buf = buf;
-        if self.idx.mem.len() >= self.opts.flush_threshold {
-            self.flush_index()?;
-        }
         Ok(Appended { seq, time_ns })
     }
 
@@ -489,6 +539,10 @@ impl Writer {
     }
 
     /// Write the in-memory index out as a run and advance the manifest.
+    ///
+    /// All or nothing: on an error the manifest, the runs in use and the
+    /// in-memory index are as they were, and the files this attempt created
+    /// are removed again. Only a failed fsync of the log poisons the writer.
     pub fn flush_index(&mut self) -> Result<()> {
         self.check_usable()?;
         let head = self.idx.head;
@@ -499,12 +553,85 @@ impl Writer {
         self.write_seqs()?;
         let mut m = self.idx.manifest.clone();
         let idir = self.idx.dir.join(INDEX_DIR);
+        let mut runs = None;
         if !self.idx.mem.is_empty() || !self.dedup_mem.is_empty() {
             let (first, last) = (Seq(m.indexed_through.0 + 1), head.seq);
-            let (rn, dn) = index::run_file_names(first, last);
+            runs = Some(self.write_new_runs(&idir, first, last)?);
+            m.runs.push((first, last));
+        }
+        m.generation += 1;
+        m.indexed_through = head.seq;
+        m.log_end = self.idx.log_end;
+        m.head_time = head.time_ns.unwrap_or_default();
+        m.head_chain = head.chain;
+        m.bytes_written = self.idx.bytes_written;
+        let manifest_path = idir.join(MANIFEST_FILE);
+        match files::replace_atomically(&manifest_path, &m.encode()) {
+            Ok(files::Replaced::Durable) => {}
+            Ok(files::Replaced::NotDurable(e)) => log::warn!(
+                "{e}: the new index manifest is in place but not yet durable; \
+                 after a crash the next writer catches the index up from the log"
+            ),
+            Err(e) => {
+                if let Some((r, d)) = runs {
+                    files::remove_if_present(r.path());
+                    files::remove_if_present(d.path());
+                }
+                return Err(e);
+            }
+        }
+        if let Some((r, d)) = runs {
+            self.idx.runs.push(r);
+            self.dedup_runs.push(d);
+        }
+        self.idx.manifest = m;
+        self.idx.mem.clear();
+        self.idx.tail.clear();
+        self.dedup_mem.clear();
+        self.recovered = None;
+        self.next_flush_at = self.opts.flush_threshold;
+        // The flush stands; a merge that cannot be written now (no space)
+        // is tried again at the next flush.
+        if let Err(e) = self.compact() {
+            log::warn!("{e}: could not merge index runs; will try again at the next index flush");
+        }
+        Ok(())
+    }
+
+    /// Flush the index if it can be done; a failure that does not poison the
+    /// writer (a full disk) only postpones the flush. The records are in the
+    /// log whatever happens here.
+    fn try_flush_index(&mut self) -> Result<()> {
+        match self.flush_index() {
+            Ok(()) => Ok(()),
+            Err(e) if self.poisoned => Err(e),
+            Err(e) => {
+                let held = self.idx.mem.len();
+                self.next_flush_at = held + (self.opts.flush_threshold / 4).max(1);
+                log::warn!(
+                    "{e}: could not write the index ({held} block versions held in memory); \
+                     every record is in the log, the index is brought up to date at a later \
+                     flush or by the next writer"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Write the in-memory index as a `.run` and a `.dedup` covering records
+    /// `first..=last`, and open them. On an error neither file is left.
+    fn write_new_runs(
+        &self,
+        idir: &Path,
+        first: Seq,
+        last: Seq,
+    ) -> Result<(Run<BlockVersion>, Run<StoredContent>)> {
+        let (rn, dn) = index::run_file_names(first, last);
+        let (rp, dp) = (idir.join(&rn), idir.join(&dn));
+        let result = (|| {
             let mem = &self.idx.mem;
             run::write_run(
-                &idir.join(&rn),
+                &rp,
                 mem.len() as u64,
                 first,
                 last,
@@ -518,29 +645,18 @@ impl Writer {
                 .collect();
             dedup.sort_unstable_by_key(|e| e.hash);
             run::write_run(
-                &idir.join(&dn),
+                &dp,
                 dedup.len() as u64,
                 first,
                 last,
                 dedup.into_iter().map(Ok),
             )?;
-            self.idx.runs.push(Run::open(&idir.join(&rn))?);
-            self.dedup_runs.push(Run::open(&idir.join(&dn))?);
-            m.runs.push((first, last));
+            Ok((Run::open(&rp)?, Run::open(&dp)?))
+        })();
+        if result.is_err() {
+            remove_run_files(&rp, &dp);
         }
-        m.generation += 1;
-        m.indexed_through = head.seq;
-        m.log_end = self.idx.log_end;
-        m.head_time = head.time_ns.unwrap_or_default();
-        m.head_chain = head.chain;
-        m.bytes_written = self.idx.bytes_written;
-        files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?;
-        self.idx.manifest = m;
-        self.idx.mem.clear();
-        self.idx.tail.clear();
-        self.dedup_mem.clear();
-        self.recovered = None;
-        self.compact()
+        result
     }
 
     fn write_seqs(&mut self) -> Result<()> {
@@ -552,6 +668,9 @@ impl Writer {
                 bytes.extend_from_slice(&t.offset_bytes.to_le_bytes());
             }
         }
+        // On an error `seqs_written` stays, so the next flush writes (and
+        // syncs) these entries again: a failed fsync here costs nothing,
+        // since no manifest promises them until one succeeds.
         seqs_file(&self.idx)?
             .write_all_at(&bytes, self.seqs_written * SEQ_ENTRY_LEN)
             .at(&self.idx.seqs_path)?;
@@ -562,6 +681,7 @@ impl Writer {
 
     /// Merge the two newest runs while the newer is at least half the size
     /// of the older: run sizes stay geometric, so there are O(log n) runs.
+    /// Each merge is all or nothing, like a flush.
     fn compact(&mut self) -> Result<()> {
         let idir = self.idx.dir.join(INDEX_DIR);
         while self.idx.runs.len() >= 2 {
@@ -572,26 +692,51 @@ impl Writer {
             }
             let (first, last) = (older.first_seq, newer.last_seq);
             let (rn, dn) = index::run_file_names(first, last);
-            run::write_run(
-                &idir.join(&rn),
-                older.n + newer.n,
-                first,
-                last,
-                run::merge(older.iter()?, newer.iter()?),
-            )?;
+            let (rp, dp) = (idir.join(&rn), idir.join(&dn));
             let (dold, dnew) = (&self.dedup_runs[k - 2], &self.dedup_runs[k - 1]);
-            run::write_run(
-                &idir.join(&dn),
-                dold.n + dnew.n,
-                first,
-                last,
-                run::merge(dold.iter()?, dnew.iter()?),
-            )?;
+            let merged = (|| {
+                run::write_run(
+                    &rp,
+                    older.n + newer.n,
+                    first,
+                    last,
+                    run::merge(older.iter()?, newer.iter()?),
+                )?;
+                run::write_run(
+                    &dp,
+                    dold.n + dnew.n,
+                    first,
+                    last,
+                    run::merge(dold.iter()?, dnew.iter()?),
+                )?;
+                Ok((Run::open(&rp)?, Run::open(&dp)?))
+            })();
+            let (r, d) = match merged {
+                Ok(rd) => rd,
+                Err(e) => {
+                    remove_run_files(&rp, &dp);
+                    return Err(e);
+                }
+            };
             let mut m = self.idx.manifest.clone();
             m.runs.truncate(k - 2);
             m.runs.push((first, last));
             m.generation += 1;
-            files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?;
+            let durable = match files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode()) {
+                Ok(files::Replaced::Durable) => true,
+                Ok(files::Replaced::NotDurable(e)) => {
+                    log::warn!(
+                        "{e}: the merged index manifest is in place but not yet durable; \
+                         keeping the runs it replaces until the next writer opens the store"
+                    );
+                    false
+                }
+                Err(e) => {
+                    drop((r, d));
+                    remove_run_files(&rp, &dp);
+                    return Err(e);
+                }
+            };
             self.idx.manifest = m;
             let old: Vec<_> = self
                 .idx
@@ -604,22 +749,29 @@ impl Writer {
                         .map(|r| r.path().to_path_buf()),
                 )
                 .collect();
-            self.idx.runs.push(Run::open(&idir.join(&rn))?);
-            self.dedup_runs.push(Run::open(&idir.join(&dn))?);
-            for p in old {
-                std::fs::remove_file(&p).at(&p)?;
+            self.idx.runs.push(r);
+            self.dedup_runs.push(d);
+            if durable {
+                for p in old {
+                    files::remove_if_present(&p);
+                }
             }
         }
         Ok(())
     }
 
-    /// Flush the index and release the lock.
+    /// Make the log durable, flush the index and release the lock.
+    ///
+    /// Succeeds once every record is synced to the log: an index that cannot
+    /// be written (a full disk) is only warned about, since the next writer
+    /// rebuilds it from the log.
     pub fn close(mut self) -> Result<()> {
         self.closed = true;
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        self.flush_index()
+        self.sync()?;
+        self.try_flush_index()
     }
 }
 
@@ -631,6 +783,14 @@ impl Drop for Writer {
             }
         }
     }
+}
+
+/// Remove the files of a run that no manifest names (a failed flush or
+/// merge), and the temporary file `write_run` may have left.
+fn remove_run_files(run: &Path, dedup: &Path) {
+    files::remove_if_present(&run.with_extension("tmp"));
+    files::remove_if_present(run);
+    files::remove_if_present(dedup);
 }
 
 /// The writer always has `index/seqs` (it creates it when missing).
@@ -681,13 +841,19 @@ fn take_lock(dir: &Path) -> Result<File> {
         }
         return Err(StoreError::io(&path, err));
     }
-    f.set_len(0).at(&path)?;
-    write!(
-        f,
-        "pid {} since {}",
-        std::process::id(),
-        crate::time::format_rfc3339(crate::time::now())
-    )
-    .at(&path)?;
+    // Who holds the lock is a courtesy for the next writer's message; a full
+    // disk must not keep the store from opening (reads and clear ENOSPC
+    // errors still work), so failing to note it only costs that courtesy.
+    let noted = f.set_len(0).and_then(|()| {
+        write!(
+            f,
+            "pid {} since {}",
+            std::process::id(),
+            crate::time::format_rfc3339(crate::time::now())
+        )
+    });
+    if let Err(e) = noted {
+        log::warn!("{}: could not note the lock's holder: {e}", path.display());
+    }
     Ok(f)
 }
