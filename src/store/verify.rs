@@ -354,8 +354,8 @@ struct IndexCheck<'a> {
 impl IndexCheck<'_> {
     fn record(&self, seq: u64) -> String {
         match self.seen.get((seq as usize).wrapping_sub(1)) {
-            Some(s) => format!("record {seq} at log byte {}", s.offset_bytes),
-            None => format!("record {seq} (not in the log)"),
+            Some(s) => format!("record #{seq} at log byte {}", s.offset_bytes),
+            None => format!("record #{seq} (not in the log)"),
         }
     }
 
@@ -364,8 +364,8 @@ impl IndexCheck<'_> {
         let it = m.indexed_through.0;
         if it > n {
             self.problems.push(format!(
-                "index/MANIFEST: the index covers records up to {it} but the log holds only \
-                 {n}: records were cut from the end of the log after record {n}"
+                "index/MANIFEST: the index covers records up to #{it} but the log holds only \
+                 {n}: records were cut from the end of the log after record #{n}"
             ));
             return Ok(());
         }

@@ -584,6 +584,40 @@ mod tests {
         assert_eq!(all, entries);
     }
 
+    /// Every byte of a run is under a checksum a reader checks: a flip is
+    /// an error at open or at the page that holds it, never a wrong entry.
+    #[test]
+    fn every_byte_of_a_run_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.dedup");
+        let mk = |i: u64| StoredContent {
+            hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+            loc: loc(i * 4096),
+        };
+        let mut entries: Vec<_> = (0..150).map(mk).collect();
+        entries.sort_by_key(|e| e.hash);
+        write_run(&p, 150, Seq(3), Seq(9), entries.iter().copied().map(Ok)).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        for i in 0..good.len() {
+            f.write_all_at(&[good[i] ^ 0x10], i as u64).unwrap();
+            let opened = Run::<StoredContent>::open(&p);
+            f.write_all_at(&good[i..=i], i as u64).unwrap();
+            let Ok(run) = opened else {
+                continue;
+            };
+            f.write_all_at(&[good[i] ^ 0x10], i as u64).unwrap();
+            assert!(run.check_pages().unwrap().is_some(), "flip at {i} unseen");
+            for e in entries.iter().step_by(16) {
+                if let Ok(found) = run.find_eq(&e.hash) {
+                    assert_eq!(found, Some(*e), "flip at {i} gives a wrong answer");
+                }
+            }
+            assert!(run.iter().unwrap().any(|e| e.is_err()), "flip at {i}");
+            f.write_all_at(&good[i..=i], i as u64).unwrap();
+        }
+    }
+
     #[test]
     fn dedup_bloom_and_merge() {
         let dir = tempfile::tempdir().unwrap();
