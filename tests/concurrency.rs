@@ -4,7 +4,8 @@
 //! A writer records a planned sequence of operations: whole multi-block
 //! writes whose bytes identify (write, disk offset), unaligned partial-block
 //! writes, rewrites of earlier content (deduplicated), zeroes, trims and
-//! flushes. Meanwhile at least six reader threads repeatedly pick states
+//! flushes. Meanwhile seven reader threads (four through the mount, three
+//! through the library, two of them sharing one store) repeatedly pick states
 //! that exist (by record number, by time in several spellings, by listed
 //! name, and `latest` while it moves) and read random ranges, through the
 //! FUSE mount (`pread` on `disk.img` of `at/<name>/` and `seq/<n>/`) and
@@ -13,7 +14,9 @@
 //! the reference state, computed by replaying the plan up to that record;
 //! a mismatch names the read, the first wrong byte and, block by block,
 //! which write each byte really came from. Entries listed under `at/` are
-//! read whole when first seen and again at the end, through a fresh mount.
+//! read whole when first seen and again at the end, through a fresh mount
+//! (an entry moves only when a later record has its very time: see
+//! `listed_entries_unchanged`).
 //!
 //! Two writers: the library [`Writer`] in-process (with a tiny index flush
 //! threshold, so readers live through index flushes and run compactions,
@@ -22,7 +25,10 @@
 //! restarted halfway (readers live through a writer closing and opening).
 //! Listing readers list `at/` and `by-day/<day>/`.
 //!
-//! `DISKHIST_CONCURRENCY_SEED=<n>` replays one run.
+//! `DISKHIST_CONCURRENCY_SEED=<n>` replays one run's plan and the readers'
+//! choices (their timing against the writer varies);
+//! `DISKHIST_CONCURRENCY_SCALE=<k>` records k times as many operations
+//! (and reads for k times as long), for a soak run.
 
 mod mount_support;
 mod nbd_util;
@@ -101,6 +107,15 @@ fn seed() -> u64 {
                 .as_nanos() as u64
         });
     s | 1
+}
+
+/// How many times the default number of operations to record.
+fn scale() -> usize {
+    std::env::var("DISKHIST_CONCURRENCY_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -823,7 +838,7 @@ fn library_writer_readers_see_whole_states() {
     let seed = seed();
     eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
     let mut rng = Rng(seed);
-    let ops = plan(1200, &mut rng);
+    let ops = plan(1200 * scale(), &mut rng);
     // Times: 4 ms apart on average, some equal (a held clock), spanning
     // a few seconds so `at/` lists several entries.
     let base = 1_795_415_415_000_000_000i64;
@@ -1006,7 +1021,7 @@ fn nbd_served_writes_readers_see_whole_states() {
     let seed = seed();
     eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
     let mut rng = Rng(seed);
-    let ops = plan(700, &mut rng);
+    let ops = plan(700 * scale(), &mut rng);
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("S");
