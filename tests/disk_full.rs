@@ -567,3 +567,159 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     // The first import's state is still there, as it was.
     assert!(export_at(&store, "#1", out)[..2 * MIB] == one[..2 * MIB]);
 }
+
+/// Unmounts when dropped (lazily if still busy).
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(args: &[&str], source: &Path, at: &Path) -> Mounted {
+        std::fs::create_dir_all(at).unwrap();
+        run(Command::new("mount").args(args).arg(source).arg(at));
+        Mounted(at.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Thin provisioning run dry: the filesystem holding the store has room,
+/// but the storage under it does not, so writes are accepted and the fsync
+/// fails with ENOSPC. (Here: ext4 on a loop device whose image, on a full
+/// tmpfs, has holes where the free blocks are.) The client gets the error,
+/// the server stops acknowledging (poisoned) and exits; once space is
+/// freed the store holds exactly what was made durable, verifies, and a
+/// new serve records again.
+#[test]
+fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let outer = Mounted::new(
+        &["-t", "tmpfs", "-o", "size=32m"],
+        Path::new("tmpfs"),
+        &dir.path().join("outer"),
+    );
+    let img = outer.0.join("inner.img");
+    run(Command::new("fallocate").args(["-l", "16M"]).arg(&img));
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-E", "nodiscard"])
+        .arg(&img));
+    let inner_at = dir.path().join("inner");
+    let mount_inner = || Mounted::new(&["-o", "loop,errors=continue"], &img, &inner_at);
+    let inner = mount_inner();
+    let store = init_store(&inner.0, "64M");
+    let socket = dir.path().join("nbd.sock");
+    let r1 = dir.path().join("r1");
+    let r2 = dir.path().join("r2");
+    std::fs::write(&r1, pseudo_random(2 * MIB, 1)).unwrap();
+    std::fs::write(&r2, pseudo_random(2 * MIB, 2)).unwrap();
+    let qemu = |uri: &str, cmds: &[String]| {
+        let mut c = Command::new("qemu-io");
+        c.args(["-f", "raw", "-t", "none"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        let out = c.arg(uri).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let write_r1 = format!("write -s {} 0 2M", r1.display());
+    let write_r2 = format!("write -s {} 2M 2M", r2.display());
+    let flush = "flush".to_string();
+
+    let mut s = Served::start(&store, &socket, &[]);
+    let (ok, out) = qemu(&s.uri(), &[write_r1.clone(), flush.clone()]);
+    assert!(ok, "{out}");
+    // Take the backing away from every free block of the inner filesystem,
+    // then fill the tmpfs: the next data written back has nowhere to go.
+    run(Command::new("sync").arg("-f").arg(&inner.0));
+    let dump = run(Command::new("dumpe2fs").arg(&img));
+    for line in dump.lines().filter(|l| l.starts_with("  Free blocks: ")) {
+        for range in line["  Free blocks: ".len()..]
+            .split(", ")
+            .filter(|r| !r.is_empty())
+        {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            run(Command::new("fallocate")
+                .args(["-p", "-o", &(a * 4096).to_string()])
+                .args(["-l", &((b - a + 1) * 4096).to_string()])
+                .arg(&img));
+        }
+    }
+    let filler = outer.0.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xffu8; 64 * KIB];
+        while f.write_all(&chunk).is_ok() {}
+    }
+
+    // Accepted into the page cache, refused at the flush.
+    let (ok, out) = qemu(&s.uri(), &[write_r2.clone(), flush.clone()]);
+    assert!(!ok, "the flush should have failed:\n{out}");
+    let t0 = std::time::Instant::now();
+    while s.alive() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "serve still running after a failed fsync:\n{}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = s.stderr();
+    eprintln!("serve after the failed fsync:\n{err}");
+    assert!(
+        err.contains("fsync failed") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    drop(s);
+
+    // Space back; the inner filesystem checked and mounted afresh, so that
+    // only what reached the disk is seen.
+    std::fs::remove_file(&filler).unwrap();
+    drop(inner);
+    let fsck = Command::new("e2fsck")
+        .arg("-fy")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(fsck.status.code(), Some(0 | 1)),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let inner = mount_inner();
+    verify_ok(&store, "after the failed fsync, remounted");
+    let mut want = vec![0u8; DISK];
+    want[..2 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 1));
+    let got = export_at(&store, "latest", dir.path());
+    assert!(
+        got == want,
+        "the store does not hold exactly the durable writes (first difference at {:?})",
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+
+    // A new serve resumes.
+    let s = Served::start(&store, &socket, &[]);
+    let (ok, out) = qemu(&s.uri(), &[write_r2, flush]);
+    assert!(ok, "{out}");
+    let (st, err) = s.stop();
+    assert!(st.success(), "{err}");
+    drop(inner);
+    let _inner = mount_inner();
+    verify_ok(&store, "after the new serve, remounted");
+    want[2 * MIB..4 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 2));
+    assert!(export_at(&store, "latest", dir.path()) == want);
+}

@@ -111,8 +111,10 @@ pub struct SessionEnd {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// (The I/O error is in the message, not a `source`, so that it is
+    /// not printed twice by error chains.)
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path} line {line}: {reason}; the sessions file was damaged or edited")]
     Corrupt {
         path: PathBuf,
@@ -139,9 +141,9 @@ impl SessionLog {
     /// holds the store's writer lock, so no one else appends.
     pub fn open(store_dir: &Path) -> Result<SessionLog, SessionError> {
         let path = store_dir.join(SESSIONS_FILE);
-        let io_err = |source| SessionError::Io {
+        let io_err = |error| SessionError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -235,9 +237,9 @@ impl SessionLog {
         line.push_str(&format!(" prev={:08x}", self.prev_crc));
         let crc = crc32c::crc32c(line.as_bytes());
         line.push_str(&format!(" crc32c={crc:08x}\n"));
-        let io_err = |source| SessionError::Io {
+        let io_err = |error| SessionError::Io {
             path: self.path.clone(),
-            source,
+            error,
         };
         if let Err(e) = self.file.write_all(line.as_bytes()) {
             // Out of space part-way: take the piece back, so that the file
@@ -411,7 +413,7 @@ pub fn read_sessions(store_dir: &Path) -> Result<Vec<Session>, SessionError> {
     let text = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(SessionError::Io { path, source }),
+        Err(error) => return Err(SessionError::Io { path, error }),
     };
     let corrupt = |line: usize, reason: String| SessionError::Corrupt {
         path: path.clone(),

@@ -6,6 +6,10 @@
 //! made durable only at index flushes, after the log it describes. A failed
 //! fsync of the log poisons the writer: it refuses everything afterwards,
 //! because the kernel may have dropped the dirty pages it could not write.
+//! It also cuts the log back to where the last good fsync left it, so that
+//! the file holds only what is durable and a new writer resumes from there
+//! (records after that point were never promised durable: NBD clients got
+//! an error for the FLUSH or FUA write that failed).
 //!
 //! # A full filesystem
 //!
@@ -21,8 +25,7 @@
 //!   allocation, XFS, tmpfs) that is where a full disk shows. Where the
 //!   space is only found at writeback, `sync` itself fails with ENOSPC; the
 //!   kernel may then have dropped the pages, so that poisons like any other
-//!   fsync failure: what was synced before stays safe, and a new writer
-//!   (after space is freed) resumes from the log as it is on disk.
+//!   fsync failure (thin-provisioned storage that runs out does this).
 //! - An index flush that fails (run files, `index/seqs`, `MANIFEST`) leaves
 //!   the previous manifest and the in-memory index as they were, removes
 //!   the files it had started, and is tried again later (a few appends on,
@@ -91,6 +94,8 @@ pub struct Writer {
     /// In-memory block versions at which the next index flush is tried:
     /// the threshold, pushed further out after a flush fails.
     next_flush_at: usize,
+    /// Head and log end as of the last successful fsync of the log.
+    synced: (Head, u64),
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -203,7 +208,12 @@ impl Writer {
             .map(|(a, z)| Run::open(&idir.join(index::run_file_names(*a, *z).1)))
             .collect::<Result<Vec<_>>>()?;
         remove_orphan_runs(&idir, &idx.manifest.runs)?;
+        // What the log holds now may be pages a killed writer left in the
+        // cache: make it durable, so that `synced` is true from the start.
+        idx.log.sync_data().at(&idx.log_path)?;
+        let synced = (idx.head, idx.log_end);
         let mut w = Writer {
+            synced,
             idx,
             _lock: lock,
             dedup_runs,
@@ -533,9 +543,51 @@ impl Writer {
         self.check_usable()?;
         if let Err(e) = self.idx.log.sync_data() {
             self.poisoned = true;
+            self.discard_unsynced(&e);
             return Err(StoreError::io(&self.idx.log_path, e));
         }
+        self.synced = (self.idx.head, self.idx.log_end);
         Ok(())
+    }
+
+    /// After a failed fsync: cut the log back to where the last good fsync
+    /// left it. What follows was never made durable, and the kernel may
+    /// have dropped those pages while keeping the file's size: left in
+    /// place they would read back as a damaged record (or, once a later
+    /// writer appended and synced after them, as damage in the middle of
+    /// the log). Cut, the log on disk is exactly the durable prefix and a
+    /// new writer carries on from it.
+    fn discard_unsynced(&mut self, why: &std::io::Error) {
+        let (head, end) = self.synced;
+        if self.idx.log_end == end {
+            return;
+        }
+        let cut = self
+            .idx
+            .log
+            .set_len(end)
+            .and_then(|()| self.idx.log.sync_all());
+        match cut {
+            Ok(()) => {
+                log::error!(
+                    "{}: fsync failed ({why}); cut the log back to record {} (byte {end}), the \
+                     last one made durable: records {}..={} were never synced and are discarded",
+                    self.idx.log_path.display(),
+                    head.seq,
+                    head.seq.0 + 1,
+                    self.idx.head.seq
+                );
+                self.idx.head = head;
+                self.idx.log_end = end;
+            }
+            Err(e) => log::error!(
+                "{}: fsync failed ({why}), and cutting the log back to the last durable record {} \
+                 (byte {end}) failed too ({e}): a new writer will find records after it that may \
+                 not have reached the disk",
+                self.idx.log_path.display(),
+                head.seq
+            ),
+        }
     }
 
     /// Write the in-memory index out as a run and advance the manifest.
