@@ -209,7 +209,7 @@ pub fn read_header(dir: &Path) -> Result<StoreHeader> {
     format::decode_header(&bytes).map_err(|f| match f {
         format::HeaderFault::NotAStore => StoreError::NotAStore(dir.to_path_buf()),
         format::HeaderFault::Version { found, checksum_ok } => StoreError::Version {
-            path: dir.to_path_buf(),
+            path: path.clone(),
             found,
             expected: format::FORMAT_VERSION,
             checksum_ok,
