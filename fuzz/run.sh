@@ -38,6 +38,11 @@ else
     grow=0
 fi
 
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    echo "run.sh: no C++ compiler (${CXX:-c++}): libfuzzer-sys compiles libFuzzer, which is C++;" \
+        "install one (Debian: apt-get install g++)" >&2
+    exit 1
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "run.sh: cargo-fuzz is not installed; installing it: cargo install cargo-fuzz --locked"
     cargo install cargo-fuzz --locked
