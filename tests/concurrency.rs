@@ -478,7 +478,15 @@ impl History {
 fn open_in(dir: &File, name: &std::ffi::CStr) -> std::io::Result<File> {
     // SAFETY: a valid directory fd and a NUL-terminated name; the returned
     // fd is owned by the File.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY) };
+    // O_CLOEXEC: a child the other test spawns meanwhile (a mount daemon)
+    // must not inherit it and keep this mount busy.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -516,9 +524,13 @@ fn pread(f: &File, offset: u64, len: u64, what: &str) -> Vec<u8> {
     buf
 }
 
-/// A range to read: unaligned about half the time, up to three blocks.
+/// A range to read: unaligned about half the time, up to three blocks;
+/// now and then up to 512 KiB (requests of 128 KiB and more take the
+/// mount's streaming path, which bypasses its block cache).
 fn read_range(rng: &mut Rng) -> (u64, u64) {
-    if rng.chance(50) {
+    if rng.chance(3) {
+        random_range(rng, 512 << 10)
+    } else if rng.chance(50) {
         let count = 1 + rng.below(3);
         (rng.below(DISK_BYTES / BS - count + 1) * BS, count * BS)
     } else {
