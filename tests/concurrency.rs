@@ -746,6 +746,18 @@ fn start_readers(store_dir: &Path, mnt: &Path, done: &Arc<AtomicBool>, rng: &mut
     handles
 }
 
+/// Unmount; the daemon must have had nothing to warn about (a failed
+/// re-read of the store, a read error).
+fn mount_quiet(m: Mounted) {
+    let log = m.stderr_text();
+    drop(m);
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(bad.is_empty(), "the mount complained:\n{}", bad.join("\n"));
+}
+
 fn join(handles: Readers) -> (Vec<Log>, Listed) {
     let mut logs = Vec::new();
     let mut listed = Listed::new();
@@ -918,7 +930,7 @@ fn library_writer_readers_see_whole_states() {
     done.store(true, Ordering::Relaxed);
     let (logs, listed) = join(readers);
     let joined = started.elapsed();
-    drop(m);
+    mount_quiet(m);
 
     let history = History { ops, times };
     let t = Instant::now();
@@ -1065,7 +1077,7 @@ fn nbd_served_writes_readers_see_whole_states() {
     done.store(true, Ordering::Relaxed);
     let (logs, listed) = join(readers);
     let joined = started.elapsed();
-    drop(m);
+    mount_quiet(m);
     let (status, stderr) = served.stop();
     assert!(status.success(), "serve: {status}\n{stderr}");
 
