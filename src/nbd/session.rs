@@ -319,11 +319,21 @@ fn unescape(v: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "escaped value is not UTF-8".to_string())
 }
 
+/// A crc exactly as written: 8 lowercase hex digits. `from_str_radix`
+/// alone would also take `A`-`F` and a leading `+`, so a changed byte in a
+/// crc field could go unnoticed.
+fn parse_crc_hex(s: &str) -> Option<u32> {
+    if s.len() != 8 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
+}
+
 /// Split a line into its checked body and its crc; `Err` if the crc is
 /// missing or does not match.
 fn split_crc(line: &str) -> Result<(&str, u32), String> {
     let (body, crc_hex) = line.rsplit_once(" crc32c=").ok_or("no crc32c field")?;
-    let crc = u32::from_str_radix(crc_hex, 16).map_err(|_| "crc32c is not hex".to_string())?;
+    let crc = parse_crc_hex(crc_hex).ok_or("crc32c is not 8 lowercase hex digits")?;
     if crc32c::crc32c(body.as_bytes()) != crc {
         return Err("checksum mismatch".to_string());
     }
@@ -379,7 +389,7 @@ fn parse_line(line: &str, expect_prev: u32) -> Result<(Line, u32), String> {
         fields.push((k.to_string(), unescape(v)?));
     }
     let line = Line { event, fields };
-    let prev = u32::from_str_radix(line.get("prev")?, 16).map_err(|_| "prev is not hex")?;
+    let prev = parse_crc_hex(line.get("prev")?).ok_or("prev is not 8 lowercase hex digits")?;
     if prev != expect_prev {
         return Err(format!(
             "prev={prev:08x} but the line before has crc32c={expect_prev:08x} (a line was removed, \
@@ -587,6 +597,27 @@ mod tests {
         assert!(e.contains("line 6"), "{e}");
         std::fs::write(&path, &good).unwrap();
         assert_eq!(read_sessions(dir.path()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_crc_field_is_exactly_eight_lowercase_hex_digits() {
+        assert_eq!(parse_crc_hex("0a1b2c3d"), Some(0x0a1b_2c3d));
+        for bad in [
+            "0A1B2C3D",
+            "+a1b2c3d",
+            "a1b2c3d",
+            "0a1b2c3d0",
+            "0a1b2c3g",
+            "",
+        ] {
+            assert_eq!(parse_crc_hex(bad), None, "{bad:?}");
+        }
+        let body = "start id=1";
+        let good = format!("{body} crc32c={:08x}", crc32c::crc32c(body.as_bytes()));
+        assert!(split_crc(&good).is_ok());
+        let crc = &good[good.len() - 8..];
+        let plus = format!("{body} crc32c=+{}", &crc[1..]);
+        assert!(split_crc(&plus).is_err(), "{plus}");
     }
 
     #[test]
