@@ -869,15 +869,11 @@ fn a_torn_record_at_the_end_is_cut_and_reported_by_the_next_writer() {
     }
 }
 
-/// Bug for the lead: `Index::is_torn_tail` (src/store/index/mod.rs) calls
-/// a zero-filled tail longer than a record header damage in the middle
-/// (`peek_record_len` fails on the zero magic, so `at_end` is false), and
-/// `Writer::open_with` then refuses to open the store ("refusing to cut the
-/// log"). A tail that is all zeros up to the end of the file hides no
-/// record and should be cut and reported like any torn write.
+/// A file that grew but whose data never reached the disk (a power cut on
+/// some filesystems) ends in zeros longer than a record header: no record
+/// hides there, so it is cut and reported like any torn write, not refused
+/// as damage in the middle of the log.
 #[test]
-#[ignore = "bug: Index::is_torn_tail treats an all-zero tail as mid-log damage; \
-            Writer::open refuses to cut it (src/store/index/mod.rs)"]
 fn a_zero_filled_tail_is_cut_and_reported_by_the_next_writer() {
     for by_serve in [true, false] {
         torn_tail_case(Tail::Zeros, by_serve);

@@ -591,8 +591,25 @@ impl Index {
         }
         match format::peek_record_len(&prefix) {
             Ok(len) => offset + u64::from(len) >= log_len,
-            Err(_) => false,
+            // A file that grew but whose data never reached the disk (a
+            // power cut on some filesystems) ends in zeros: torn too.
+            Err(_) => self.zeros_to_end(offset, log_len),
         }
+    }
+
+    /// True when every byte from `offset` to `log_len` is zero.
+    fn zeros_to_end(&self, mut offset: u64, log_len: u64) -> bool {
+        let mut buf = vec![0u8; (log_len - offset).min(1 << 20) as usize];
+        while offset < log_len {
+            let n = buf.len().min((log_len - offset) as usize);
+            if self.log.read_exact_at(&mut buf[..n], offset).is_err()
+                || buf[..n].iter().any(|&b| b != 0)
+            {
+                return false;
+            }
+            offset += n as u64;
+        }
+        true
     }
 
     fn check_and_apply(
