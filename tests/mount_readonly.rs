@@ -291,6 +291,27 @@ fn dir_calls(a: &mut Attempts, d: &str, removable: bool) {
         libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
         "O_RDWR|O_CREAT|O_EXCL",
     );
+    // An unnamed file in the directory. Remounted read-write, a kernel
+    // whose FUSE has no tmpfile request refuses it before the daemon.
+    let p = a.path(d);
+    // SAFETY: a valid NUL-terminated path; a returned fd is closed at once.
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    let e = errno_of(fd.into());
+    if fd >= 0 {
+        // SAFETY: the fd was just returned to us.
+        unsafe { libc::close(fd) };
+    }
+    let want: &'static [i32] = match a.phase {
+        Phase::AsMounted => EROFS,
+        Phase::RemountedRw => &[libc::EROFS, libc::EOPNOTSUPP],
+    };
+    a.note(format!("open(O_TMPFILE|O_RDWR) {d}"), e, want);
     a.on("mkdir", &new("newdir"), |p| {
         unsafe { libc::mkdir(p.as_ptr(), 0o755) }.into()
     });
