@@ -389,6 +389,7 @@ fn try_everything(root: &Path, phase: Phase) -> Vec<String> {
     symlink_calls(&mut a, T1_ALIAS);
     symlink_calls(&mut a, "at/latest");
     assert!(a.got.len() > 250, "only {} attempts", a.got.len());
+    eprintln!("{phase:?}: {} write-like attempts", a.got.len());
     a.got
         .into_iter()
         .filter(|(_, e, want)| !want.contains(e))
