@@ -3,9 +3,10 @@
 //!
 //! All connections share one [`Writer`] behind one mutex; the order in which
 //! the writer appends is the order of the history. The time is taken under
-//! that mutex, just before the append, so times follow the append order and
-//! only a wall clock stepping back makes the store hold a time
-//! (`CLOCK_HELD`).
+//! that mutex, just before the append, so times follow the append order; no
+//! two records share a time (a clock that has not moved on or stepped back
+//! is held one nanosecond after the last record, `CLOCK_HELD`), so a state
+//! named by its time never changes once it exists.
 //!
 //! Durability: FLUSH appends a Flush record and then syncs the log; a write
 //! with FUA (or any write under [`SyncMode::Always`]) is synced before its
@@ -27,7 +28,6 @@ use parking_lot::Mutex;
 
 use super::export::{Export, ExportError};
 use crate::store::{Head, Op, OpFlags, StoreError, Writer};
-use crate::time;
 use crate::units::Geometry;
 
 /// When an acknowledged write is durable.
@@ -79,7 +79,7 @@ impl StoreExport {
             OpFlags::default()
         };
         let mut w = self.writer.lock();
-        match w.append(time::now(), op, flags) {
+        match w.append_now(op, flags) {
             Ok(_) if fua || self.sync == SyncMode::Always || op == Op::Flush => sync(&mut w),
             Ok(_) => Ok(()),
             Err(e) => {

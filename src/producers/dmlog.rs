@@ -737,20 +737,27 @@ fn run<R: Read>(
             }
             Err(e) => break Err(e),
         };
+        // A `t=` mark sets the time of what follows; without one, entries
+        // are stamped as they are read, each strictly after the last.
         let time = match &entry.op {
             OwnedOp::Mark { name } => match time_mark(name) {
                 Some(t) => {
                     mark_clock = Some(t);
-                    t
+                    Some(t)
                 }
-                None => mark_clock.unwrap_or_else(crate::time::now),
+                None => mark_clock,
             },
-            _ => mark_clock.unwrap_or_else(crate::time::now),
+            _ => mark_clock,
         };
         if entry.index <= opts.skip_entries {
             continue;
         }
-        let appended = match writer.append(time, entry.op.as_op(), entry.op_flags) {
+        let op = entry.op.as_op();
+        let appended = match time {
+            Some(t) => writer.append(t, op, entry.op_flags),
+            None => writer.append_now(op, entry.op_flags),
+        };
+        let appended = match appended {
             Ok(a) => a,
             Err(error) => {
                 break Err(DmlogError::Store {

@@ -289,7 +289,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Record one operation. Nothing is recorded if this returns an error.
+    /// Record one operation stamped with the current time, strictly later
+    /// than the last record's: if the wall clock has not moved on (or has
+    /// stepped back), one nanosecond after it, with `CLOCK_HELD`. What live
+    /// recorders use: no two of their records share a time, so the state a
+    /// time names (and the entry the mount lists for it) never changes once
+    /// it exists.
+    pub fn append_now(&mut self, op: Op<'_>, flags: OpFlags) -> Result<Appended> {
+        let now = crate::time::now();
+        match self.idx.head.time_ns {
+            Some(last) if now <= last => {
+                if now < last {
+                    log::warn!(
+                        "clock stepped back by {} ns; holding the time just after the last record's",
+                        last.0 - now.0
+                    );
+                }
+                let held = TimeNs(last.0.saturating_add(1));
+                self.append(held, op, flags | OpFlags::CLOCK_HELD)
+            }
+            _ => self.append(now, op, flags),
+        }
+    }
+
+    /// Record one operation at `time`; an earlier time than the last
+    /// record's is held at it (`CLOCK_HELD`). Nothing is recorded if this
+    /// returns an error.
     pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
         self.check_usable()?;
         if self.idx.mem.len() >= self.next_flush_at {
@@ -962,7 +987,50 @@ impl Lz4Backoff {
 
 #[cfg(test)]
 mod tests {
-    use super::Lz4Backoff;
+    use super::{Lz4Backoff, Writer};
+    use crate::producers::op::{Op, OpFlags};
+    use crate::units::TimeNs;
+
+    #[test]
+    fn append_now_never_repeats_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        Writer::init(&store, 1 << 20, 4096).unwrap();
+        let mut w = Writer::open(&store).unwrap();
+        let mut last = None;
+        for i in 0..2000u64 {
+            let a = w
+                .append_now(
+                    Op::Zero {
+                        offset_bytes: (i % 256) * 4096,
+                        length_bytes: 4096,
+                    },
+                    OpFlags::default(),
+                )
+                .unwrap();
+            assert!(
+                last < Some(a.time_ns),
+                "record {i}: {:?} after {last:?}",
+                a.time_ns
+            );
+            last = Some(a.time_ns);
+        }
+        // A batch producer's time far ahead, then the live clock: held
+        // one nanosecond after it, and flagged.
+        let ahead = TimeNs(i64::MAX / 2);
+        w.append(ahead, Op::Flush, OpFlags::default()).unwrap();
+        let a = w.append_now(Op::Flush, OpFlags::default()).unwrap();
+        assert_eq!(a.time_ns, TimeNs(ahead.0 + 1));
+        w.close().unwrap();
+        let s = crate::store::Store::open(&store).unwrap();
+        let r = s.record(a.seq).unwrap();
+        assert!(r.flags.contains(OpFlags::CLOCK_HELD));
+        assert!(!s
+            .record(crate::units::Seq(1))
+            .unwrap()
+            .flags
+            .contains(OpFlags::CLOCK_HELD));
+    }
 
     fn pattern(b: &mut Lz4Backoff, compressible: impl Fn(usize) -> bool, n: usize) -> Vec<bool> {
         (0..n)
