@@ -5,6 +5,8 @@
 #                  packages first when run as root)
 #   make demo      the main job on the bundled fixture
 #   make bench     store, NBD and mount benchmarks (whichever exist)
+#   make soak      crash tests with 500 SIGKILLs, concurrency tests x5
+#   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (600)
 #   make install   PREFIX=/usr/local DESTDIR= (binary and man page)
 #   make clean
 
@@ -16,7 +18,7 @@ MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
 DISKHIST = target/release/diskhist
 
 # Debian packages the integration tests and the demo run, and why.
-TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux
+TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
 BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
@@ -27,6 +29,8 @@ WHY_xmount      = the FUSE image server the mount is compared with
 WHY_e2fsprogs   = mkfs.ext4, debugfs build filesystems to record
 WHY_qemu-utils  = qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon write through NBD and blklogwrites
 WHY_util-linux  = losetup, mount, umount
+WHY_fdisk       = sfdisk partitions an image for mmls
+WHY_g++         = cargo fuzz builds libFuzzer, which is C++ (make fuzz-short)
 WHY_bc          = arithmetic in benches/nbd_write.sh
 WHY_python3     = random-read latency in benches/mount_read.sh
 
@@ -52,7 +56,7 @@ define need-packages
 	fi
 endef
 
-.PHONY: all build test deps-test deps-demo deps-bench install bench demo clean
+.PHONY: all build test deps-test deps-demo deps-bench install bench demo soak fuzz fuzz-short clean
 
 all: build
 
@@ -73,6 +77,7 @@ deps-bench:
 test: deps-test
 	$(CARGO) build --release
 	$(CARGO) test --release
+	$(MAKE) fuzz-short
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -101,6 +106,23 @@ bench: deps-bench build
 	        DISKHIST=$(CURDIR)/$(DISKHIST) bash "$$s" || exit 1; \
 	    fi; \
 	done
+
+# SIGKILL the recorders many more times than the suite does (tests/crash.rs),
+# and many more concurrent reads during recording (tests/concurrency.rs).
+SOAK_KILLS ?= 500
+SOAK_SCALE ?= 5
+soak: deps-test build
+	DISKHIST_KILLS=$(SOAK_KILLS) $(CARGO) test --release --test crash -- --nocapture
+	DISKHIST_CONCURRENCY_SCALE=$(SOAK_SCALE) $(CARGO) test --release --test concurrency -- --nocapture
+
+# Coverage-guided fuzzing of the parsers (fuzz/README): each target for
+# FUZZ_SECONDS; fuzz-short is the brief run `make test` includes.
+FUZZ_SECONDS ?= 600
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-short:
+	bash fuzz/run.sh 15
 
 demo: deps-demo build
 	bash scripts/demo.sh $(DISKHIST)
