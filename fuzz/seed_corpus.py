@@ -110,6 +110,19 @@ def nbd():
     put("nbd_request", "read", req(0, 0, 0, 4096))
     put("nbd_request", "flush-disc", req(3) + req(2))
     put("nbd_request", "refused-write", req(1, 4, 0, 3, 1, b"xyz") + req(3))
+    # The fuzz export's full zone (last 4 KiB) and its poisoned flush
+    # (first byte 0xff), see fuzz/checks/nbd_request.rs.
+    full = (64 << 10) - 4096
+    put(
+        "nbd_request",
+        "disk-full",
+        req(1, 0, full, 4, 1, b"full")
+        + req(6, 0, full + 512, 512, 2)
+        + req(4, 0, full - 512, 1024, 3)
+        + req(1, 0, full - 4, 4, 4, b"fits")
+        + req(3, 0, 0, 0, 5),
+    )
+    put("nbd_request", "fatal-flush", req(1, 1, 0, 1, 1, b"\xff") + req(3, 0, 0, 0, 2) + req(0, 0, 0, 1, 3))
 
 
 def opt(option, data=b""):

@@ -5,11 +5,16 @@
 //!    the export and the payload limit, with the whole WRITE payload present.
 //! 2. `transmission::serve` over the same bytes, against an export held in
 //!    memory, does exactly what a model built on `parse_request` predicts:
-//!    the same replies byte for byte, the same disk contents, the same end.
+//!    the same replies byte for byte, the same disk contents, the same end,
+//!    the same counters. The export fails as a full disk would, by rule, so
+//!    the error paths are modelled too: a write, zeroing or trim starting in
+//!    the last 4 KiB is refused with `NoSpace` (ENOSPC, serve goes on), and a
+//!    flush while the disk's first byte is 0xff fails fatally for want of
+//!    space (ENOSPC, serve stops).
 
 use diskhist::nbd::export::{Export, ExportError};
 use diskhist::nbd::proto::{self, Command, Limits, WireError, REQUEST_LEN};
-use diskhist::nbd::transmission::{serve, Counters, End};
+use diskhist::nbd::transmission::{serve, Counters, End, TransmissionError};
 use std::sync::Mutex;
 
 const SIZE: usize = 64 << 10;
@@ -19,6 +24,16 @@ const LIMITS: Limits = Limits {
 };
 
 struct Mem(Mutex<Vec<u8>>);
+
+/// Write-like requests starting here or later find the disk full.
+const FULL_FROM: u64 = SIZE as u64 - 4096;
+
+fn no_space() -> ExportError {
+    ExportError::NoSpace("the fuzz export is full past FULL_FROM".into())
+}
+
+/// A flush fails fatally (for want of space) while the disk starts with this.
+const POISON: u8 = 0xff;
 
 impl Mem {
     fn range(&self, off: u64, len: u64) -> Result<std::ops::Range<usize>, ExportError> {
@@ -48,11 +63,19 @@ impl Export for Mem {
     }
     fn write(&self, off: u64, data: &[u8], _fua: bool) -> Result<(), ExportError> {
         let r = self.range(off, data.len() as u64)?;
+        assert!(!data.is_empty(), "empty write reached the export");
+        if off >= FULL_FROM {
+            return Err(no_space());
+        }
         self.0.lock().unwrap()[r].copy_from_slice(data);
         Ok(())
     }
     fn write_zeroes(&self, off: u64, len: u64, _fua: bool) -> Result<(), ExportError> {
         let r = self.range(off, len)?;
+        assert!(len > 0, "empty zeroing or trim reached the export");
+        if off >= FULL_FROM {
+            return Err(no_space());
+        }
         self.0.lock().unwrap()[r].fill(0);
         Ok(())
     }
@@ -60,6 +83,12 @@ impl Export for Mem {
         self.write_zeroes(off, len, fua)
     }
     fn flush(&self) -> Result<(), ExportError> {
+        if self.0.lock().unwrap()[0] == POISON {
+            return Err(ExportError::Fatal {
+                why: "the fuzz export's flush failed".into(),
+                out_of_space: true,
+            });
+        }
         Ok(())
     }
 }
@@ -73,6 +102,16 @@ enum Outcome {
     Eof,
     /// A request without the request magic.
     BadMagic,
+    /// The export failed for good.
+    Fatal,
+}
+
+/// What the model expects in `Counters`.
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    requests: u64,
+    errors: u64,
+    no_space: u64,
 }
 
 fn check_parse(bytes: &[u8], limits: &Limits) {
@@ -144,71 +183,94 @@ fn check_parse(bytes: &[u8], limits: &Limits) {
     }
 }
 
-/// What `serve` should send and leave on the disk, computed request by
-/// request with `parse_request`.
-fn model(data: &[u8]) -> (Vec<u8>, Vec<u8>, Outcome) {
+/// What `serve` should send, leave on the disk, count and end with, computed
+/// request by request with `parse_request`.
+fn model(data: &[u8]) -> (Vec<u8>, Vec<u8>, Outcome, Counts) {
     let mut disk = vec![0u8; SIZE];
     let mut out = Vec::new();
+    let mut n = Counts::default();
     let mut pos = 0;
-    loop {
+    let end = loop {
         let rest = &data[pos..];
         if rest.is_empty() {
-            return (out, disk, Outcome::Closed);
+            break Outcome::Closed;
+        }
+        if rest.len() >= REQUEST_LEN && rest[..4] == proto::REQUEST_MAGIC.to_be_bytes() {
+            n.requests += 1;
         }
         let handle = |rest: &[u8]| u64::from_be_bytes(rest[8..16].try_into().unwrap());
-        match proto::parse_request(rest, &LIMITS) {
-            Ok((cmd, used)) => {
-                let reply = proto::encode_simple_reply(0, handle(rest));
-                match cmd {
-                    Command::Read {
-                        offset_bytes,
-                        length_bytes,
-                    } => {
-                        let o = offset_bytes as usize;
-                        out.extend_from_slice(&reply);
-                        out.extend_from_slice(&disk[o..o + length_bytes as usize]);
-                    }
-                    Command::Write {
-                        offset_bytes,
-                        length_bytes,
-                        ..
-                    } => {
-                        let o = offset_bytes as usize;
-                        disk[o..o + length_bytes as usize]
-                            .copy_from_slice(&rest[REQUEST_LEN..used]);
-                        out.extend_from_slice(&reply);
-                    }
-                    Command::Trim {
-                        offset_bytes,
-                        length_bytes,
-                        ..
-                    }
-                    | Command::WriteZeroes {
-                        offset_bytes,
-                        length_bytes,
-                        ..
-                    } => {
-                        let o = offset_bytes as usize;
-                        disk[o..o + length_bytes as usize].fill(0);
-                        out.extend_from_slice(&reply);
-                    }
-                    Command::Flush => out.extend_from_slice(&reply),
-                    Command::Disc => return (out, disk, Outcome::Disconnect),
-                }
-                pos += used;
-            }
+        let (cmd, used) = match proto::parse_request(rest, &LIMITS) {
+            Ok(parsed) => parsed,
             Err(Ok(rej)) => {
                 let used = REQUEST_LEN + rej.skip_bytes as usize;
                 if rest.len() < used {
-                    return (out, disk, Outcome::Eof);
+                    break Outcome::Eof;
                 }
+                n.errors += 1;
                 out.extend_from_slice(&proto::encode_simple_reply(rej.errno as u32, handle(rest)));
                 pos += used;
+                continue;
             }
-            Err(Err(WireError::Short { .. })) => return (out, disk, Outcome::Eof),
-            Err(Err(_)) => return (out, disk, Outcome::BadMagic),
+            Err(Err(WireError::Short { .. })) => break Outcome::Eof,
+            Err(Err(_)) => break Outcome::BadMagic,
+        };
+        pos += used;
+        let ok = proto::encode_simple_reply(0, handle(rest));
+        let enospc = proto::encode_simple_reply(proto::NbdErrno::NoSpc as u32, handle(rest));
+        // A write-like request: applied unless empty (never reaches the
+        // export) or starting where the disk is full.
+        let mut write_like = |off: u64, len: u32, data: Option<&[u8]>| {
+            let (o, l) = (off as usize, len as usize);
+            if l == 0 {
+                out.extend_from_slice(&ok);
+            } else if off >= FULL_FROM {
+                n.errors += 1;
+                n.no_space += 1;
+                out.extend_from_slice(&enospc);
+            } else {
+                match data {
+                    Some(d) => disk[o..o + l].copy_from_slice(d),
+                    None => disk[o..o + l].fill(0),
+                }
+                out.extend_from_slice(&ok);
+            }
+        };
+        match cmd {
+            Command::Read {
+                offset_bytes,
+                length_bytes,
+            } => {
+                let o = offset_bytes as usize;
+                out.extend_from_slice(&ok);
+                out.extend_from_slice(&disk[o..o + length_bytes as usize]);
+            }
+            Command::Write {
+                offset_bytes,
+                length_bytes,
+                ..
+            } => write_like(offset_bytes, length_bytes, Some(&rest[REQUEST_LEN..used])),
+            Command::Trim {
+                offset_bytes,
+                length_bytes,
+                ..
+            }
+            | Command::WriteZeroes {
+                offset_bytes,
+                length_bytes,
+                ..
+            } => write_like(offset_bytes, length_bytes, None),
+            Command::Flush => {
+                if disk[0] == POISON {
+                    n.errors += 1;
+                    out.extend_from_slice(&enospc);
+                    break Outcome::Fatal;
+                }
+                out.extend_from_slice(&ok);
+            }
+            Command::Disc => break Outcome::Disconnect,
         }
-    }
+    };
+    (out, disk, end, n)
 }
 
 /// Run every check of this target on one input; panics on a failure.
@@ -231,7 +293,7 @@ pub fn check(data: &[u8]) {
         check_parse(data, &limits);
     }
 
-    let (want_out, want_disk, want_end) = model(data);
+    let (want_out, want_disk, want_end, want_counts) = model(data);
     let export = Mem(Mutex::new(vec![0u8; SIZE]));
     let mut out = Vec::new();
     let mut counters = Counters::default();
@@ -239,14 +301,11 @@ pub fn check(data: &[u8]) {
     let got_end = match &got {
         Ok(End::Closed) => Outcome::Closed,
         Ok(End::Disconnect) => Outcome::Disconnect,
-        Err(diskhist::nbd::transmission::TransmissionError::Wire(WireError::RequestMagic(_))) => {
-            Outcome::BadMagic
-        }
-        Err(diskhist::nbd::transmission::TransmissionError::Io(e))
-            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
+        Err(TransmissionError::Wire(WireError::RequestMagic(_))) => Outcome::BadMagic,
+        Err(TransmissionError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Outcome::Eof
         }
+        Err(TransmissionError::Fatal(_)) => Outcome::Fatal,
         Err(e) => panic!("serve failed in a way the model does not know: {e}"),
     };
     assert_eq!(got_end, want_end, "serve ended differently from the model");
@@ -254,5 +313,14 @@ pub fn check(data: &[u8]) {
     assert!(
         *export.0.lock().unwrap() == want_disk,
         "serve left other disk contents than the model"
+    );
+    let got_counts = Counts {
+        requests: counters.requests,
+        errors: counters.errors,
+        no_space: counters.no_space,
+    };
+    assert_eq!(
+        got_counts, want_counts,
+        "serve counted differently from the model"
     );
 }
