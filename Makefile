@@ -116,13 +116,13 @@ soak: deps-test build
 	DISKHIST_CONCURRENCY_SCALE=$(SOAK_SCALE) $(CARGO) test --release --test concurrency -- --nocapture
 
 # Coverage-guided fuzzing of the parsers (fuzz/README): each target for
-# FUZZ_SECONDS; fuzz-short is the brief run `make test` includes.
+# FUZZ_SECONDS; fuzz-short (10 s each) is the brief run `make test` includes.
 FUZZ_SECONDS ?= 600
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 fuzz-short:
-	bash fuzz/run.sh 15
+	bash fuzz/run.sh 10
 
 demo: deps-demo build
 	bash scripts/demo.sh $(DISKHIST)
