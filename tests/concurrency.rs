@@ -1077,25 +1077,44 @@ fn library_writer_readers_see_whole_states() {
     let joined = started.elapsed();
     mount_quiet(m);
 
-    let history = History::new(ops, times);
+    let compared = check_after_the_fact(
+        "library writer",
+        History::new(ops, times),
+        (&logs, &listed),
+        (&store, &dir.path().join("mnt2")),
+        (recording, joined, started),
+    );
+    assert!(compared > 5_000 / PACE as usize, "only {compared} reads");
+}
+
+/// After the writer stopped: compare every read with the replayed history,
+/// re-read the listed entries through a fresh mount at `mnt`, verify the
+/// store, and print the figures. Returns the number of reads compared.
+fn check_after_the_fact(
+    what: &str,
+    history: History,
+    (logs, listed): (&[Log], &Listed),
+    (store, mnt): (&Path, &Path),
+    (recording, joined, started): (Duration, Duration, Instant),
+) -> usize {
     let t = Instant::now();
-    let compared = history.check(&logs);
+    let compared = history.check(logs);
     let checked = t.elapsed();
-    let moved = listed_entries_unchanged(&history, &store, &dir.path().join("mnt2"), &listed);
-    diskhist_verify(&store);
+    let moved = listed_entries_unchanged(&history, store, mnt, listed);
+    diskhist_verify(store);
     eprintln!(
         "recording {recording:.1?}, readers joined at {joined:.1?}, comparison {checked:.1?}, \
          re-reads and verify {:.1?}",
         t.elapsed() - checked
     );
     summary(
-        &format!("library writer ({recording:.1?} recording)"),
-        &logs,
+        &format!("{what} ({recording:.1?} recording)"),
+        logs,
         compared,
         (listed.len(), moved),
         started.elapsed(),
     );
-    assert!(compared > 5_000 / PACE as usize, "only {compared} reads");
+    compared
 }
 
 fn diskhist_verify(store: &Path) {
@@ -1247,23 +1266,12 @@ fn nbd_served_writes_readers_see_whole_states() {
         }
     }
     let times = records.iter().map(|r| r.time_ns).collect();
-    let history = History::new(ops, times);
-    let t = Instant::now();
-    let compared = history.check(&logs);
-    let checked = t.elapsed();
-    let moved = listed_entries_unchanged(&history, &store, &dir.path().join("mnt2"), &listed);
-    diskhist_verify(&store);
-    eprintln!(
-        "recording {recording:.1?}, readers joined at {joined:.1?}, comparison {checked:.1?}, \
-         re-reads and verify {:.1?}",
-        t.elapsed() - checked
-    );
-    summary(
-        &format!("diskhist serve over NBD ({recording:.1?} recording)"),
-        &logs,
-        compared,
-        (listed.len(), moved),
-        started.elapsed(),
+    let compared = check_after_the_fact(
+        "diskhist serve over NBD",
+        History::new(ops, times),
+        (&logs, &listed),
+        (&store, &dir.path().join("mnt2")),
+        (recording, joined, started),
     );
     assert!(compared > 3_000 / PACE as usize, "only {compared} reads");
 }
