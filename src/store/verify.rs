@@ -235,7 +235,7 @@ pub fn verify_anchored(dir: &Path, anchors: &[Anchor]) -> Result<VerifyReport> {
                         StoredAt {
                             encoding: loc.encoding,
                             stored_len: loc.stored_len,
-                            hash: *blake3::hash(&block).as_bytes(),
+                            hash: crate::store::index::run::dedup_key(&block),
                             seq,
                         },
                     ));

@@ -52,7 +52,7 @@ pub const SEQ_ENTRY_LEN: u64 = 16;
 /// Bytes of a record's head read to check a `seqs` entry.
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
 /// Manifest magic; the last byte is the index format version.
-const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF2";
+const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF3";
 const MANIFEST_MAGIC_STEM: &[u8; 7] = b"DHMANIF";
 
 /// The newest state of a store.
