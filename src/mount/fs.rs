@@ -807,15 +807,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Writer::init(dir.path(), 1 << 20, 4096).unwrap();
         let mut w = Writer::open(dir.path()).unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let data: Vec<u8> = (0..64 << 10)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::mount::test_data::incompressible(64 << 10, 0x9e37_79b9_7f4a_7c15);
         let op = Op::Write {
             offset_bytes: 0,
             data: &data,

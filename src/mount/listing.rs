@@ -361,15 +361,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         Writer::init(dir.path(), 1 << 20, 4096).unwrap();
         let mut w = Writer::open(dir.path()).unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let data: Vec<u8> = (0..64 << 10)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::mount::test_data::incompressible(64 << 10, 0x2545_f491_4f6c_dd1d);
         for i in 0..3 {
             let op = Op::Write {
                 offset_bytes: i * (64 << 10),

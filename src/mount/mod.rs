@@ -50,6 +50,8 @@ mod fs;
 mod listing;
 mod names;
 mod session;
+#[cfg(test)]
+mod test_data;
 mod tree;
 
 pub use fs::{DiskhistFs, TreeConfig};

@@ -1,0 +1,15 @@
+//! Data for the mount's unit tests.
+
+/// `len` bytes that lz4 cannot shrink (xorshift), so a record stores them
+/// raw and damaging one byte of the log damages exactly that byte.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
