@@ -133,22 +133,12 @@ fn mounts_while_a_writer_holds_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_one_state(dir.path());
     let sock = dir.path().join("nbd.sock");
-    let mut serve = Command::new(bin())
-        .arg("serve")
-        .arg(&store)
-        .arg("--socket")
-        .arg(&sock)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the NBD socket", Duration::from_secs(10), || sock.exists());
+    let serve = start_serve(&store, &sock);
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
     assert_eq!(
         std::fs::read(m.path("latest/disk.img")).unwrap(),
         pseudo_random(MIB, 5)
     );
     drop(m);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    serve.wait().unwrap();
+    stop_serve(serve);
 }

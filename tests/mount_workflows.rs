@@ -181,15 +181,7 @@ fn four_readers_at_different_times_while_a_writer_records() {
 
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
     let sock = dir.path().join("nbd.sock");
-    let mut serve = Command::new(bin())
-        .arg("serve")
-        .arg(&store)
-        .arg("--socket")
-        .arg(&sock)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the NBD socket", Duration::from_secs(10), || sock.exists());
+    let serve = start_serve(&store, &sock);
 
     let done = Arc::new(AtomicBool::new(false));
     let mnt = m.dir.clone();
@@ -248,9 +240,7 @@ fn four_readers_at_different_times_while_a_writer_records() {
         .into_iter()
         .map(|r| r.join().expect("reader panicked"))
         .collect();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    assert!(serve.wait().unwrap().success());
+    assert!(stop_serve(serve).success());
 
     let mut checked = 0;
     let mut states = std::collections::BTreeSet::new();

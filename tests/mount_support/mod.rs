@@ -248,6 +248,27 @@ impl Drop for LoopMount {
     }
 }
 
+/// `diskhist serve STORE --socket SOCK`, returned once the socket exists.
+pub fn start_serve(store: &Path, sock: &Path) -> Child {
+    let serve = Command::new(bin())
+        .arg("serve")
+        .arg(store)
+        .arg("--socket")
+        .arg(sock)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the NBD socket", Duration::from_secs(10), || sock.exists());
+    serve
+}
+
+/// SIGTERM to a `start_serve` child; its exit status.
+pub fn stop_serve(mut serve: Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    serve.wait().unwrap()
+}
+
 /// Deterministic bytes.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
