@@ -566,6 +566,17 @@ mod ingesting {
         (dir, w)
     }
 
+    /// History from elsewhere before the log: one block written, a flush.
+    fn baseline(w: &mut Writer) {
+        let data = pattern(4096, 9);
+        let write = Op::Write {
+            offset_bytes: 0,
+            data: &data,
+        };
+        w.append(TimeNs(1), write, OpFlags::default()).unwrap();
+        w.append(TimeNs(1), Op::Flush, OpFlags::default()).unwrap();
+    }
+
     fn reopen(dir: &tempfile::TempDir) -> Store {
         Store::open(&dir.path().join("store")).unwrap()
     }
@@ -762,16 +773,7 @@ mod ingesting {
     fn a_rerun_resumes_after_the_entries_already_recorded() {
         let (dir, mut w) = store(64 << 10, 4096);
         // History from elsewhere first (a baseline), ending with a flush.
-        w.append(
-            TimeNs(1),
-            Op::Write {
-                offset_bytes: 0,
-                data: &pattern(4096, 9),
-            },
-            OpFlags::default(),
-        )
-        .unwrap();
-        w.append(TimeNs(1), Op::Flush, OpFlags::default()).unwrap();
+        baseline(&mut w);
         let mut b = LogBuilder::new(512);
         b.flush()
             .mark("t=4000000000000000000")
@@ -834,16 +836,7 @@ mod ingesting {
     #[test]
     fn a_new_log_that_only_starts_like_the_last_one_ended_is_not_skipped() {
         let (dir, mut w) = store(64 << 10, 4096);
-        w.append(
-            TimeNs(1),
-            Op::Write {
-                offset_bytes: 0,
-                data: &pattern(4096, 9),
-            },
-            OpFlags::default(),
-        )
-        .unwrap();
-        w.append(TimeNs(1), Op::Flush, OpFlags::default()).unwrap();
+        baseline(&mut w);
         w.close().unwrap();
         let log = LogBuilder::new(512)
             .flush()
