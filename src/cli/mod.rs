@@ -2,12 +2,24 @@
 //! with its flags; this file maps errors to exit codes and treats a closed
 //! pipe (`diskhist log | head`) as a normal end.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use diskhist::{Seq, Store, TimeNs, TimeSpec};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-mod history;
+mod diff;
+mod dump;
+mod export;
+mod import;
+mod info;
+mod ingest;
+mod init;
+mod log;
 mod mount;
 mod serve;
-mod store_cmds;
+mod verify;
 
 #[derive(Parser)]
 #[command(
@@ -24,27 +36,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create an empty store for a disk of SIZE bytes.
-    Init(store_cmds::InitArgs),
+    Init(init::InitArgs),
     /// Serve the store as an NBD export, recording every write.
     Serve(serve::ServeArgs),
     /// Record writes from a dm-log-writes log or a diskhist stream.
-    Ingest(store_cmds::IngestArgs),
+    Ingest(ingest::IngestArgs),
     /// Record the blocks of IMAGE that differ from the latest state.
-    Import(store_cmds::ImportArgs),
+    Import(import::ImportArgs),
     /// Mount the history read-only: MOUNTPOINT/at/<time>/disk.img.
     Mount(mount::MountArgs),
     /// Write the disk as of TIME as a sparse raw image.
-    Export(history::ExportArgs),
+    Export(export::ExportArgs),
     /// One line per record: seq, time, offset, length, kind.
-    Log(history::LogArgs),
+    Log(log::LogArgs),
     /// Byte ranges whose content differs between two states.
-    Diff(history::DiffArgs),
+    Diff(diff::DiffArgs),
     /// Write records as a diskhist stream (for `ingest --format stream`).
-    Dump(history::DumpArgs),
+    Dump(dump::DumpArgs),
     /// Recompute every checksum and the hash chain.
-    Verify(store_cmds::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Size, block size, record count, times, space, chain head.
-    Info(store_cmds::InfoArgs),
+    Info(info::InfoArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -61,17 +73,17 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Init(a) => store_cmds::init(a),
+        Command::Init(a) => init::init(a),
         Command::Serve(a) => serve::run(a),
-        Command::Ingest(a) => store_cmds::ingest(a),
-        Command::Import(a) => store_cmds::import(a),
+        Command::Ingest(a) => ingest::ingest(a),
+        Command::Import(a) => import::import(a),
         Command::Mount(a) => mount::run(a),
-        Command::Export(a) => history::export(a),
-        Command::Log(a) => history::log(a),
-        Command::Diff(a) => history::diff(a),
-        Command::Dump(a) => history::dump(a),
-        Command::Verify(a) => store_cmds::verify(a),
-        Command::Info(a) => store_cmds::info(a),
+        Command::Export(a) => export::export(a),
+        Command::Log(a) => log::log(a),
+        Command::Diff(a) => diff::diff(a),
+        Command::Dump(a) => dump::dump(a),
+        Command::Verify(a) => verify::verify(a),
+        Command::Info(a) => info::info(a),
     };
     match result {
         Ok(()) => 0,
@@ -100,6 +112,42 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Parse a time argument, as a usage error naming the accepted forms.
-pub fn time_arg(s: &str) -> Result<diskhist::TimeSpec, UsageError> {
+pub fn time_arg(s: &str) -> Result<TimeSpec, UsageError> {
     diskhist::parse_time(s).map_err(|e| UsageError(e.to_string()))
+}
+
+/// Open a store for reading, naming it in the error.
+pub fn open_store(store: &Path) -> anyhow::Result<Store> {
+    Store::open(store).with_context(|| format!("cannot open store {}", store.display()))
+}
+
+/// The state a time argument names.
+pub fn state(s: &Store, time: &str) -> anyhow::Result<Seq> {
+    Ok(s.resolve(time_arg(time)?)?)
+}
+
+/// Records from..=to as the --from/--to arguments name them.
+pub fn record_range(s: &Store, from: Option<&str>, to: Option<&str>) -> anyhow::Result<(u64, u64)> {
+    let head = s.head().seq.0;
+    let first = match from.map(time_arg).transpose()? {
+        None | Some(TimeSpec::AfterSeq(Seq(0))) => 1,
+        Some(TimeSpec::AfterSeq(n)) => n.0,
+        Some(TimeSpec::Latest) => head,
+        Some(TimeSpec::At(t)) => s.resolve(TimeSpec::At(TimeNs(t.0.saturating_sub(1))))?.0 + 1,
+    };
+    let last = match to.map(time_arg).transpose()? {
+        None => head,
+        Some(spec) => s.resolve(spec)?.0,
+    };
+    Ok((first.max(1), last.min(head)))
+}
+
+/// A flag raised by SIGINT or SIGTERM, for commands that stop cleanly.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing a signal handler")?;
+    }
+    Ok(stop)
 }
