@@ -118,6 +118,16 @@ struct HeadAt {
 
 /// [`verify`], also checking `anchors` against the chain.
 pub fn verify_anchored(dir: &Path, anchors: &[Anchor]) -> Result<VerifyReport> {
+    verify_with_progress(dir, anchors, &mut |_, _| {})
+}
+
+/// [`verify_anchored`], calling `progress(log bytes checked, log bytes)`
+/// after each record (for a progress bar).
+pub fn verify_with_progress(
+    dir: &Path,
+    anchors: &[Anchor],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
     let header = index::read_header(dir)?;
     let log_path = dir.join(index::LOG_FILE);
     let log = File::open(&log_path).at(&log_path)?;
@@ -286,6 +296,7 @@ pub fn verify_anchored(dir: &Path, anchors: &[Anchor]) -> Result<VerifyReport> {
             offset_bytes: offset,
         });
         offset += u64::from(h.record_len);
+        progress(offset, log_len);
         if seq.0 == manifest_through {
             head_at_manifest = HeadAt {
                 chain: h.chain,
