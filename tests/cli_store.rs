@@ -83,7 +83,8 @@ fn log_lists_one_line_per_record_and_json() {
     let f = fixture();
     let log = ok(&["log", s(&f.store)]);
     let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(lines.len(), 3, "{log}");
+    // Each import: its changed extent, then the mark naming the image.
+    assert_eq!(lines.len(), 6, "{log}");
     assert!(
         lines[0].contains("2026-11-23T06:30:15.000000000Z")
             && lines[0].contains("8192")
@@ -92,9 +93,15 @@ fn log_lists_one_line_per_record_and_json() {
         lines[0]
     );
     assert!(
-        lines[1].contains("98304") && lines[1].contains("4096") && lines[1].ends_with("write"),
+        lines[1].contains(" mark \"import sha256=")
+            && lines[1].contains(&format!(" size=1048576 path={}\"", s(&f.img))),
         "{}",
         lines[1]
+    );
+    assert!(
+        lines[2].contains("98304") && lines[2].contains("4096") && lines[2].ends_with("write"),
+        "{}",
+        lines[2]
     );
     let json = ok(&[
         "log",
@@ -104,8 +111,8 @@ fn log_lists_one_line_per_record_and_json() {
         "2026-11-23T06-30-16Z",
     ]);
     let jl: Vec<&str> = json.lines().collect();
-    assert_eq!(jl.len(), 2);
-    assert!(jl[0].starts_with("{\"seq\":2,\"time\":\"2026-11-23T06:30:16.500000000Z\",\"time_ns\":1795415416500000000,\"offset\":98304,\"length\":4096,\"kind\":\"write\""), "{}", jl[0]);
+    assert_eq!(jl.len(), 4);
+    assert!(jl[0].starts_with("{\"seq\":3,\"time\":\"2026-11-23T06:30:16.500000000Z\",\"time_ns\":1795415416500000000,\"offset\":98304,\"length\":4096,\"kind\":\"write\""), "{}", jl[0]);
 }
 
 #[test]
@@ -158,7 +165,7 @@ fn export_prints_the_sha256_and_matches_each_state() {
     use sha2::Digest;
     let f = fixture();
     let out = f.root.join("x.img");
-    let line = ok(&["export", s(&f.store), "--at", "#3", "-o", s(&out)]);
+    let line = ok(&["export", s(&f.store), "--at", "#6", "-o", s(&out)]);
     let data = std::fs::read(&out).unwrap();
     assert_eq!(data, std::fs::read(&f.img).unwrap());
     let hex: String = sha2::Sha256::digest(&data)
@@ -186,9 +193,9 @@ fn export_prints_the_sha256_and_matches_each_state() {
 #[test]
 fn diff_prints_the_changed_byte_ranges() {
     let f = fixture();
-    assert_eq!(ok(&["diff", s(&f.store), "#1", "#2"]), "100000 5\n");
+    assert_eq!(ok(&["diff", s(&f.store), "#2", "#4"]), "100000 5\n");
     // The zeroed block: the bytes of pattern that were not already zero.
-    let d = ok(&["diff", s(&f.store), "#2", "latest"]);
+    let d = ok(&["diff", s(&f.store), "#4", "latest"]);
     let ranges: Vec<(u64, u64)> = d
         .lines()
         .map(|l| {
@@ -201,16 +208,31 @@ fn diff_prints_the_changed_byte_ranges() {
         ranges.iter().all(|(o, l)| *o >= 8192 && o + l <= 12288),
         "{d}"
     );
-    assert_eq!(ok(&["diff", s(&f.store), "#3", "latest"]), "");
+    // The import's mark changes no block.
+    assert_eq!(ok(&["diff", s(&f.store), "#5", "latest"]), "");
 }
 
 #[test]
-fn importing_the_same_image_twice_records_nothing() {
+fn importing_the_same_image_twice_records_only_its_mark() {
+    use sha2::Digest;
     let f = fixture();
     let o = run(&["import", s(&f.store), s(&f.img)]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing recorded"));
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no block differs"));
+    let log = ok(&["log", s(&f.store)]);
+    assert_eq!(log.lines().count(), 7);
+    let hex: String = sha2::Sha256::digest(std::fs::read(&f.img).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.contains(&format!(
+            "mark \"import sha256={hex} size=1048576 path={}\"",
+            s(&f.img)
+        )),
+        "{last}"
+    );
 }
 
 #[test]
@@ -234,7 +256,7 @@ fn dump_and_ingest_round_trip_is_lossless() {
             .to_string()
     };
     assert_eq!(head(&f.store), head(&copy));
-    for at in ["#0", "#1", "#2", "#3", "2026-11-23T06:30:16Z"] {
+    for at in ["#0", "#1", "#2", "#4", "#6", "2026-11-23T06:30:16Z"] {
         let a = Command::new(BIN)
             .args(["export", s(&f.store), "--at", at])
             .output()
@@ -259,9 +281,9 @@ fn dump_and_ingest_round_trip_is_lossless() {
     fails(
         &["ingest", s(&cut), "--format", "stream", s(&stream)],
         1,
-        "truncated after 3 whole records",
+        "truncated after 6 whole records",
     );
-    assert_eq!(ok(&["log", s(&cut)]).lines().count(), 3);
+    assert_eq!(ok(&["log", s(&cut)]).lines().count(), 6);
     ok(&["verify", s(&cut)]);
 }
 
@@ -276,7 +298,7 @@ fn bad_input_is_named_and_loses_nothing() {
     fails(
         &["export", s(&f.store), "--at", "#99", "-o", "/dev/null"],
         1,
-        "the history ends at record #3",
+        "the history ends at record #6",
     );
     fails(&["init", s(&f.store), "--size", "1M"], 1, "not empty");
     fails(
@@ -315,7 +337,7 @@ fn bad_input_is_named_and_loses_nothing() {
         "the image is 4096 bytes but the store's disk is 1048576 bytes",
     );
     fails(&["info", s(&f.root)], 1, "not a diskhist store");
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
     ok(&["verify", s(&f.store)]);
 }
 
@@ -338,7 +360,7 @@ fn a_store_of_another_format_version_is_refused() {
 fn verify_names_the_first_damaged_record() {
     let f = fixture();
     let verify = ok(&["verify", s(&f.store)]);
-    assert!(verify.starts_with("ok: 3 records"), "{verify}");
+    assert!(verify.starts_with("ok: 6 records"), "{verify}");
     let log = f.store.join("log");
     let orig = std::fs::read(&log).unwrap();
     // Record 2 starts where record 1 ends: find it from the record length.
@@ -352,9 +374,9 @@ fn verify_names_the_first_damaged_record() {
     // The index is derived: without it, readers scan the log and the next
     // writer rebuilds it.
     std::fs::remove_dir_all(f.store.join("index")).unwrap();
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
     ok(&["import", s(&f.store), s(&f.img)]);
-    assert!(ok(&["verify", s(&f.store)]).starts_with("ok: 3 records"));
+    assert!(ok(&["verify", s(&f.store)]).starts_with("ok: 7 records"));
     // Damage in the middle of what a writer must scan is never cut away.
     std::fs::remove_dir_all(f.store.join("index")).unwrap();
     std::fs::write(&log, &bad).unwrap();
@@ -369,13 +391,13 @@ fn a_torn_tail_is_reported_then_cut_by_the_next_writer() {
     let f = fixture();
     let log = f.store.join("log");
     let orig = std::fs::read(&log).unwrap();
-    // A crash in the middle of appending record 4: its first 60 bytes.
+    // A crash in the middle of appending record 7: its first 60 bytes.
     let mut torn = orig.clone();
     torn.extend_from_slice(&orig[..60]);
     std::fs::write(&log, &torn).unwrap();
-    fails(&["verify", s(&f.store)], 1, "record #4");
-    // Readers see the three whole records.
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 3);
+    fails(&["verify", s(&f.store)], 1, "record #7");
+    // Readers see the six whole records.
+    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
     let o = run(&["import", s(&f.store), s(&f.img)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -385,7 +407,7 @@ fn a_torn_tail_is_reported_then_cut_by_the_next_writer() {
     );
     assert_eq!(std::fs::read(&log).unwrap()[..orig.len()], orig[..]);
     let v = ok(&["verify", s(&f.store)]);
-    assert!(v.starts_with("ok: 3 records"), "{v}");
+    assert!(v.starts_with("ok: 7 records"), "{v}");
 }
 
 #[test]
@@ -395,7 +417,7 @@ fn info_reports_space_and_chain() {
     for needle in [
         "disk size:      1048576 bytes",
         "block size:     4096 bytes",
-        "records:        3",
+        "records:        6",
         "first time:     2026-11-23T06:30:15Z",
         "last time:      2026-11-23T06:30:20Z",
         "bytes written:  20480",

@@ -25,8 +25,9 @@ pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use error::StoreError;
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
-pub use writer::{Appended, Writer, WriterOptions, FLUSH_THRESHOLD};
+pub use writer::{writer_is_live, Appended, CutBatch, Writer, WriterOptions, FLUSH_THRESHOLD};
 
+pub mod batch;
 pub mod error;
 mod files;
 pub mod format;
@@ -67,14 +68,52 @@ pub struct SpaceStats {
 }
 
 /// A reader of a store: any number may be open, also while the writer runs.
-/// Reads see the state as of the last [`Store::refresh`].
+/// Reads see the state as of the last [`Store::refresh`]; the records of a
+/// batch still being written (an import under way) are not part of any
+/// state a reader shows until the batch is committed.
 pub struct Store {
     idx: RwLock<Index>,
 }
 
+/// Take in what a live writer appended, and settle which of it a reader
+/// may show: the batch file is read before and after the log is scanned,
+/// and the scan repeated until no batch began or ended in between, so the
+/// cap matches the records taken in.
+fn settle(i: &mut Index) -> Result<()> {
+    let mut before = batch::read_raw(&i.dir)?;
+    for _ in 0..100 {
+        i.scan()?;
+        let after = batch::read_raw(&i.dir)?;
+        if after == before {
+            i.cap = match batch::parse(&i.dir, &after) {
+                Ok(b) => b.open.map(|o| Head {
+                    seq: o.manifest.indexed_through,
+                    time_ns: (o.manifest.indexed_through.0 > 0).then_some(o.manifest.head_time),
+                    chain: o.manifest.head_chain,
+                }),
+                Err(e) => {
+                    log::warn!("{e}; showing every record in the log");
+                    None
+                }
+            };
+            return Ok(());
+        }
+        before = after;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Batches beginning and ending faster than a scan: show only what was
+    // there before the first scan began... which is not known either; the
+    // safe answer is an error the caller can retry.
+    Err(StoreError::io(
+        i.dir.join(batch::BATCH_FILE),
+        std::io::Error::other("batches keep beginning and ending while reading; try again"),
+    ))
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        let idx = Index::open(dir, false)?;
+        let mut idx = Index::open(dir, false)?;
+        settle(&mut idx)?;
         if let Some(stop) = idx.stop.as_ref().filter(|s| !s.at_end) {
             log::warn!(
                 "{}: record {} at byte {}: {}; reading only the {} records before it",
@@ -102,52 +141,60 @@ impl Store {
         self.idx.read().header
     }
 
+    /// The newest state (the state before a batch still being written).
     pub fn head(&self) -> Head {
-        self.idx.read().head
+        self.idx.read().visible_head()
     }
 
-    /// Where the scan of the log stopped short of its end, if it did.
+    /// Where the scan of the log stopped short of its end, if it did. A
+    /// record still being written by a live writer is not a stop.
     pub fn tail_stop(&self) -> Option<TailStop> {
-        self.idx.read().stop.clone()
+        let i = self.idx.read();
+        i.stop
+            .clone()
+            .filter(|s| !(s.at_end && writer::writer_is_live(&i.dir)))
     }
 
     /// Take in records a live writer appended since the last look.
     pub fn refresh(&self) -> Result<bool> {
         let mut i = self.idx.write();
-        let before = i.head;
+        let before = i.visible_head();
         if i.manifest_changed()? {
             i.load_manifest()?;
         }
-        i.scan()?;
-        Ok(i.head != before)
+        settle(&mut i)?;
+        Ok(i.visible_head() != before)
     }
 
     /// The state a time names.
     pub fn resolve(&self, spec: TimeSpec) -> Result<Seq> {
         let i = self.idx.read();
+        let head = i.visible_head().seq;
         match spec {
-            TimeSpec::Latest => Ok(i.head.seq),
-            TimeSpec::AfterSeq(s) if s > i.head.seq => Err(StoreError::NoSuchState {
-                seq: s,
-                head: i.head.seq,
-            }),
+            TimeSpec::Latest => Ok(head),
+            TimeSpec::AfterSeq(s) if s > head => Err(StoreError::NoSuchState { seq: s, head }),
             TimeSpec::AfterSeq(s) => Ok(s),
-            TimeSpec::At(t) => i.seq_at(t),
+            TimeSpec::At(t) => Ok(i.seq_at(t)?.min(head)),
         }
     }
 
+    /// The time of record `seq` (1..=head).
     pub fn time_of(&self, seq: Seq) -> Result<TimeNs> {
-        self.idx.read().time_of(seq)
+        let i = self.idx.read();
+        check_state(&i, seq)?;
+        i.time_of(seq)
     }
 
     /// Times of records `from..=to`.
     pub fn seq_times(&self, from: Seq, to: Seq) -> Result<Vec<TimeNs>> {
         let i = self.idx.read();
+        check_state(&i, to)?;
         (from.0.max(1)..=to.0).map(|s| i.time_of(Seq(s))).collect()
     }
 
     pub fn record(&self, seq: Seq) -> Result<RecordInfo> {
         let i = self.idx.read();
+        check_state(&i, seq)?;
         let mut buf = Vec::new();
         let h = i.read_record(seq, &mut buf)?;
         let mark = (h.kind == RecordKind::Mark)
@@ -168,6 +215,7 @@ impl Store {
     /// The bytes a Write record wrote, rebuilt from its blocks.
     pub fn record_data(&self, seq: Seq) -> Result<Option<Vec<u8>>> {
         let i = self.idx.read();
+        check_state(&i, seq)?;
         let mut buf = Vec::new();
         let h = i.read_record(seq, &mut buf)?;
         if h.kind != RecordKind::Write {
@@ -198,19 +246,16 @@ impl Store {
     /// The disk as of `state`: `buf.len()` bytes from `offset_bytes`.
     pub fn read_at(&self, state: Seq, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
         let i = self.idx.read();
-        if state > i.head.seq {
-            return Err(StoreError::NoSuchState {
-                seq: state,
-                head: i.head.seq,
-            });
-        }
+        check_state(&i, state)?;
         i.read_at(state, offset_bytes, buf)
     }
 
     /// Which content block `block` had as of `state`; equal locations mean
     /// equal content (content is stored once).
     pub fn block_loc(&self, state: Seq, block: BlockNo) -> Result<format::Loc> {
-        self.idx.read().lookup(block.0, state)
+        let i = self.idx.read();
+        check_state(&i, state)?;
+        i.lookup(block.0, state)
     }
 
     pub fn space(&self) -> Result<SpaceStats> {
@@ -218,11 +263,15 @@ impl Store {
         let log_bytes = i.log_end;
         let mut index_bytes = 0;
         let idir = i.dir.join(index::INDEX_DIR);
-        for e in std::fs::read_dir(&idir)
-            .map_err(|e| StoreError::io(&idir, e))?
-            .flatten()
-        {
-            index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+        // No index/ (deleted, to be rebuilt) is an index of 0 bytes.
+        match std::fs::read_dir(&idir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&idir, e)),
         }
         Ok(SpaceStats {
             bytes_written: i.bytes_written,
@@ -230,4 +279,13 @@ impl Store {
             index_bytes,
         })
     }
+}
+
+/// A state a reader may show: `0..=` the visible head.
+fn check_state(i: &Index, seq: Seq) -> Result<()> {
+    let head = i.visible_head().seq;
+    if seq > head {
+        return Err(StoreError::NoSuchState { seq, head });
+    }
+    Ok(())
 }

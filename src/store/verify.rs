@@ -25,12 +25,14 @@
 //!
 //! Index problems name the first record they concern where there is one.
 
+use crate::store::batch;
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Encoding, Loc, RecordKind};
 use crate::store::index::run::{BlockVersion, Run, RunEntry, StoredContent};
 use crate::store::index::{
     self, read_record_at, record_block_locs, Manifest, INDEX_DIR, SEQ_ENTRY_LEN,
 };
+use crate::store::writer;
 use crate::units::{Hash32, Seq, TimeNs};
 use std::collections::HashMap;
 use std::fs::File;
@@ -50,6 +52,9 @@ pub struct VerifyReport {
     pub index_problems: Vec<String>,
     /// Anchors whose chain does not match the log's.
     pub anchor_problems: Vec<String>,
+    /// What is not damage but worth saying: a writer recording while
+    /// verify ran, an unfinished import the next writer will cut.
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -123,27 +128,125 @@ pub fn verify_anchored(dir: &Path, anchors: &[Anchor]) -> Result<VerifyReport> {
 
 /// [`verify_anchored`], calling `progress(log bytes checked, log bytes)`
 /// after each record (for a progress bar).
+///
+/// Beside a live writer, verify checks the records and the index as they
+/// were when it started: the manifest and its runs are opened first (the
+/// log only grows past what they describe), a record still being written
+/// at the end of the log is not damage, and an unfinished import is not
+/// part of the history. If a writer cut the log while verify ran (an
+/// import undone), verify starts again.
 pub fn verify_with_progress(
+    dir: &Path,
+    anchors: &[Anchor],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
+    let mut attempt = 0;
+    loop {
+        let batch_before = batch::read_raw(dir)?;
+        let result = verify_once(dir, anchors, progress);
+        let bad = result.as_ref().map_or(true, |r| !r.ok());
+        let log_path = dir.join(index::LOG_FILE);
+        let cut = match (&result, std::fs::metadata(&log_path)) {
+            (Ok(r), Ok(m)) => m.len() < r.log_bytes,
+            _ => true,
+        };
+        let changed = cut || batch::read_raw(dir)? != batch_before;
+        if bad && changed && attempt < 3 && writer::writer_is_live(dir) {
+            attempt += 1;
+            log::info!("the store changed under verify (an import undone?); verifying again");
+            continue;
+        }
+        return result;
+    }
+}
+
+/// The index as it was when verify began: the manifest and the runs it
+/// names, opened together (a compaction that removes a run between the
+/// two makes this read the manifest again).
+struct IndexSnapshot {
+    manifest: Option<Manifest>,
+    runs: HashMap<String, Result<Run<BlockVersion>>>,
+    dedups: HashMap<String, Result<Run<StoredContent>>>,
+}
+
+fn snapshot_index(dir: &Path, report: &mut VerifyReport) -> Result<IndexSnapshot> {
+    let path = dir.join(INDEX_DIR).join(index::MANIFEST_FILE);
+    if let Ok(raw) = std::fs::read(&path) {
+        if let Some(v) = index::manifest_version(&raw).filter(|&v| v != index::INDEX_FORMAT) {
+            report.index_problems.push(format!(
+                "index/MANIFEST: index format {}, not this diskhist's {}; readers ignore it and \
+                 read the log, the next writer rebuilds it. If no older diskhist wrote it, it \
+                 was edited",
+                v as char,
+                index::INDEX_FORMAT as char
+            ));
+        }
+    }
+    let idir = dir.join(INDEX_DIR);
+    let mut attempts = 0;
+    loop {
+        let manifest = match index::read_manifest(dir) {
+            Ok(m) => m,
+            Err(StoreError::Corrupted { path, what }) => {
+                report
+                    .index_problems
+                    .push(format!("{}: {what}", rel(dir, &path)));
+                return Ok(IndexSnapshot {
+                    manifest: None,
+                    runs: HashMap::new(),
+                    dedups: HashMap::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let mut snap = IndexSnapshot {
+            manifest: None,
+            runs: HashMap::new(),
+            dedups: HashMap::new(),
+        };
+        let mut missing = false;
+        for &(a, z) in &manifest.runs {
+            let (rn, dn) = index::run_file_names(a, z);
+            let r = Run::<BlockVersion>::open(&idir.join(&rn));
+            let d = Run::<StoredContent>::open(&idir.join(&dn));
+            missing |= is_missing(r.as_ref().err()) || is_missing(d.as_ref().err());
+            snap.runs.insert(rn, r);
+            snap.dedups.insert(dn, d);
+        }
+        if missing && attempts < 20 && index::read_manifest(dir).ok().as_ref() != Some(&manifest) {
+            attempts += 1;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        }
+        snap.manifest = Some(manifest);
+        return Ok(snap);
+    }
+}
+
+fn is_missing(e: Option<&StoreError>) -> bool {
+    matches!(e, Some(StoreError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound)
+}
+
+fn verify_once(
     dir: &Path,
     anchors: &[Anchor],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
     let header = index::read_header(dir)?;
     let log_path = dir.join(index::LOG_FILE);
-    let log = File::open(&log_path).at(&log_path)?;
-    let log_len = log.metadata().at(&log_path)?.len();
-    let bs = header.block_size as usize;
     let mut report = VerifyReport {
         records: 0,
-        log_bytes: log_len,
+        log_bytes: 0,
         chain: Hash32::default(),
         last_time: None,
         problem: None,
         index_problems: Vec::new(),
         anchor_problems: Vec::new(),
+        notes: Vec::new(),
     };
-    let manifest = match index::read_manifest(dir) {
-        Ok(m) => Some(m),
+    // The batch state and the index first: the log only grows past them.
+    let open_batch = match batch::read(dir) {
+        Ok(b) => b.open,
         Err(StoreError::Corrupted { path, what }) => {
             report
                 .index_problems
@@ -152,6 +255,13 @@ pub fn verify_with_progress(
         }
         Err(e) => return Err(e),
     };
+    let mut snapshot = snapshot_index(dir, &mut report)?;
+    let manifest = snapshot.manifest.take();
+    let log = File::open(&log_path).at(&log_path)?;
+    let log_len = log.metadata().at(&log_path)?.len();
+    report.log_bytes = log_len;
+    let live = writer::writer_is_live(dir);
+    let bs = header.block_size as usize;
     let manifest_through = manifest.as_ref().map_or(0, |m| m.indexed_through.0);
     let mut head_at_manifest = HeadAt::default();
     let mut bytes_written = 0u64;
@@ -173,6 +283,24 @@ pub fn verify_with_progress(
         };
         let h = match read_record_at(&log, offset, log_len, &mut buf).at(&log_path)? {
             Ok(h) => h,
+            Err(_) if index::is_torn_tail(&log, offset, log_len) && live => {
+                report.notes.push(format!(
+                    "a writer is recording: record {seq} at log byte {offset} was being \
+                     written; the {} records before it were verified",
+                    report.records
+                ));
+                break;
+            }
+            Err(f)
+                if index::is_torn_tail(&log, offset, log_len)
+                    && open_batch.as_ref().is_some_and(|b| offset >= b.log_offset) =>
+            {
+                report.notes.push(format!(
+                    "record {seq} at log byte {offset}, the end of an unfinished import, is \
+                     torn ({f}); the next writer cuts the import"
+                ));
+                break;
+            }
             Err(f) => {
                 report.problem = Some(fail(format!(
                     "{f} ({} bytes from here to the end of the log)",
@@ -314,6 +442,25 @@ pub fn verify_with_progress(
             a.what, a.seq, report.records
         ));
     }
+    if let Some(b) = &open_batch {
+        if report.records >= b.first_seq.0 {
+            report.notes.push(format!(
+                "records {}..={} belong to an import {}: no state includes them{}",
+                b.first_seq,
+                report.records,
+                if live {
+                    "under way"
+                } else {
+                    "that did not finish"
+                },
+                if live {
+                    " until it completes"
+                } else {
+                    "; the next writer cuts them"
+                }
+            ));
+        }
+    }
     if report.problem.is_none() {
         if let Some(m) = manifest {
             let mut c = IndexCheck {
@@ -323,6 +470,7 @@ pub fn verify_with_progress(
                 log_len,
                 seen: &seen,
                 stored: &stored,
+                snapshot: &mut snapshot,
                 problems: Vec::new(),
             };
             c.check(&m, &head_at_manifest)?;
@@ -359,7 +507,25 @@ struct IndexCheck<'a> {
     log_len: u64,
     seen: &'a [Seen],
     stored: &'a HashMap<u64, StoredAt>,
+    snapshot: &'a mut IndexSnapshot,
     problems: Vec<String>,
+}
+
+/// The runs of one kind in an [`IndexSnapshot`].
+trait SnapshotRuns: RunEntry + Sized {
+    fn take(s: &mut IndexSnapshot, name: &str) -> Option<Result<Run<Self>>>;
+}
+
+impl SnapshotRuns for BlockVersion {
+    fn take(s: &mut IndexSnapshot, name: &str) -> Option<Result<Run<Self>>> {
+        s.runs.remove(name)
+    }
+}
+
+impl SnapshotRuns for StoredContent {
+    fn take(s: &mut IndexSnapshot, name: &str) -> Option<Result<Run<Self>>> {
+        s.dedups.remove(name)
+    }
 }
 
 impl IndexCheck<'_> {
@@ -486,14 +652,15 @@ impl IndexCheck<'_> {
     }
 
     /// Open a run; a damaged one is a problem (returned as `None`).
-    fn open_run<E: RunEntry>(
+    fn open_run<E: SnapshotRuns>(
         &mut self,
         name: &str,
         first: Seq,
         last: Seq,
     ) -> Result<Option<Run<E>>> {
         let path = self.dir.join(INDEX_DIR).join(name);
-        let run = match Run::<E>::open(&path) {
+        let opened = E::take(self.snapshot, name).unwrap_or_else(|| Run::<E>::open(&path));
+        let run = match opened {
             Ok(r) => r,
             Err(StoreError::Corrupted { what, .. }) => {
                 self.problems.push(format!("index/{name}: {what}"));

@@ -34,6 +34,7 @@
 //!   with a warning that the next writer will catch the index up.
 
 use crate::producers::op::{Op, OpFlags};
+use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::format::{self, Encoding, Loc, RecordHeader, RecordKind, StoreHeader};
@@ -102,6 +103,21 @@ pub struct Writer {
     next_flush_at: usize,
     /// Head and log end as of the last successful fsync of the log.
     synced: (Head, u64),
+    /// The batch begun and not yet committed (see [`batch`]).
+    batch: Option<OpenBatch>,
+    /// Batches ever begun in this store (the batch file's counter).
+    batch_counter: u64,
+    /// The unfinished batch cut when this writer opened, if any.
+    cut_batch: Option<CutBatch>,
+}
+
+/// Records of an unfinished batch that a writer cut off the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutBatch {
+    /// The batch's first record; the records from here on were cut.
+    pub first_seq: Seq,
+    /// Bytes cut from the end of the log.
+    pub bytes: u64,
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -176,6 +192,26 @@ impl Writer {
     pub fn open_with(dir: &Path, opts: WriterOptions) -> Result<Writer> {
         index::read_header(dir)?;
         let lock = take_lock(dir)?;
+        Writer::open_locked(dir, lock, opts)
+    }
+
+    /// Open for writing, holding `lock`.
+    fn open_locked(dir: &Path, lock: File, opts: WriterOptions) -> Result<Writer> {
+        // An unfinished batch goes before anything else looks at the log.
+        let bstate = batch::read(dir).map_err(|e| match e {
+            StoreError::Corrupted { path, what } => StoreError::corrupted(
+                path,
+                format!(
+                    "{what}; the writer cannot tell whether an import was cut short. Run \
+                     `diskhist verify`; if no import was running, remove the file"
+                ),
+            ),
+            e => e,
+        })?;
+        let cut_batch = match &bstate.open {
+            Some(open) => Some(rollback_batch(dir, open, bstate.counter)?),
+            None => None,
+        };
         let mut idx = Index::open(dir, true)?;
         let mut recovered = None;
         if let Some(stop) = idx.stop.clone() {
@@ -237,6 +273,9 @@ impl Writer {
             closed: false,
             next_flush_at: opts.flush_threshold,
             opts,
+            batch: None,
+            batch_counter: bstate.counter,
+            cut_batch,
         };
         w.rebuild_dedup_mem()?;
         if w.idx.mem.len() >= w.opts.flush_threshold || w.recovered.is_some() {
@@ -282,6 +321,72 @@ impl Writer {
         self.recovered.as_ref()
     }
 
+    /// The unfinished batch cut when this writer opened, if any.
+    pub fn cut_batch(&self) -> Option<CutBatch> {
+        self.cut_batch
+    }
+
+    /// Begin a batch: the records appended until [`Writer::commit_batch`]
+    /// become part of the history together, or not at all (see
+    /// [`batch`]). Readers see none of them until the commit; if the
+    /// process stops first, the next writer cuts them.
+    ///
+    /// Writes the whole index out first, so that the batch's index entries
+    /// can be dropped again.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        self.check_usable()?;
+        assert!(self.batch.is_none(), "begin_batch inside a batch");
+        self.flush_index()?;
+        let open = OpenBatch {
+            first_seq: Seq(self.idx.head.seq.0 + 1),
+            log_offset: self.idx.log_end,
+            manifest: self.idx.manifest.clone(),
+        };
+        batch::write(
+            &self.idx.dir,
+            &BatchState {
+                counter: self.batch_counter + 1,
+                open: Some(open.clone()),
+            },
+        )?;
+        self.batch_counter += 1;
+        self.batch = Some(open);
+        Ok(())
+    }
+
+    /// Make the open batch's records durable and part of the history.
+    /// On an error the batch stays open: [`Writer::abort_batch`] undoes it.
+    pub fn commit_batch(&mut self) -> Result<()> {
+        assert!(self.batch.is_some(), "commit_batch outside a batch");
+        self.sync()?;
+        batch::write(
+            &self.idx.dir,
+            &BatchState {
+                counter: self.batch_counter,
+                open: None,
+            },
+        )?;
+        self.batch = None;
+        Ok(())
+    }
+
+    /// Undo the open batch: cut its records off the log and put the index
+    /// back to where it was when the batch began. The store is then
+    /// exactly as it was before [`Writer::begin_batch`], and the writer
+    /// goes on from there (it holds the lock throughout).
+    pub fn abort_batch(&mut self) -> Result<CutBatch> {
+        let open = self.batch.take().expect("abort_batch outside a batch");
+        // Nothing of the batch may reach the index, now or on drop.
+        self.closed = true;
+        let dir = self.idx.dir.clone();
+        let cut = rollback_batch(&dir, &open, self.batch_counter)?;
+        // The lock belongs to the open file description: a duplicate
+        // keeps it held while this writer is replaced by a fresh one.
+        let lock = self._lock.try_clone().at(&dir.join(LOCK_FILE))?;
+        let fresh = Writer::open_locked(&dir, lock, self.opts)?;
+        drop(std::mem::replace(self, fresh));
+        Ok(cut)
+    }
     /// The latest state, `buf.len()` bytes from `offset_bytes`.
     pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
         self.idx.read_at(self.idx.head.seq, offset_bytes, buf)
@@ -812,6 +917,13 @@ impl Writer {
             if newer.n * 2 < older.n {
                 break;
             }
+            // A run of the open batch never merges with one from before
+            // it: undoing the batch drops its runs whole.
+            if let Some(b) = &self.batch {
+                if older.first_seq < b.first_seq && newer.first_seq >= b.first_seq {
+                    break;
+                }
+            }
             let (first, last) = (older.first_seq, newer.last_seq);
             let (rn, dn) = index::run_file_names(first, last);
             let (rp, dp) = (idir.join(&rn), idir.join(&dn));
@@ -888,6 +1000,10 @@ impl Writer {
     /// be written (a full disk) is only warned about, since the next writer
     /// rebuilds it from the log.
     pub fn close(mut self) -> Result<()> {
+        if self.batch.is_some() {
+            log::warn!("closing the store with a batch open: its records are cut");
+            self.abort_batch()?;
+        }
         self.closed = true;
         if self.poisoned {
             return Err(StoreError::Poisoned);
@@ -941,12 +1057,114 @@ fn remove_orphan_runs(idir: &Path, runs: &[(Seq, Seq)]) -> Result<()> {
     Ok(())
 }
 
+/// Undo an unfinished batch (the caller holds the writer lock): put back
+/// the index manifest from when it began, cut the log where it began, and
+/// mark the batch ended. Each step can be repeated, so a crash part-way
+/// leaves the batch open for the next writer to finish the job.
+fn rollback_batch(dir: &Path, open: &OpenBatch, counter: u64) -> Result<CutBatch> {
+    let log_path = dir.join(index::LOG_FILE);
+    let log = files::open_rw_private(&log_path)?;
+    let log_len = log.metadata().at(&log_path)?.len();
+    if log_len < open.log_offset {
+        return Err(StoreError::corrupted(
+            &log_path,
+            format!(
+                "the log is {log_len} bytes, but an unfinished batch began at byte {} \
+                 (record {}): records before the batch are missing",
+                open.log_offset, open.first_seq
+            ),
+        ));
+    }
+    if log_len > open.log_offset {
+        // Only ever cut at the batch's own first record.
+        let mut head = [0u8; format::RECORD_IDENTITY_LEN];
+        let at_first = log.read_exact_at(&mut head, open.log_offset).is_ok()
+            && format::record_identity(&head).map(|(seq, _)| seq) == Some(open.first_seq);
+        if !at_first {
+            return Err(StoreError::corrupted(
+                &log_path,
+                format!(
+                    "an unfinished batch began at byte {} with record {}, but no such record \
+                     is there; refusing to cut the log",
+                    open.log_offset, open.first_seq
+                ),
+            ));
+        }
+    }
+    let idir = dir.join(INDEX_DIR);
+    if idir.is_dir() {
+        let current = index::read_manifest(dir).map(|m| m.generation).unwrap_or(0);
+        let mut m = open.manifest.clone();
+        m.generation = current.max(m.generation) + 1;
+        if let files::Replaced::NotDurable(e) =
+            files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?
+        {
+            return Err(e);
+        }
+        remove_orphan_runs(&idir, &m.runs)?;
+    }
+    if log_len > open.log_offset {
+        log.set_len(open.log_offset).at(&log_path)?;
+        log.sync_all().at(&log_path)?;
+    }
+    batch::write(
+        dir,
+        &BatchState {
+            counter,
+            open: None,
+        },
+    )?;
+    let cut = CutBatch {
+        first_seq: open.first_seq,
+        bytes: log_len - open.log_offset,
+    };
+    log::warn!(
+        "{}: cut an unfinished batch (an interrupted import): records from {} on, {} bytes \
+         from byte {}; the store is as it was before the batch began",
+        log_path.display(),
+        cut.first_seq,
+        cut.bytes,
+        open.log_offset
+    );
+    Ok(cut)
+}
+
+/// Whether a writer holds the store's lock now. A reader asks this to tell
+/// a record being written from a torn one: it takes a shared lock for an
+/// instant, which a writer starting at that moment waits out.
+pub fn writer_is_live(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+    }
+    // SAFETY: as above; releases the shared lock just taken.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+    false
+}
+
 /// Take the writer lock (flock, non-blocking) and note who holds it.
 fn take_lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut f = files::open_rw_private(&path)?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // A reader asking whether a writer is live holds a shared lock for an
+    // instant (see `writer_is_live`): try a few times before concluding
+    // that another writer holds it.
+    let mut attempts = 0;
+    let rc = loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let busy =
+            rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+        if !busy || attempts == 20 {
+            break rc;
+        }
+        attempts += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {

@@ -53,6 +53,8 @@ pub const SEQ_ENTRY_LEN: u64 = 16;
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
 /// Manifest magic; the last byte is the index format version.
 const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF3";
+/// The index format this diskhist writes (an ASCII digit).
+pub const INDEX_FORMAT: u8 = MANIFEST_MAGIC[7];
 const MANIFEST_MAGIC_STEM: &[u8; 7] = b"DHMANIF";
 
 /// The newest state of a store.
@@ -190,6 +192,9 @@ pub struct Index {
     pub damaged: Option<String>,
     /// Generation of the manifest whose runs or `seqs` were found damaged.
     rejected_generation: Option<u64>,
+    /// For a reader: the newest state it may show when a batch is open
+    /// (the state before the batch); `None` when no batch is open.
+    pub cap: Option<Head>,
     writable: bool,
     scan_buf: Vec<u8>,
 }
@@ -370,6 +375,39 @@ pub fn record_block_locs(
     }
 }
 
+/// A bad record at `offset` is a torn tail when no whole record header can
+/// follow it: its claimed extent reaches the end of the log, or the bytes
+/// left are fewer than one record could be.
+pub fn is_torn_tail(log: &File, offset: u64, log_len: u64) -> bool {
+    let left = log_len - offset;
+    if left < (format::RECORD_HEADER_LEN + format::RECORD_TRAILER_LEN) as u64 {
+        return true;
+    }
+    let mut prefix = [0u8; 8];
+    if log.read_exact_at(&mut prefix, offset).is_err() {
+        return true;
+    }
+    match format::peek_record_len(&prefix) {
+        Ok(len) => offset + u64::from(len) >= log_len,
+        // A file that grew but whose data never reached the disk (a
+        // power cut on some filesystems) ends in zeros: torn too.
+        Err(_) => zeros_to_end(log, offset, log_len),
+    }
+}
+
+/// True when every byte from `offset` to `log_len` is zero.
+fn zeros_to_end(log: &File, mut offset: u64, log_len: u64) -> bool {
+    let mut buf = vec![0u8; (log_len - offset).min(1 << 20) as usize];
+    while offset < log_len {
+        let n = buf.len().min((log_len - offset) as usize);
+        if log.read_exact_at(&mut buf[..n], offset).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        offset += n as u64;
+    }
+    true
+}
+
 impl Index {
     /// Open the index of the store at `dir` and scan the log past it.
     pub fn open(dir: &Path, writable: bool) -> Result<Index> {
@@ -413,6 +451,7 @@ impl Index {
             bytes_written: 0,
             damaged: None,
             rejected_generation: None,
+            cap: None,
             writable,
             scan_buf: Vec::new(),
         };
@@ -562,7 +601,7 @@ impl Index {
                 },
             };
             if let Some(reason) = fault {
-                let at_end = self.is_torn_tail(offset, log_len);
+                let at_end = is_torn_tail(&self.log, offset, log_len);
                 self.stop = Some(TailStop {
                     offset_bytes: offset,
                     seq: expect,
@@ -575,41 +614,6 @@ impl Index {
         }
         self.scan_buf = buf;
         Ok(seen)
-    }
-
-    /// A bad record is a torn tail when no whole record header can follow
-    /// it: its claimed extent reaches the end of the log, or the bytes left
-    /// are fewer than one record could be.
-    fn is_torn_tail(&self, offset: u64, log_len: u64) -> bool {
-        let left = log_len - offset;
-        if left < (format::RECORD_HEADER_LEN + format::RECORD_TRAILER_LEN) as u64 {
-            return true;
-        }
-        let mut prefix = [0u8; 8];
-        if self.log.read_exact_at(&mut prefix, offset).is_err() {
-            return true;
-        }
-        match format::peek_record_len(&prefix) {
-            Ok(len) => offset + u64::from(len) >= log_len,
-            // A file that grew but whose data never reached the disk (a
-            // power cut on some filesystems) ends in zeros: torn too.
-            Err(_) => self.zeros_to_end(offset, log_len),
-        }
-    }
-
-    /// True when every byte from `offset` to `log_len` is zero.
-    fn zeros_to_end(&self, mut offset: u64, log_len: u64) -> bool {
-        let mut buf = vec![0u8; (log_len - offset).min(1 << 20) as usize];
-        while offset < log_len {
-            let n = buf.len().min((log_len - offset) as usize);
-            if self.log.read_exact_at(&mut buf[..n], offset).is_err()
-                || buf[..n].iter().any(|&b| b != 0)
-            {
-                return false;
-            }
-            offset += n as u64;
-        }
-        true
     }
 
     fn check_and_apply(
@@ -658,6 +662,15 @@ impl Index {
         self.log_end = offset + u64::from(h.record_len);
         self.bytes_written += h.length_bytes * u64::from(h.kind != RecordKind::Mark);
         Ok(())
+    }
+
+    /// The newest state a reader may show: the head, or the state before
+    /// an open batch.
+    pub fn visible_head(&self) -> Head {
+        match self.cap {
+            Some(c) if c.seq < self.head.seq => c,
+            _ => self.head,
+        }
     }
 
     /// Where block `block` stood as of state `state`.
