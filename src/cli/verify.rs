@@ -65,5 +65,8 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         "ok: {} records, {} log bytes, chain head {}",
         r.records, r.log_bytes, r.chain
     );
+    for n in &r.notes {
+        println!("note: {n}");
+    }
     Ok(())
 }

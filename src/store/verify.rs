@@ -444,10 +444,15 @@ fn verify_once(
     }
     if let Some(b) = &open_batch {
         if report.records >= b.first_seq.0 {
+            // Verified, but not history yet: the report speaks of the
+            // history a reader sees, which ends before the batch.
+            let last = report.records;
+            report.records = b.first_seq.0 - 1;
+            report.chain = b.manifest.head_chain;
+            report.last_time = (report.records > 0).then_some(b.manifest.head_time);
             report.notes.push(format!(
-                "records {}..={} belong to an import {}: no state includes them{}",
+                "records {}..=#{last} belong to an import {}: no state includes them{}",
                 b.first_seq,
-                report.records,
                 if live {
                     "under way"
                 } else {

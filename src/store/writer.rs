@@ -44,6 +44,7 @@ use crate::units::{Geometry, Hash32, Seq, TimeNs};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -155,7 +156,19 @@ impl Writer {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => files::create_dir_private(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A mistyped parent is a mistake to report, not a tree to
+                // create: the store goes exactly where it was asked to.
+                let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+                if let Some(p) = parent.filter(|p| !p.is_dir()) {
+                    return Err(StoreError::Init(format!(
+                        "{}: the parent directory {} does not exist; create it first",
+                        dir.display(),
+                        p.display()
+                    )));
+                }
+                std::fs::DirBuilder::new().mode(0o700).create(dir).at(dir)?
+            }
             Err(e) => return Err(StoreError::io(dir, e)),
         }
         let created = crate::time::now();
