@@ -174,12 +174,21 @@ fn export_prints_the_sha256_and_matches_each_state() {
         "2026-11-23T15:30:16.4+09:00",
         "-o",
         s(&out),
+        "--force",
     ]);
     let mid = std::fs::read(&out).unwrap();
     assert_eq!(&mid[100_000..100_005], &[0u8; 5]);
     assert_ne!(mid[8193], 0);
     // Before the first record: the empty disk.
-    ok(&["export", s(&f.store), "--at", "@0", "-o", s(&out)]);
+    ok(&[
+        "export",
+        s(&f.store),
+        "--at",
+        "@0",
+        "-o",
+        s(&out),
+        "--force",
+    ]);
     assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
 }
 

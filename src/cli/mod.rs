@@ -18,6 +18,7 @@ mod ingest;
 mod init;
 mod log;
 mod mount;
+pub mod output;
 mod serve;
 mod verify;
 
