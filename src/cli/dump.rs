@@ -2,6 +2,7 @@
 //! diskhist stream.
 
 use super::output::{Content, Output};
+use super::progress::Progress;
 use super::{open_store, record_range};
 use anyhow::Result;
 use clap::Args;
@@ -27,6 +28,9 @@ pub struct DumpArgs {
     /// Replace FILE if it exists (never a file inside a store).
     #[arg(long)]
     pub force: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn dump(a: DumpArgs) -> Result<()> {
@@ -34,6 +38,9 @@ pub fn dump(a: DumpArgs) -> Result<()> {
     let (first, last) = record_range(&s, a.from.as_deref(), a.to.as_deref())?;
     let g = s.geometry();
     let out = Output::create(a.output.as_deref(), a.force, Content::Binary)?;
+    // Counted in records: the stream's size is not known before it is written.
+    let total = if first <= last { last - first + 1 } else { 0 };
+    let progress = Progress::records(total, a.quiet);
     let mut w = StreamWriter::new(
         out,
         StreamHeader {
@@ -69,7 +76,9 @@ pub fn dump(a: DumpArgs) -> Result<()> {
             flags: r.flags,
             op,
         })?;
+        progress.inc(1);
     }
     w.finish(chain)?.finish()?;
+    progress.finish();
     Ok(())
 }

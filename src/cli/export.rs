@@ -1,7 +1,8 @@
-//! `diskhist export STORE --at TIME [-o FILE] [--force]`: the disk
+//! `diskhist export STORE --at TIME [-o FILE] [--force] [--quiet]`: the disk
 //! at a moment as a raw image, sparse when written to a file.
 
 use super::output::{Content, Output};
+use super::progress::Progress;
 use super::{open_store, state};
 use anyhow::Result;
 use clap::Args;
@@ -22,6 +23,9 @@ pub struct ExportArgs {
     /// Replace FILE if it exists (never a file inside a store).
     #[arg(long)]
     pub force: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
@@ -29,6 +33,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let seq = state(&s, &a.at)?;
     let g = s.geometry();
     let mut out = Output::create(a.output.as_deref(), a.force, Content::Binary)?;
+    let progress = Progress::bytes(g.size_bytes, a.quiet);
     let chunk = 1usize << 20;
     let mut buf = vec![0u8; chunk];
     let mut sha = Sha256::new();
@@ -39,9 +44,11 @@ pub fn export(a: ExportArgs) -> Result<()> {
         sha.update(&buf[..n]);
         out.write_sparse(&buf[..n], g.block_size as usize)?;
         offset += n as u64;
+        progress.set(offset);
     }
     let name = out.name().to_string();
     out.finish()?;
+    progress.finish();
     let hex: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
     match &a.output {
         Some(_) => println!("{hex}  {name}"),

@@ -19,6 +19,7 @@ mod init;
 mod log;
 mod mount;
 pub mod output;
+pub mod progress;
 mod serve;
 mod verify;
 

@@ -1,6 +1,7 @@
-//! `diskhist verify STORE`: every checksum, the chain, every content hash,
-//! the index and the sessions anchors.
+//! `diskhist verify STORE [--quiet]`: every checksum, the chain, every
+//! content hash, the index and the sessions anchors.
 
+use super::progress::Progress;
 use anyhow::{bail, Result};
 use clap::Args;
 use diskhist::store::verify as verify_mod;
@@ -8,7 +9,11 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct VerifyArgs {
+    /// The store directory.
     pub store: PathBuf,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn verify(a: VerifyArgs) -> Result<()> {
@@ -35,7 +40,14 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let r = verify_mod::verify_anchored(&a.store, &anchors)?;
+    let log_bytes =
+        std::fs::metadata(a.store.join(diskhist::store::index::LOG_FILE)).map_or(0, |m| m.len());
+    let progress = Progress::bytes(log_bytes, a.quiet);
+    let r = verify_mod::verify_with_progress(&a.store, &anchors, &mut |done, total| {
+        progress.set_total(total);
+        progress.set(done);
+    })?;
+    progress.finish();
     if let Some(p) = &r.problem {
         bail!(
             "{}: damaged at {p}; the {} records before it are intact (chain {})",
