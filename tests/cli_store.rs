@@ -192,12 +192,27 @@ fn export_prints_the_sha256_and_matches_each_state() {
     assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
 }
 
+/// `diff` that finds differences: exit status 1, its standard output.
+fn differs(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
 #[test]
 fn diff_prints_the_changed_byte_ranges() {
     let f = fixture();
-    assert_eq!(ok(&["diff", s(&f.store), "#1", "#2"]), "100000 5\n");
+    assert_eq!(
+        differs(&["diff", s(&f.store), "#1", "#2", "--bytes"]),
+        "100000 5\n"
+    );
     // The zeroed block: the bytes of pattern that were not already zero.
-    let d = ok(&["diff", s(&f.store), "#2", "latest"]);
+    let d = differs(&["diff", s(&f.store), "#2", "latest", "--bytes"]);
     let ranges: Vec<(u64, u64)> = d
         .lines()
         .map(|l| {

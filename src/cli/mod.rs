@@ -51,7 +51,7 @@ enum Command {
     Export(export::ExportArgs),
     /// One line per record: seq, time, offset, length, kind.
     Log(log::LogArgs),
-    /// Byte ranges whose content differs between two states.
+    /// Where two states differ: block ranges (exit 1 if they differ, 0 if not).
     Diff(diff::DiffArgs),
     /// Write records as a diskhist stream (for `ingest --format stream`).
     Dump(dump::DumpArgs),
@@ -74,21 +74,29 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    // diff answers with its status, as cmp(1) does: 1 means "they differ",
+    // so any trouble is 2.
+    let failure = match cli.command {
+        Command::Diff(_) => 2,
+        _ => 1,
+    };
+    let done = |r: anyhow::Result<()>| r.map(|()| Status::Success);
     let result = match cli.command {
-        Command::Init(a) => init::init(a),
-        Command::Serve(a) => serve::run(a),
-        Command::Ingest(a) => ingest::ingest(a),
-        Command::Import(a) => import::import(a),
-        Command::Mount(a) => mount::run(a),
-        Command::Export(a) => export::export(a),
-        Command::Log(a) => log::log(a),
+        Command::Init(a) => done(init::init(a)),
+        Command::Serve(a) => done(serve::run(a)),
+        Command::Ingest(a) => done(ingest::ingest(a)),
+        Command::Import(a) => done(import::import(a)),
+        Command::Mount(a) => done(mount::run(a)),
+        Command::Export(a) => done(export::export(a)),
+        Command::Log(a) => done(log::log(a)),
         Command::Diff(a) => diff::diff(a),
-        Command::Dump(a) => dump::dump(a),
-        Command::Verify(a) => verify::verify(a),
-        Command::Info(a) => info::info(a),
+        Command::Dump(a) => done(dump::dump(a)),
+        Command::Verify(a) => done(verify::verify(a)),
+        Command::Info(a) => done(info::info(a)),
     };
     match result {
-        Ok(()) => 0,
+        Ok(Status::Success) => 0,
+        Ok(Status::No) => 1,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             if let Some(u) = e.downcast_ref::<UsageError>() {
@@ -96,9 +104,19 @@ pub fn main() -> i32 {
                 return 2;
             }
             eprintln!("diskhist: {e:#}");
-            1
+            failure
         }
     }
+}
+
+/// How a command that ran to its end went, when that is more than "ok".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Exit 0.
+    Success,
+    /// The command's answer is "no", and its output already says so (diff:
+    /// the states differ): exit 1 with no error message.
+    No,
 }
 
 /// A mistake in how the command was called (exit status 2).

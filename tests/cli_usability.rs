@@ -1,0 +1,168 @@
+//! The command line says what was meant (issue 9, point 6), end to end
+//! with the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diskhist")
+}
+
+/// Standard output and standard error of a command that must succeed.
+fn ok(args: &[&str]) -> (String, String) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{args:?} failed: {err}");
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    /// The disk after each record: disks[n] is the state after record n.
+    disks: Vec<Vec<u8>>,
+}
+
+const T1: &str = "2026-11-23T06:30:15Z";
+const T2: &str = "2026-11-23T06:30:16.5Z";
+const T3: &str = "2026-11-23T06:30:20Z";
+
+/// A 1 MiB store with three imported states at T1, T2, T3.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let img = dir.path().join("disk.img");
+    ok(&["init", s(&store), "--size", "1M", "--block-size", "4096"]);
+    let mut disks = vec![vec![0u8; 1 << 20]];
+    let mut disk = disks[0].clone();
+    for (i, b) in disk[8192..20480].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    disks.push(disk.clone());
+    disk[100_000..100_005].copy_from_slice(b"hello");
+    disks.push(disk.clone());
+    disk[8192..12288].fill(0);
+    disks.push(disk);
+    for (state, at) in disks[1..].iter().zip([T1, T2, T3]) {
+        std::fs::write(&img, state).unwrap();
+        ok(&["import", s(&store), s(&img), "--at", at]);
+    }
+    std::fs::remove_file(&img).unwrap();
+    Fixture { dir, store, disks }
+}
+
+/// `diff` output and status: (stdout, exit code).
+fn diff(store: &Path, args: &[&str]) -> (String, Option<i32>) {
+    let mut all = vec!["diff", s(store)];
+    all.extend_from_slice(args);
+    let o = run(&all);
+    (String::from_utf8(o.stdout).unwrap(), o.status.code())
+}
+
+/// Ranges (offset, length) where `a` and `b` differ, at byte precision.
+fn byte_ranges(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for i in (0..a.len()).filter(|&i| a[i] != b[i]) {
+        match out.last_mut() {
+            Some((o, l)) if *o + *l == i => *l += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+#[test]
+fn diff_prints_block_ranges_and_answers_with_its_status() {
+    let f = fixture();
+    // Default: the differing blocks, merged into ranges, in bytes.
+    assert_eq!(
+        diff(&f.store, &["#1", "#2"]),
+        ("98304 4096\n".into(), Some(1))
+    );
+    assert_eq!(
+        diff(&f.store, &["#0", "latest"]),
+        ("12288 8192\n98304 4096\n".into(), Some(1))
+    );
+    // The order of the two states does not matter.
+    assert_eq!(
+        diff(&f.store, &["latest", "#0"]),
+        ("12288 8192\n98304 4096\n".into(), Some(1))
+    );
+    // --bytes: byte precision, as before.
+    assert_eq!(
+        diff(&f.store, &["#1", "#2", "--bytes"]),
+        ("100000 5\n".into(), Some(1))
+    );
+    let want: String = byte_ranges(&f.disks[2], &f.disks[3])
+        .iter()
+        .map(|(o, l)| format!("{o} {l}\n"))
+        .collect();
+    assert_eq!(diff(&f.store, &["#2", "#3", "--bytes"]), (want, Some(1)));
+    // --summary: counts and totals at both precisions.
+    let bytes = byte_ranges(&f.disks[0], &f.disks[3]);
+    let total: usize = bytes.iter().map(|(_, l)| l).sum();
+    assert_eq!(
+        diff(&f.store, &["#0", "#3", "--summary"]),
+        (
+            format!(
+                "blocks: 3 in 2 ranges (12288 bytes)\nbytes:  {total} in {} ranges\n",
+                bytes.len()
+            ),
+            Some(1)
+        )
+    );
+    // Equal states: nothing, status 0.
+    assert_eq!(diff(&f.store, &["#3", "latest"]), (String::new(), Some(0)));
+    assert_eq!(
+        diff(&f.store, &["#3", "latest", "--summary"]),
+        (
+            "blocks: 0 in 0 ranges (0 bytes)\nbytes:  0 in 0 ranges\n".into(),
+            Some(0)
+        )
+    );
+    // Trouble is 2, never to be taken for "they differ".
+    for bad in [
+        vec!["yesterday", "#1"],
+        vec!["#1", "#99"],
+        vec!["#1", "#2", "--bytes", "--summary"],
+    ] {
+        let (out, code) = diff(&f.store, &bad);
+        assert_eq!((out.as_str(), code), ("", Some(2)), "{bad:?}");
+    }
+    let (_, code) = diff(&f.dir.path().join("nothing"), &["#0", "#1"]);
+    assert_eq!(code, Some(2));
+}
+
+/// Regression: a change of every other byte over 4 MiB printed two million
+/// lines; by default it is one range of blocks.
+#[test]
+fn a_large_scattered_change_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let img = dir.path().join("disk.img");
+    ok(&["init", s(&store), "--size", "8M"]);
+    let mut disk = vec![0u8; 8 << 20];
+    for b in disk[(1 << 20)..(5 << 20)].iter_mut().step_by(2) {
+        *b = 0x5a;
+    }
+    std::fs::write(&img, &disk).unwrap();
+    ok(&["import", s(&store), s(&img), "--at", T1]);
+    let (out, code) = diff(&store, &["#0", "#1"]);
+    assert_eq!((out.as_str(), code), ("1048576 4194304\n", Some(1)));
+    let (out, _) = diff(&store, &["#0", "#1", "--summary"]);
+    assert_eq!(
+        out,
+        "blocks: 1024 in 1 ranges (4194304 bytes)\nbytes:  2097152 in 2097152 ranges\n"
+    );
+}
