@@ -62,6 +62,79 @@ fn fixture() -> Fixture {
     Fixture { dir, store, disks }
 }
 
+#[test]
+fn a_time_outside_the_history_says_which_state_it_gives() {
+    let f = fixture();
+    let st = s(&f.store);
+    let before = "diskhist: 2020-01-01T00:00:00Z is before the first record: the empty disk\n";
+    let after = "diskhist: 2030-01-01T00:00:00Z is after the last record: the state at #3 \
+                 (2026-11-23T06:30:20Z)\n";
+    let export = |at: &str| {
+        let o = run(&["export", st, "--at", at]);
+        assert!(o.status.success());
+        (o.stdout, String::from_utf8(o.stderr).unwrap())
+    };
+    let sha_line = |err: &str| err.lines().last().unwrap().to_string();
+    let (img, err) = export("2020-01-01T00:00:00Z");
+    assert_eq!(img, f.disks[0]);
+    assert_eq!(err, format!("{before}{}\n", sha_line(&err)));
+    let (img, err) = export("2030-01-01T00:00:00Z");
+    assert_eq!(img, f.disks[3]);
+    assert_eq!(err, format!("{after}{}\n", sha_line(&err)));
+    // Inside the history, and the other forms: nothing extra.
+    for at in ["2026-11-23T06:30:17Z", T1, T3, "#0", "#3", "latest"] {
+        let (_, err) = export(at);
+        assert_eq!(err.lines().count(), 1, "--at {at}: {err}");
+    }
+
+    let o = run(&["diff", st, "2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(o.stderr).unwrap(),
+        format!("{before}{after}")
+    );
+
+    let (out, err) = ok(&["log", st, "--from", "2020-01-01T00:00:00Z"]);
+    assert_eq!(out.lines().count(), 3);
+    assert_eq!(
+        err,
+        "diskhist: --from 2020-01-01T00:00:00Z is before the first record: from #1 \
+         (2026-11-23T06:30:15Z)\n"
+    );
+    let (out, err) = ok(&["log", st, "--to", "2030-01-01T00:00:00Z"]);
+    assert_eq!(out.lines().count(), 3);
+    assert_eq!(
+        err,
+        "diskhist: --to 2030-01-01T00:00:00Z is after the last record: up to #3 \
+         (2026-11-23T06:30:20Z)\n"
+    );
+    let (out, err) = ok(&["log", st, "--from", "2030-01-01T00:00:00Z"]);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "diskhist: --from 2030-01-01T00:00:00Z is after the last record (#3, \
+         2026-11-23T06:30:20Z): no records\n"
+    );
+    let (out, err) = ok(&["log", st, "--to", "2020-01-01T00:00:00Z"]);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "diskhist: --to 2020-01-01T00:00:00Z is before the first record: no records\n"
+    );
+    let (_, err) = ok(&["log", st, "--from", T2, "--to", T3]);
+    assert_eq!(err, "");
+    let (_, err) = ok(&[
+        "dump",
+        st,
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("before the first record: from #1"), "{err}");
+}
+
 /// `diff` output and status: (stdout, exit code).
 fn diff(store: &Path, args: &[&str]) -> (String, Option<i32>) {
     let mut all = vec!["diff", s(store)];

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use diskhist::time::format_rfc3339;
 use diskhist::{Seq, Store, TimeNs, TimeSpec};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -141,23 +142,98 @@ pub fn open_store(store: &Path) -> anyhow::Result<Store> {
     Store::open(store).with_context(|| format!("cannot open store {}", store.display()))
 }
 
-/// The state a time argument names.
-pub fn state(s: &Store, time: &str) -> anyhow::Result<Seq> {
-    Ok(s.resolve(time_arg(time)?)?)
+/// Where a time given on the command line falls against the history.
+enum Outside {
+    /// Before the first record (or the store has none).
+    Before,
+    /// After the last record, `head`, at `time`.
+    After { head: Seq, time: TimeNs },
 }
 
-/// Records from..=to as the --from/--to arguments name them.
+/// Whether time `t` lies outside the recorded history.
+fn outside(s: &Store, t: TimeNs) -> anyhow::Result<Option<Outside>> {
+    let head = s.head();
+    let Some(last) = head.time_ns else {
+        return Ok(Some(Outside::Before));
+    };
+    if t > last {
+        return Ok(Some(Outside::After {
+            head: head.seq,
+            time: last,
+        }));
+    }
+    Ok((t < s.time_of(Seq(1))?).then_some(Outside::Before))
+}
+
+/// The state a time argument names. A time before the first record or
+/// after the last is accepted, with one line on standard error saying
+/// which state it gives.
+pub fn state(s: &Store, time: &str) -> anyhow::Result<Seq> {
+    let spec = time_arg(time)?;
+    let seq = s.resolve(spec)?;
+    if let TimeSpec::At(t) = spec {
+        match outside(s, t)? {
+            Some(Outside::Before) => {
+                eprintln!("diskhist: {time} is before the first record: the empty disk")
+            }
+            Some(Outside::After { head, time: last }) => eprintln!(
+                "diskhist: {time} is after the last record: the state at {head} ({})",
+                format_rfc3339(last)
+            ),
+            None => {}
+        }
+    }
+    Ok(seq)
+}
+
+/// Records from..=to as the --from/--to arguments name them (none when
+/// from > to). A time outside the history gets one line on standard error
+/// saying where the range starts or ends.
 pub fn record_range(s: &Store, from: Option<&str>, to: Option<&str>) -> anyhow::Result<(u64, u64)> {
     let head = s.head().seq.0;
-    let first = match from.map(time_arg).transpose()? {
-        None | Some(TimeSpec::AfterSeq(Seq(0))) => 1,
-        Some(TimeSpec::AfterSeq(n)) => n.0,
-        Some(TimeSpec::Latest) => head,
-        Some(TimeSpec::At(t)) => s.resolve(TimeSpec::At(TimeNs(t.0.saturating_sub(1))))?.0 + 1,
+    let first = match from {
+        None => 1,
+        Some(arg) => match time_arg(arg)? {
+            TimeSpec::AfterSeq(Seq(0)) => 1,
+            TimeSpec::AfterSeq(n) => n.0,
+            TimeSpec::Latest => head,
+            TimeSpec::At(t) => {
+                match outside(s, t)? {
+                    Some(Outside::Before) if head > 0 => eprintln!(
+                        "diskhist: --from {arg} is before the first record: from #1 ({})",
+                        format_rfc3339(s.time_of(Seq(1))?)
+                    ),
+                    Some(Outside::Before) => {
+                        eprintln!("diskhist: --from {arg}: the store has no records")
+                    }
+                    Some(Outside::After { head, time }) => eprintln!(
+                        "diskhist: --from {arg} is after the last record ({head}, {}): no records",
+                        format_rfc3339(time)
+                    ),
+                    None => {}
+                }
+                s.resolve(TimeSpec::At(TimeNs(t.0.saturating_sub(1))))?.0 + 1
+            }
+        },
     };
-    let last = match to.map(time_arg).transpose()? {
+    let last = match to {
         None => head,
-        Some(spec) => s.resolve(spec)?.0,
+        Some(arg) => {
+            let spec = time_arg(arg)?;
+            if let TimeSpec::At(t) = spec {
+                match outside(s, t)? {
+                    Some(Outside::Before) => {
+                        eprintln!("diskhist: --to {arg} is before the first record: no records")
+                    }
+                    Some(Outside::After { head, time }) => eprintln!(
+                        "diskhist: --to {arg} is after the last record: up to {head} ({})",
+                        format_rfc3339(time)
+                    ),
+                    None => {}
+                }
+            }
+            s.resolve(spec)?.0
+        }
     };
     Ok((first.max(1), last.min(head)))
 }
