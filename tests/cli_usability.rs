@@ -1,6 +1,7 @@
 //! The command line says what was meant (issue 9, point 6), end to end
 //! with the real binary.
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -238,4 +239,69 @@ fn a_large_scattered_change_is_one_line() {
         out,
         "blocks: 1024 in 1 ranges (4194304 bytes)\nbytes:  2097152 in 2097152 ranges\n"
     );
+}
+
+fn json(text: &str) -> Value {
+    assert_eq!(text.lines().count(), 1, "one line of JSON: {text}");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn info_json_says_what_the_text_says() {
+    let f = fixture();
+    let (text, _) = ok(&["info", s(&f.store)]);
+    let (out, err) = ok(&["info", s(&f.store), "--json"]);
+    assert_eq!(err, "");
+    let v = json(&out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(v["store"], s(&f.store));
+    assert_eq!(v["size_bytes"], 1 << 20);
+    assert_eq!(v["block_size"], 4096);
+    assert_eq!(v["records"], 3);
+    assert_eq!(v["first_time"], "2026-11-23T06:30:15Z");
+    assert_eq!(v["first_time_ns"], 1_795_415_415_000_000_000i64);
+    assert_eq!(v["last_time"], "2026-11-23T06:30:20Z");
+    assert_eq!(v["created"], field("created:").as_str());
+    assert_eq!(v["chain_head"], field("chain head:").as_str());
+    assert_eq!(v["bytes_written"].to_string(), field("bytes written:"));
+    assert_eq!(v["sessions"], serde_json::json!([]));
+    assert_eq!(v["log_tail_problem"], Value::Null);
+    assert!(v["log_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn verify_json_carries_the_findings_and_the_status() {
+    let f = fixture();
+    let (out, err) = ok(&["verify", s(&f.store), "--json"]);
+    assert_eq!(err, "");
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["records"], 3);
+    assert_eq!(v["problem"], Value::Null);
+    assert_eq!(v["index_problems"], serde_json::json!([]));
+    let (text, _) = ok(&["info", s(&f.store)]);
+    assert!(text.contains(v["chain_head"].as_str().unwrap()));
+
+    // A flipped byte in record 2: exit 1, the finding in the object and
+    // nothing on standard error.
+    let log = f.store.join("log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let len1 = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    bytes[len1 + 150] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
+    let o = run(&["verify", s(&f.store), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    let v = json(&String::from_utf8(o.stdout).unwrap());
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["records"], 1);
+    assert_eq!(v["problem"]["seq"], 2);
+    assert_eq!(v["problem"]["log_offset"], len1);
+    assert!(v["problem"]["what"].as_str().unwrap().len() > 3);
 }

@@ -17,6 +17,7 @@ mod import;
 mod info;
 mod ingest;
 mod init;
+mod json;
 mod log;
 mod mount;
 pub mod output;
@@ -92,7 +93,7 @@ pub fn main() -> i32 {
         Command::Log(a) => done(log::log(a)),
         Command::Diff(a) => diff::diff(a),
         Command::Dump(a) => done(dump::dump(a)),
-        Command::Verify(a) => done(verify::verify(a)),
+        Command::Verify(a) => verify::verify(a),
         Command::Info(a) => done(info::info(a)),
     };
     match result {
@@ -116,7 +117,8 @@ pub enum Status {
     /// Exit 0.
     Success,
     /// The command's answer is "no", and its output already says so (diff:
-    /// the states differ): exit 1 with no error message.
+    /// the states differ; verify --json: damage found): exit 1 with no
+    /// error message.
     No,
 }
 

@@ -1,22 +1,29 @@
-//! `diskhist verify STORE [--quiet]`: every checksum, the chain, every
-//! content hash, the index and the sessions anchors.
+//! `diskhist verify STORE [--json] [--quiet]`: every checksum, the chain,
+//! every content hash, the index and the sessions anchors.
 
+use super::json::{self, Object};
 use super::progress::Progress;
+use super::Status;
 use anyhow::{bail, Result};
 use clap::Args;
 use diskhist::store::verify as verify_mod;
+use diskhist::time::format_rfc3339_ns;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The store directory.
     pub store: PathBuf,
+    /// One JSON object on standard output, findings included (exit 1 on
+    /// damage all the same).
+    #[arg(long)]
+    pub json: bool,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
 }
 
-pub fn verify(a: VerifyArgs) -> Result<()> {
+pub fn verify(a: VerifyArgs) -> Result<Status> {
     // Each serve session's start and end pin the chain after a record: a
     // check of the log from outside it (a cut tail shows even without the
     // index). A damaged sessions file is reported after the log's verdict.
@@ -48,6 +55,36 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         progress.set(done);
     })?;
     progress.finish();
+    let sessions_problem = sessions.as_ref().err().map(|e| e.to_string());
+    if a.json {
+        let problem = match &r.problem {
+            Some(p) => Object::new()
+                .num("seq", p.seq.0)
+                .num("log_offset", p.offset_bytes)
+                .str("what", &p.what)
+                .build(),
+            None => "null".into(),
+        };
+        let strings = |v: &[String]| json::array(v.iter().map(|s| json::string(s)));
+        let ok = r.ok() && sessions_problem.is_none();
+        println!(
+            "{}",
+            Object::new()
+                .str("store", &a.store.display().to_string())
+                .num("ok", ok)
+                .num("records", r.records)
+                .num("log_bytes", r.log_bytes)
+                .str("chain_head", &r.chain.to_hex())
+                .opt_str("last_time", r.last_time.map(format_rfc3339_ns).as_deref())
+                .opt_num("last_time_ns", r.last_time.map(|t| t.0))
+                .raw("problem", problem)
+                .raw("index_problems", strings(&r.index_problems))
+                .opt_str("sessions_problem", sessions_problem.as_deref())
+                .raw("anchor_problems", strings(&r.anchor_problems))
+                .build()
+        );
+        return Ok(if ok { Status::Success } else { Status::No });
+    }
     if let Some(p) = &r.problem {
         bail!(
             "{}: damaged at {p}; the {} records before it are intact (chain {})",
@@ -63,7 +100,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
             r.index_problems.join("; ")
         );
     }
-    if let Err(e) = sessions {
+    if let Some(e) = sessions_problem {
         bail!("{}: {e}", a.store.display());
     }
     if !r.anchor_problems.is_empty() {
@@ -77,5 +114,5 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         "ok: {} records, {} log bytes, chain head {}",
         r.records, r.log_bytes, r.chain
     );
-    Ok(())
+    Ok(Status::Success)
 }
