@@ -1,9 +1,14 @@
 //! The command line says what was meant (issue 9, point 6), end to end
 //! with the real binary.
 
+mod mount_support;
+
+use mount_support::Mounted;
 use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
 
@@ -304,4 +309,88 @@ fn verify_json_carries_the_findings_and_the_status() {
     assert_eq!(v["problem"]["seq"], 2);
     assert_eq!(v["problem"]["log_offset"], len1);
     assert!(v["problem"]["what"].as_str().unwrap().len() > 3);
+}
+
+/// `diskhist mount` that is expected to fail: its stderr, or a panic if
+/// it mounted (after unmounting it again).
+fn mount_fails(store: &Path, dir: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["mount", s(store), s(dir)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            // SAFETY: kill(2) on our own child's pid; SIGTERM unmounts.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+            panic!("mount on {} did not fail", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
+#[test]
+fn mount_refuses_a_non_empty_mountpoint_unless_told() {
+    let f = fixture();
+    let mnt = f.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(mnt.join("case-notes.txt"), b"mine").unwrap();
+    let err = mount_fails(&f.store, &mnt);
+    assert!(
+        err.contains("not empty") && err.contains("--nonempty"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(mnt.join("case-notes.txt")).unwrap(), b"mine");
+    {
+        let m = Mounted::start(&f.store, &mnt, &["--nonempty"]);
+        assert_eq!(
+            std::fs::read(m.path("latest/disk.img")).unwrap(),
+            f.disks[3]
+        );
+        assert!(!m.path("case-notes.txt").exists());
+    }
+    assert_eq!(std::fs::read(mnt.join("case-notes.txt")).unwrap(), b"mine");
+}
+
+fn mtime_ns(p: &Path) -> i128 {
+    let m = std::fs::metadata(p).unwrap();
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+/// seq/0 carries the store's creation time, unless the first record is
+/// older (an import --at of an old image): then the first record's time,
+/// so the empty disk never looks newer than what followed it. (It had the
+/// time of the mount.)
+#[test]
+fn seq_0_is_dated_by_creation_or_the_first_record_whichever_is_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
+    let old = dir.path().join("old");
+    ok(&["init", s(&old), "--size", "1M"]);
+    ok(&["import", s(&old), s(&img), "--at", "@1000000000"]);
+    let new = dir.path().join("new");
+    ok(&["init", s(&new), "--size", "1M"]);
+    std::thread::sleep(Duration::from_millis(50));
+    ok(&["import", s(&new), s(&img)]);
+    let created = |store: &Path| {
+        let (out, _) = ok(&["info", s(store), "--json"]);
+        i128::from(json(&out)["created_ns"].as_i64().unwrap())
+    };
+    let m = Mounted::start(&old, &dir.path().join("m-old"), &[]);
+    assert_eq!(mtime_ns(&m.path("seq/0")), 1_000_000_000 * 1_000_000_000);
+    assert_eq!(mtime_ns(&m.path("seq/1")), 1_000_000_000 * 1_000_000_000);
+    drop(m);
+    let m = Mounted::start(&new, &dir.path().join("m-new"), &[]);
+    let seq0 = mtime_ns(&m.path("seq/0"));
+    assert_eq!(seq0, created(&new));
+    assert!(seq0 < mtime_ns(&m.path("seq/1")));
 }
