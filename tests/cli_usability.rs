@@ -5,7 +5,7 @@ mod mount_support;
 
 use mount_support::Mounted;
 use serde_json::Value;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -393,4 +393,53 @@ fn seq_0_is_dated_by_creation_or_the_first_record_whichever_is_older() {
     let seq0 = mtime_ns(&m.path("seq/0"));
     assert_eq!(seq0, created(&new));
     assert!(seq0 < mtime_ns(&m.path("seq/1")));
+}
+
+/// Standard error lines that warn about permissions.
+fn warnings(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| l.contains("warning")).collect()
+}
+
+#[test]
+fn a_store_open_to_others_is_warned_about_once() {
+    let f = fixture();
+    let st = s(&f.store);
+    let (_, err) = ok(&["log", st]);
+    assert_eq!(err, "");
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(&f.store, 0o755);
+    chmod(&f.store.join("log"), 0o644);
+    chmod(&f.store.join("index"), 0o750);
+    let img = f.dir.path().join("same.img");
+    std::fs::write(&img, &f.disks[3]).unwrap();
+    for args in [
+        vec!["log", st],
+        vec!["info", st],
+        vec!["verify", st],
+        vec!["export", st, "--at", "#1", "-o", "/dev/null"],
+        vec!["diff", st, "#1", "#1"],
+        vec!["import", st, s(&img)],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let w = warnings(&err);
+        assert_eq!(w.len(), 1, "{args:?}: {err}");
+        assert!(
+            w[0].contains(&format!("{st} is open to group or others (mode 0755)"))
+                && w[0].contains("2 more paths")
+                && w[0].ends_with(&format!("chmod -R go-rwx {st}")),
+            "{args:?}: {}",
+            w[0]
+        );
+    }
+    let o = Command::new("chmod")
+        .args(["-R", "go-rwx", st])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let (_, err) = ok(&["info", st]);
+    assert_eq!(err, "");
 }

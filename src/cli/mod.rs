@@ -76,6 +76,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    if let Some(store) = cli.command.store() {
+        warn_if_exposed(store);
+    }
     // diff answers with its status, as cmp(1) does: 1 means "they differ",
     // so any trouble is 2.
     let failure = match cli.command {
@@ -120,6 +123,79 @@ pub enum Status {
     /// the states differ; verify --json: damage found): exit 1 with no
     /// error message.
     No,
+}
+
+impl Command {
+    /// The store a command works on (not `init`'s, which it creates private).
+    fn store(&self) -> Option<&Path> {
+        match self {
+            Command::Init(_) => None,
+            Command::Serve(a) => Some(&a.store),
+            Command::Ingest(a) => Some(&a.store),
+            Command::Import(a) => Some(&a.store),
+            Command::Mount(a) => Some(&a.store),
+            Command::Export(a) => Some(&a.store),
+            Command::Log(a) => Some(&a.store),
+            Command::Diff(a) => Some(&a.store),
+            Command::Dump(a) => Some(&a.store),
+            Command::Verify(a) => Some(&a.store),
+            Command::Info(a) => Some(&a.store),
+        }
+    }
+}
+
+/// One line on standard error when the store directory, or a file or
+/// directory in it or in `index/`, is open to group or others: a store is
+/// evidence, and diskhist creates it private (0700, 0600).
+fn warn_if_exposed(store: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::symlink_metadata(store.join(diskhist::store::format::HEADER_FILE)).is_err() {
+        return; // not a store: the command says so
+    }
+    let mode = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| !m.file_type().is_symlink())
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    let mut paths = vec![store.to_path_buf()];
+    for dir in [
+        store.to_path_buf(),
+        store.join(diskhist::store::index::INDEX_DIR),
+    ] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            names.sort();
+            paths.extend(names);
+        }
+    }
+    let exposed: Vec<(std::path::PathBuf, u32)> = paths
+        .into_iter()
+        .filter_map(|p| mode(&p).filter(|m| m & 0o077 != 0).map(|m| (p, m)))
+        .collect();
+    if let Some((first, m)) = exposed.first() {
+        let more = match exposed.len() - 1 {
+            0 => String::new(),
+            1 => " (and 1 more path in the store)".to_string(),
+            n => format!(" (and {n} more paths in the store)"),
+        };
+        eprintln!(
+            "diskhist: warning: {} is open to group or others (mode {m:04o}){more}; \
+             a store is evidence: chmod -R go-rwx {}",
+            first.display(),
+            shell_quote(&store.display().to_string())
+        );
+    }
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// A mistake in how the command was called (exit status 2).
