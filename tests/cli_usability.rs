@@ -1,5 +1,10 @@
 //! The command line says what was meant (issue 9, point 6), end to end
-//! with the real binary.
+//! with the real binary: times outside the history get one line saying
+//! which state they give; `diff` prints merged block ranges and answers
+//! with its exit status; `info --json` and `verify --json`; `mount`
+//! refuses a non-empty mountpoint and dates `seq/0` sensibly; a store open
+//! to other users is warned about once; every argument is described in
+//! `--help`, and the docs quote `#SEQ` so examples paste into a shell.
 
 mod mount_support;
 
@@ -442,4 +447,97 @@ fn a_store_open_to_others_is_warned_about_once() {
     assert!(o.success());
     let (_, err) = ok(&["info", st]);
     assert_eq!(err, "");
+}
+
+/// The arguments and options of `diskhist SUB --help` (or `-h`) that have
+/// no description.
+fn undescribed(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut missing = Vec::new();
+    let mut in_list = false;
+    for (i, line) in lines.iter().enumerate() {
+        if *line == "Arguments:" || *line == "Options:" {
+            in_list = true;
+            continue;
+        }
+        if !line.starts_with(' ') {
+            in_list = false;
+        }
+        let item = line
+            .strip_prefix("  ")
+            .filter(|rest| rest.starts_with('-') || rest.starts_with('<') || rest.starts_with('['));
+        let Some(item) = item.filter(|_| in_list) else {
+            continue;
+        };
+        let same_line = item
+            .split_once("  ")
+            .is_some_and(|(_, d)| !d.trim().is_empty());
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+        if !same_line && !next_line {
+            missing.push(item.trim().to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_argument_and_option_has_a_description() {
+    let (top, _) = ok(&["--help"]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 11, "{commands:?}");
+    for c in &commands {
+        for flag in ["-h", "--help"] {
+            let (help, _) = ok(&[c, flag]);
+            assert!(help.contains("<STORE>"), "{c} {flag}:\n{help}");
+            assert_eq!(
+                undescribed(&help),
+                Vec::<String>::new(),
+                "diskhist {c} {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+fn doc(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
+}
+
+/// A `#SEQ` in a shell command starts a comment unless quoted.
+#[test]
+fn the_docs_quote_every_seq_in_a_command_and_name_every_size_suffix() {
+    for (name, quotes) in [
+        ("README.md", &["'", "\""][..]),
+        ("man/diskhist.1", &["\\(aq", "'", "\""][..]),
+    ] {
+        let text = doc(name);
+        for line in text.lines().filter(|l| l.contains("diskhist ")) {
+            for (i, _) in line.match_indices('#') {
+                if !line[i + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+                    continue;
+                }
+                assert!(
+                    quotes.iter().any(|q| line[..i].ends_with(q)),
+                    "{name}: unquoted #SEQ in: {line}"
+                );
+            }
+        }
+    }
+    let readme = doc("README.md");
+    assert!(
+        readme.contains("`K`, `M`, `G`, `T` or `P`"),
+        "README: size suffixes"
+    );
+    let man = doc("man/diskhist.1");
+    assert!(man.contains(".BR T ,\n.B P\n"), "man: size suffixes");
+    let (help, _) = ok(&["init", "--help"]);
+    assert!(help.contains("K, M, G, T or P suffix"), "{help}");
 }

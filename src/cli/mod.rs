@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own file
-//! with its flags; this file maps errors to exit codes and treats a closed
-//! pipe (`diskhist log | head`) as a normal end.
+//! with its flags; this file maps errors to exit codes, treats a closed
+//! pipe (`diskhist log | head`) as a normal end, warns once about a store
+//! open to other users, and holds what several commands share: time
+//! arguments (with a note when one falls outside the history), safe
+//! outputs (output.rs) and progress bars (progress.rs).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use diskhist::time::format_rfc3339;
 use diskhist::{Seq, Store, TimeNs, TimeSpec};
 use std::path::Path;
@@ -69,7 +72,11 @@ pub fn main() -> i32 {
         .format_timestamp(None)
         .format_target(false)
         .init();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .mut_subcommands(describe_store)
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -112,6 +119,20 @@ pub fn main() -> i32 {
             failure
         }
     }
+}
+
+/// Give every subcommand's STORE argument the one description, where its
+/// file gives none: `--help` describes every argument.
+fn describe_store(sub: clap::Command) -> clap::Command {
+    // (mut_args changes the arguments in place; mut_arg would move STORE
+    // after the other positionals.)
+    sub.mut_args(|a| {
+        if a.get_id() == "store" && a.get_help().is_none() {
+            a.help("The store directory")
+        } else {
+            a
+        }
+    })
 }
 
 /// How a command that ran to its end went, when that is more than "ok".
