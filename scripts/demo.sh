@@ -112,9 +112,15 @@ if [[ -n $alpha ]]; then
     icat "$work/final.img" "$alpha"
 fi
 
-say "Byte ranges that differ between the two states"
+say "Blocks that differ between the two states (exit status 1: they differ)"
+# diff answers like cmp: 0 equal, 1 different, 2 trouble.
 printf '$ %s\n' "diskhist diff $store '$early' latest | head -5"
-"$diskhist" diff "$store" "$early" latest | head -5
+rc=0; ranges=$("$diskhist" diff "$store" "$early" latest) || rc=$?
+head -5 <<<"$ranges"
+[[ $rc == 1 ]] || { echo "demo: diff exited $rc, expected 1 (the states differ)" >&2; exit 1; }
+printf '$ %s\n' "diskhist diff $store '$early' latest --summary"
+rc=0; "$diskhist" diff "$store" "$early" latest --summary || rc=$?
+[[ $rc == 1 ]] || { echo "demo: diff --summary exited $rc, expected 1" >&2; exit 1; }
 
 if ! "$diskhist" mount --help >/dev/null 2>&1; then
     say "diskhist mount is not available in this build: skipping the mounted tree"

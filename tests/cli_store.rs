@@ -181,21 +181,45 @@ fn export_prints_the_sha256_and_matches_each_state() {
         "2026-11-23T15:30:16.4+09:00",
         "-o",
         s(&out),
+        "--force",
     ]);
     let mid = std::fs::read(&out).unwrap();
     assert_eq!(&mid[100_000..100_005], &[0u8; 5]);
     assert_ne!(mid[8193], 0);
     // Before the first record: the empty disk.
-    ok(&["export", s(&f.store), "--at", "@0", "-o", s(&out)]);
+    ok(&[
+        "export",
+        s(&f.store),
+        "--at",
+        "@0",
+        "-o",
+        s(&out),
+        "--force",
+    ]);
     assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
+}
+
+/// `diff` that finds differences: exit status 1, its standard output.
+fn differs(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
 fn diff_prints_the_changed_byte_ranges() {
     let f = fixture();
-    assert_eq!(ok(&["diff", s(&f.store), "#2", "#4"]), "100000 5\n");
+    assert_eq!(
+        differs(&["diff", s(&f.store), "#2", "#4", "--bytes"]),
+        "100000 5\n"
+    );
     // The zeroed block: the bytes of pattern that were not already zero.
-    let d = ok(&["diff", s(&f.store), "#4", "latest"]);
+    let d = differs(&["diff", s(&f.store), "#4", "latest", "--bytes"]);
     let ranges: Vec<(u64, u64)> = d
         .lines()
         .map(|l| {

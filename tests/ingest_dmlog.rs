@@ -80,7 +80,16 @@ impl Ctx {
     /// the file's; return the image's bytes.
     fn export(&self, at: &str) -> (PathBuf, Vec<u8>) {
         let img = self.dir.path().join("state.img");
-        let stdout = ok(&[&"export", &self.store, &"--at", &at, &"-o", &img]);
+        // One file for every state: each export replaces the last.
+        let stdout = ok(&[
+            &"export",
+            &self.store,
+            &"--at",
+            &at,
+            &"-o",
+            &img,
+            &"--force",
+        ]);
         let bytes = std::fs::read(&img).unwrap();
         let hex = sha_hex(&bytes);
         assert!(

@@ -1,19 +1,44 @@
-//! `diskhist info STORE`: what a store holds.
+//! `diskhist info STORE [--json]`: what a store holds.
 
+use super::json::{self, Object};
 use anyhow::Result;
 use clap::Args;
+use diskhist::nbd::session::Session;
 use diskhist::store::Store;
 use diskhist::time::format_rfc3339;
+use diskhist::TimeNs;
 use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InfoArgs {
+    /// The store directory.
     pub store: PathBuf,
+    /// One JSON object, for scripts (the same facts as the text).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
     let s = Store::open(&a.store)?;
+    let first_time = match s.head().seq.0 {
+        0 => None,
+        _ => Some(s.time_of(diskhist::Seq(1))?),
+    };
+    let sessions = diskhist::nbd::session::read_sessions(&a.store).map_err(|e| e.to_string());
+    if a.json {
+        print_json(&a, &s, first_time, &sessions)
+    } else {
+        print_text(&a, &s, first_time, &sessions)
+    }
+}
+
+fn print_text(
+    a: &InfoArgs,
+    s: &Store,
+    first_time: Option<TimeNs>,
+    sessions: &Result<Vec<Session>, String>,
+) -> Result<()> {
     let h = s.header();
     let head = s.head();
     let sp = s.space()?;
@@ -23,12 +48,8 @@ pub fn info(a: InfoArgs) -> Result<()> {
     writeln!(out, "block size:     {} bytes", h.block_size)?;
     writeln!(out, "created:        {}", format_rfc3339(h.created_ns))?;
     writeln!(out, "records:        {}", head.seq.0)?;
-    if head.seq.0 > 0 {
-        writeln!(
-            out,
-            "first time:     {}",
-            format_rfc3339(s.time_of(diskhist::Seq(1))?)
-        )?;
+    if let Some(t) = first_time {
+        writeln!(out, "first time:     {}", format_rfc3339(t))?;
     }
     if let Some(t) = head.time_ns {
         writeln!(out, "last time:      {}", format_rfc3339(t))?;
@@ -47,7 +68,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         )?;
     }
     writeln!(out, "chain head:     {}", head.chain)?;
-    match diskhist::nbd::session::read_sessions(&a.store) {
+    match sessions {
         Ok(sessions) => {
             for (i, ses) in sessions.iter().enumerate() {
                 let clock = match &ses.clock {
@@ -93,5 +114,82 @@ pub fn info(a: InfoArgs) -> Result<()> {
             stop.offset_bytes, stop.seq, stop.reason
         )?;
     }
+    Ok(())
+}
+
+/// A time as two fields: `KEY` (RFC 3339) and `KEY_ns`.
+fn time(o: Object, key: &str, t: Option<TimeNs>) -> Object {
+    o.opt_str(key, t.map(format_rfc3339).as_deref())
+        .opt_num(&format!("{key}_ns"), t.map(|t| t.0))
+}
+
+fn print_json(
+    a: &InfoArgs,
+    s: &Store,
+    first_time: Option<TimeNs>,
+    sessions: &Result<Vec<Session>, String>,
+) -> Result<()> {
+    let h = s.header();
+    let head = s.head();
+    let sp = s.space()?;
+    let session = |ses: &Session| {
+        let clock = match &ses.clock {
+            Some(c) => Object::new()
+                .num("synchronised", c.synchronised)
+                .num("est_error_us", c.est_error_us)
+                .num("max_error_us", c.max_error_us)
+                .build(),
+            None => "null".into(),
+        };
+        let end = match &ses.end {
+            Some(e) => time(Object::new(), "time", Some(e.time))
+                .num("seq", e.seq.0)
+                .str("chain", &e.chain.to_hex())
+                .str("reason", &e.reason)
+                .build(),
+            None => "null".into(),
+        };
+        time(Object::new().str("id", &ses.id), "start", Some(ses.start))
+            .str("version", &ses.version)
+            .num("start_seq", ses.start_seq.0)
+            .str("start_chain", &ses.start_chain.to_hex())
+            .str("listen", &ses.listen)
+            .str("sync", &ses.sync)
+            .raw("clock", clock)
+            .raw("end", end)
+            .build()
+    };
+    let tail = match s.tail_stop() {
+        Some(stop) => Object::new()
+            .num("log_offset", stop.offset_bytes)
+            .num("seq", stop.seq.0)
+            .str("reason", &stop.reason)
+            .build(),
+        None => "null".into(),
+    };
+    let o = Object::new()
+        .str("store", &a.store.display().to_string())
+        .num("size_bytes", h.size_bytes)
+        .num("block_size", h.block_size);
+    let o = time(o, "created", Some(h.created_ns)).num("records", head.seq.0);
+    let o = time(o, "first_time", first_time);
+    let o = time(o, "last_time", head.time_ns)
+        .num("bytes_written", sp.bytes_written)
+        .num("log_bytes", sp.log_bytes)
+        .num("index_bytes", sp.index_bytes)
+        .str("chain_head", &head.chain.to_hex())
+        .raw(
+            "sessions",
+            match sessions {
+                Ok(list) => json::array(list.iter().map(session)),
+                Err(_) => "null".into(),
+            },
+        )
+        .opt_str(
+            "sessions_problem",
+            sessions.as_ref().err().map(String::as_str),
+        )
+        .raw("log_tail_problem", tail);
+    println!("{}", o.build());
     Ok(())
 }

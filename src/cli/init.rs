@@ -11,11 +11,12 @@ use std::path::PathBuf;
 pub struct InitArgs {
     /// The store directory (new or empty).
     pub store: PathBuf,
-    /// Disk size: bytes, or with a K/M/G/T suffix (64M, 10G).
-    #[arg(long, value_parser = parse_size)]
+    /// Disk size: bytes, or with a K, M, G, T or P suffix (powers of 1024:
+    /// 64M, 10G), a multiple of the block size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub size: u64,
-    /// Block size in bytes: a power of two from 512 to 65536.
-    #[arg(long, default_value = "4096", value_parser = parse_size)]
+    /// Block size in bytes (K suffix too): a power of two from 512 to 65536.
+    #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_size)]
     pub block_size: u64,
 }
 

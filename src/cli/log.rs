@@ -1,5 +1,6 @@
 //! `diskhist log STORE [--from T] [--to T] [--json]`: one line per record.
 
+use super::json;
 use super::{open_store, record_range};
 use anyhow::Result;
 use clap::Args;
@@ -11,12 +12,13 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct LogArgs {
+    /// The store directory.
     pub store: PathBuf,
-    /// First record shown: the first at or after this time (#SEQ: that record).
-    #[arg(long)]
+    /// First record shown: the first at or after this time ('#SEQ': that record).
+    #[arg(long, value_name = "TIME")]
     pub from: Option<String>,
-    /// Last record shown: the last at or before this time (#SEQ: that record).
-    #[arg(long)]
+    /// Last record shown: the last at or before this time ('#SEQ': that record).
+    #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
     /// One JSON object per line.
     #[arg(long)]
@@ -37,20 +39,6 @@ fn flag_names(r: &RecordInfo) -> Vec<&'static str> {
     .collect()
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 pub fn log(a: LogArgs) -> Result<()> {
     let s = open_store(&a.store)?;
     let (first, last) = record_range(&s, a.from.as_deref(), a.to.as_deref())?;
@@ -62,9 +50,9 @@ pub fn log(a: LogArgs) -> Result<()> {
             let mark = r
                 .mark
                 .as_deref()
-                .map(json_str)
+                .map(json::string)
                 .unwrap_or_else(|| "null".into());
-            let flags: Vec<String> = flags.iter().map(|f| json_str(f)).collect();
+            let flags: Vec<String> = flags.iter().map(|f| json::string(f)).collect();
             writeln!(
                 out,
                 "{{\"seq\":{},\"time\":\"{}\",\"time_ns\":{},\"offset\":{},\"length\":{},\"kind\":\"{}\",\"flags\":[{}],\"mark\":{},\"chain\":\"{}\"}}",

@@ -9,19 +9,22 @@ use std::path::PathBuf;
 pub struct MountArgs {
     /// The store directory.
     pub store: PathBuf,
-    /// An existing directory to mount on.
+    /// An existing, empty directory to mount on.
     pub mountpoint: PathBuf,
+    /// Mount on a directory that is not empty (what it holds is hidden while mounted).
+    #[arg(long)]
+    pub nonempty: bool,
     /// Let other users read the tree (needs `user_allow_other` in /etc/fuse.conf when not root).
     #[arg(long)]
     pub allow_other: bool,
-    /// Memory for decoded blocks, e.g. 64M, 1G.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    /// Memory for decoded blocks: bytes, or with a K, M, G, T or P suffix (64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Threads answering the kernel.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Newest seconds with writes that `at/` lists one by one (older: one per hour).
-    #[arg(long, default_value_t = Limits::default().recent_seconds)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().recent_seconds)]
     pub list_seconds: usize,
 }
 
@@ -30,6 +33,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         allow_other: args.allow_other,
         cache_bytes: args.cache_size,
         threads: usize::from(args.threads),
+        nonempty: args.nonempty,
         limits: Limits {
             recent_seconds: args.list_seconds,
             max_entries: Limits::default()

@@ -1,17 +1,29 @@
-//! `diskhist verify STORE`: every checksum, the chain, every content hash,
-//! the index and the sessions anchors.
+//! `diskhist verify STORE [--json] [--quiet]`: every checksum, the chain,
+//! every content hash, the index and the sessions anchors.
 
+use super::json::{self, Object};
+use super::progress::Progress;
+use super::Status;
 use anyhow::{bail, Result};
 use clap::Args;
 use diskhist::store::verify as verify_mod;
+use diskhist::time::format_rfc3339_ns;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct VerifyArgs {
+    /// The store directory.
     pub store: PathBuf,
+    /// One JSON object on standard output, findings included (exit 1 on
+    /// damage all the same).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
-pub fn verify(a: VerifyArgs) -> Result<()> {
+pub fn verify(a: VerifyArgs) -> Result<Status> {
     // Each serve session's start and end pin the chain after a record: a
     // check of the log from outside it (a cut tail shows even without the
     // index). A damaged sessions file is reported after the log's verdict.
@@ -35,7 +47,45 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let r = verify_mod::verify_anchored(&a.store, &anchors)?;
+    let log_bytes =
+        std::fs::metadata(a.store.join(diskhist::store::index::LOG_FILE)).map_or(0, |m| m.len());
+    let progress = Progress::bytes(log_bytes, a.quiet);
+    let r = verify_mod::verify_with_progress(&a.store, &anchors, &mut |done, total| {
+        progress.set_total(total);
+        progress.set(done);
+    })?;
+    progress.finish();
+    let sessions_problem = sessions.as_ref().err().map(|e| e.to_string());
+    if a.json {
+        let problem = match &r.problem {
+            Some(p) => Object::new()
+                .num("seq", p.seq.0)
+                .num("log_offset", p.offset_bytes)
+                .str("what", &p.what)
+                .build(),
+            None => "null".into(),
+        };
+        let strings = |v: &[String]| json::array(v.iter().map(|s| json::string(s)));
+        let ok = r.ok() && sessions_problem.is_none();
+        println!(
+            "{}",
+            Object::new()
+                .str("store", &a.store.display().to_string())
+                .num("ok", ok)
+                .num("records", r.records)
+                .num("log_bytes", r.log_bytes)
+                .str("chain_head", &r.chain.to_hex())
+                .opt_str("last_time", r.last_time.map(format_rfc3339_ns).as_deref())
+                .opt_num("last_time_ns", r.last_time.map(|t| t.0))
+                .raw("problem", problem)
+                .raw("index_problems", strings(&r.index_problems))
+                .opt_str("sessions_problem", sessions_problem.as_deref())
+                .raw("anchor_problems", strings(&r.anchor_problems))
+                .raw("notes", strings(&r.notes))
+                .build()
+        );
+        return Ok(if ok { Status::Success } else { Status::No });
+    }
     if let Some(p) = &r.problem {
         bail!(
             "{}: damaged at {p}; the {} records before it are intact (chain {})",
@@ -51,7 +101,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
             r.index_problems.join("; ")
         );
     }
-    if let Err(e) = sessions {
+    if let Some(e) = sessions_problem {
         bail!("{}: {e}", a.store.display());
     }
     if !r.anchor_problems.is_empty() {
@@ -68,5 +118,5 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     for n in &r.notes {
         println!("note: {n}");
     }
-    Ok(())
+    Ok(Status::Success)
 }

@@ -69,7 +69,6 @@ pub struct DiskhistFs {
     /// and every read of `info` would otherwise repeat.
     infos: Mutex<LruCache<u64, Arc<str>>>,
     next_fh: AtomicU64,
-    mounted_at: SystemTime,
 }
 
 struct DirEntry {
@@ -139,7 +138,6 @@ impl DiskhistFs {
                 NonZeroUsize::new(INFO_CACHE_ENTRIES).expect("non-zero"),
             )),
             next_fh: AtomicU64::new(1),
-            mounted_at: SystemTime::now(),
         }
     }
 
@@ -167,11 +165,20 @@ impl DiskhistFs {
         Ok(())
     }
 
-    fn state_time(&self, s: Seq) -> Result<Option<TimeNs>> {
-        if s.0 == 0 {
-            return Ok(None);
+    /// The time a state is shown with (its directories' and files' times).
+    fn state_time(&self, s: Seq) -> Result<TimeNs> {
+        if s.0 > 0 {
+            return Ok(self.store.time_of(s)?);
         }
-        Ok(Some(self.store.time_of(s)?))
+        // The empty disk: since the store was created, unless the history
+        // was recorded with earlier times (`import --at`, a stream from
+        // elsewhere); then since the first record, so that seq/0 never
+        // looks newer than the states that follow it.
+        let created = self.store.header().created_ns;
+        if self.head().0 == 0 {
+            return Ok(created);
+        }
+        Ok(created.min(self.store.time_of(Seq(1))?))
     }
 
     /// The path, relative to `/at`, that names state `s`: its time if that
@@ -264,7 +271,7 @@ impl DiskhistFs {
                 (self.state_time(s)?, target.len() as u64, 1)
             }
         };
-        let time = mtime.map_or(self.mounted_at, to_system_time);
+        let time = to_system_time(mtime);
         Ok(FileAttr {
             ino: INodeNo(node.ino()),
             size,

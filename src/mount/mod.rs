@@ -57,5 +57,6 @@ mod tree;
 pub use fs::{DiskhistFs, TreeConfig};
 pub use listing::Limits;
 pub use session::{
-    check_fuse_device, check_mountpoint, serve, MountError, MountOptions, FUSE_DEVICE, SUBTYPE,
+    check_empty, check_fuse_device, check_mountpoint, serve, MountError, MountOptions, FUSE_DEVICE,
+    SUBTYPE,
 };

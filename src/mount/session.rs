@@ -29,6 +29,8 @@ pub struct MountOptions {
     /// Threads answering the kernel.
     pub threads: usize,
     pub limits: Limits,
+    /// Mount even on a directory that holds files (the mount hides them).
+    pub nonempty: bool,
 }
 
 impl Default for MountOptions {
@@ -38,6 +40,7 @@ impl Default for MountOptions {
             cache_bytes: 64 << 20,
             threads: 4,
             limits: Limits::default(),
+            nonempty: false,
         }
     }
 }
@@ -49,6 +52,11 @@ pub enum MountError {
     MissingMountpoint(PathBuf),
     #[error("mountpoint {0}: not a directory; give an empty directory to mount on")]
     NotADirectory(PathBuf),
+    #[error(
+        "mountpoint {0}: not empty; the mount would hide what it holds: choose an empty \
+         directory, or pass --nonempty"
+    )]
+    NotEmpty(PathBuf),
     #[error(
         "mountpoint {path}: busy: {what} is already mounted there; unmount it first \
          (umount {path}) or choose another directory"
@@ -140,6 +148,18 @@ fn mounted_at(mountinfo: &str, dir: &Path) -> Option<String> {
         let source = fields.get(sep + 2).copied().unwrap_or("?");
         Some(format!("{fstype} ({source})"))
     })
+}
+
+/// Check that `dir` holds nothing a mount would hide.
+pub fn check_empty(dir: &Path) -> Result<(), MountError> {
+    let mut entries = std::fs::read_dir(dir).map_err(|e| MountError::Mountpoint {
+        path: dir.into(),
+        source: e,
+    })?;
+    match entries.next() {
+        None => Ok(()),
+        Some(_) => Err(MountError::NotEmpty(dir.into())),
+    }
 }
 
 /// Check the mountpoint; return its canonical path.
@@ -234,6 +254,9 @@ fn unmount(dir: &Path, lazy: bool) -> io::Result<()> {
 /// a second signal detaches it lazily if it is still in use).
 pub fn serve(store_dir: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
     let mountpoint = check_mountpoint(mountpoint)?;
+    if !opts.nonempty {
+        check_empty(&mountpoint)?;
+    }
     check_fuse_device(Path::new(FUSE_DEVICE))?;
     let store = Arc::new(Store::open(store_dir)?);
 
