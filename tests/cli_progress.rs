@@ -73,7 +73,8 @@ fn a_terminal_gets_a_progress_bar_with_total_rate_and_time_left() {
         s(&store),
         s(&dir.path().join("h.stream"))
     ));
-    assert!(tty.contains("1/1 records"), "{tty:?}");
+    // One import: its extent and its mark.
+    assert!(tty.contains("2/2 records"), "{tty:?}");
     let tty = stderr_on_a_terminal(&format!("{BIN} verify {}", s(&store)));
     let log_bytes = std::fs::metadata(store.join("log")).unwrap().len();
     assert!(log_bytes > 1024, "{log_bytes}");
