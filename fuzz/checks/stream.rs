@@ -7,9 +7,11 @@
 //! hash the one `StreamRecord::chain_from` computes from the one before it
 //! (the start record's for the first).
 //!
-//! Every input is read twice: as it is (checksums and chains must catch the
-//! mutations) and with its checksums and (version 2) chain hashes
-//! recomputed, so the fuzzer gets past them to the checks behind.
+//! Every input is read three times: as it is (checksums and chains must
+//! catch the mutations), with its checksums recomputed (the chains must
+//! catch what a checksum no longer does: a record altered and its crc32c
+//! made right), and with its (version 2) chain hashes recomputed as well,
+//! so the fuzzer gets past both to the checks behind.
 
 use diskhist::producers::op::{OpFlags, OwnedOp};
 use diskhist::producers::stream::{
@@ -80,9 +82,10 @@ fn as_record(rec: &[u8], header_len: usize) -> Option<StreamRecord> {
 }
 
 /// `data` with the header's and every record's crc32c made right, walking
-/// records by their stated payload length; in version 2 also each record's
-/// chain hash (following on from the start record's) and the end record's.
-fn fix_checksums(data: &[u8]) -> Vec<u8> {
+/// records by their stated payload length; with `chains`, in version 2 also
+/// each record's chain hash (following on from the start record's) and the
+/// end record's.
+fn fix_checksums(data: &[u8], chains: bool) -> Vec<u8> {
     let mut d = data.to_vec();
     if d.len() < HEADER_LEN {
         return d;
@@ -90,6 +93,7 @@ fn fix_checksums(data: &[u8]) -> Vec<u8> {
     let crc = crc32c::crc32c(&d[..28]);
     d[28..32].copy_from_slice(&crc.to_le_bytes());
     let v2 = d[8..12] == 2u32.to_le_bytes();
+    let fix_chains = chains && v2;
     let hlen = if v2 {
         V2_RECORD_HEADER
     } else {
@@ -102,7 +106,7 @@ fn fix_checksums(data: &[u8]) -> Vec<u8> {
         let Some(end) = (at + hlen).checked_add(plen).filter(|&e| e + 4 <= d.len()) else {
             break;
         };
-        if v2 {
+        if fix_chains {
             let field = at + CHAIN_AT..at + CHAIN_AT + 32;
             match d[at + 4] {
                 KIND_START => chain = Hash32(d[field].try_into().unwrap()),
@@ -125,9 +129,13 @@ fn fix_checksums(data: &[u8]) -> Vec<u8> {
 /// Run every check of this target on one input; panics on a failure.
 pub fn check(data: &[u8]) {
     check_as_is(data);
-    let fixed = fix_checksums(data);
-    if fixed != data {
-        check_as_is(&fixed);
+    let crcs = fix_checksums(data, false);
+    if crcs != data {
+        check_as_is(&crcs);
+    }
+    let both = fix_checksums(data, true);
+    if both != crcs {
+        check_as_is(&both);
     }
 }
 
