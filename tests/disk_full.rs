@@ -525,21 +525,29 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     one.resize(8 * MIB, 0);
     std::fs::write(&img1, &one).unwrap();
     diskhist(&["import", s, img1.to_str().unwrap()]);
-    // The second image and a stream of it, from a store elsewhere.
+    // The second image and a stream of it, from a store elsewhere that
+    // continues this store's history (a stream of another history would
+    // be refused before anything is written, whatever the free space).
     let img2 = out.join("two.img");
     let mut two = one.clone();
     two[4 * MIB..6 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 2));
     std::fs::write(&img2, &two).unwrap();
     let other = init_store(&out.join("other"), "8M");
-    diskhist(&["import", other.to_str().unwrap(), img2.to_str().unwrap()]);
+    let dump = |from: &Path, to: &Path| {
+        let dumped = Command::new(bin())
+            .arg("dump")
+            .arg(from)
+            .stdout(std::fs::File::create(to).unwrap())
+            .status()
+            .unwrap();
+        assert!(dumped.success());
+    };
     let stream = out.join("two.stream");
-    let dumped = Command::new(bin())
-        .arg("dump")
-        .arg(&other)
-        .stdout(std::fs::File::create(&stream).unwrap())
-        .status()
-        .unwrap();
-    assert!(dumped.success());
+    dump(&store, &stream);
+    let o = other.to_str().unwrap();
+    diskhist(&["ingest", o, "--format", "stream", stream.to_str().unwrap()]);
+    diskhist(&["import", o, img2.to_str().unwrap()]);
+    dump(&other, &stream);
 
     fs.fill("rest");
     let refused = |args: &[&str]| {

@@ -84,7 +84,7 @@ fn time_earliest_second_round_trips() {
 /// 512 bytes of 0xa5, then a FLUSH whose length field is 0x25 << 40, a trim,
 /// a mark and an end record. With its checksums recomputed (the target tries
 /// both), the flush was accepted and its length dropped, so the accepted
-/// stream re-encoded to other bytes. Fixed in src/producers/stream.rs (see
+/// stream re-encoded to other bytes. Fixed in src/producers/stream/reader.rs (see
 /// `fields_the_format_leaves_zero_must_be_zero`): such a flush is refused.
 #[test]
 fn stream_flush_with_a_length_is_refused() {

@@ -6,8 +6,7 @@ use super::progress::Progress;
 use super::{open_store, record_range};
 use anyhow::Result;
 use clap::Args;
-use diskhist::producers::stream::{StreamHeader, StreamRecord, StreamWriter};
-use diskhist::store::{OwnedOp, RecordKind};
+use diskhist::producers::stream;
 use diskhist::units::Seq;
 use std::path::PathBuf;
 
@@ -36,49 +35,14 @@ pub struct DumpArgs {
 pub fn dump(a: DumpArgs) -> Result<()> {
     let s = open_store(&a.store)?;
     let (first, last) = record_range(&s, a.from.as_deref(), a.to.as_deref())?;
-    let g = s.geometry();
     let out = Output::create(a.output.as_deref(), a.force, Content::Binary)?;
     // Counted in records: the stream's size is not known before it is written.
     let total = if first <= last { last - first + 1 } else { 0 };
     let progress = Progress::records(total, a.quiet);
-    let mut w = StreamWriter::new(
-        out,
-        StreamHeader {
-            block_size: g.block_size,
-            size_bytes: g.size_bytes,
-        },
-    )?;
-    let mut chain = diskhist::Hash32::default();
-    for seq in first..=last {
-        let r = s.record(Seq(seq))?;
-        let op = match r.kind {
-            RecordKind::Write => OwnedOp::Write {
-                offset_bytes: r.offset_bytes,
-                data: s.record_data(r.seq)?.unwrap_or_default(),
-            },
-            RecordKind::Zero => OwnedOp::Zero {
-                offset_bytes: r.offset_bytes,
-                length_bytes: r.length_bytes,
-            },
-            RecordKind::Trim => OwnedOp::Trim {
-                offset_bytes: r.offset_bytes,
-                length_bytes: r.length_bytes,
-            },
-            RecordKind::Flush => OwnedOp::Flush,
-            RecordKind::Mark => OwnedOp::Mark {
-                name: r.mark.clone().unwrap_or_default(),
-            },
-        };
-        chain = r.chain;
-        w.record(&StreamRecord {
-            seq: r.seq,
-            time_ns: r.time_ns,
-            flags: r.flags,
-            op,
-        })?;
-        progress.inc(1);
-    }
-    w.finish(chain)?.finish()?;
+    let out = stream::dump_with_progress(&s, Seq(first), Seq(last), out, &mut |n| {
+        progress.set(n)
+    })?;
+    out.finish()?;
     progress.finish();
     Ok(())
 }

@@ -2,11 +2,12 @@
 //! a dm-log-writes log or a diskhist stream.
 
 use super::{stop_flag, UsageError};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use diskhist::producers::{dmlog, stream};
 use diskhist::store::{Store, Writer};
 use std::io::BufReader;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,58 +83,60 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             if a.follow {
                 return Err(UsageError("--follow applies to dmlog logs only".into()).into());
             }
-            let input: Box<dyn std::io::Read> = if stdin {
-                Box::new(std::io::stdin().lock())
+            // A File even for standard input: a version 1 stream is read
+            // twice, which works when standard input is a file, not a pipe.
+            let input = if stdin {
+                std::fs::File::from(
+                    std::io::stdin()
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .context("reading standard input")?,
+                )
             } else {
-                Box::new(open_file()?)
+                open_file()?
             };
-            let was_empty = w.head().seq.0 == 0;
-            let res = ingest_stream(BufReader::with_capacity(1 << 20, input), &mut w);
+            let store = Store::open(&a.store)?;
+            let opts = stream::IngestOptions { stop: stop_flag()? };
+            let res = stream::ingest(
+                BufReader::with_capacity(1 << 20, input),
+                &mut w,
+                &store,
+                &opts,
+                |r| {
+                    eprintln!(
+                        "resuming: records {}..{} of the stream are already in the store; \
+                         recording from record {}",
+                        r.first.0,
+                        r.last.0,
+                        r.last.0 + 1
+                    )
+                },
+            );
             let head = w.head();
             w.close()?;
-            let (n, end) = res.with_context(|| format!("ingesting {}", a.file.display()))?;
-            eprintln!("recorded {n} records; store head {}", head.seq);
-            if let Some(end) = end {
-                if was_empty && end.chain != head.chain {
-                    bail!("the stream's chain head {} differs from the store's {}: the history was altered in transit", end.chain, head.chain);
+            let s = res.with_context(|| format!("ingesting {}", a.file.display()))?;
+            let held = s.skipped_records();
+            let what = match (s.first_recorded, s.last_recorded) {
+                (Some(a), Some(b)) if held > 0 => format!(
+                    "recorded {} records ({a}..{b}); {held} already in the store were skipped",
+                    s.recorded
+                ),
+                (Some(a), Some(b)) => format!("recorded {} records ({a}..{b})", s.recorded),
+                _ if s.stopped => {
+                    format!("nothing recorded ({held} records of the stream were already there)")
                 }
-            }
+                _ if held > 0 => format!(
+                    "nothing recorded: the store already holds all {held} records of the stream"
+                ),
+                _ => "nothing recorded: the stream holds no records".to_string(),
+            };
+            let stopped = if s.stopped {
+                "stopped by a signal; "
+            } else {
+                ""
+            };
+            eprintln!("{stopped}{what}; store head {}", head.seq);
         }
     }
     Ok(())
-}
-
-fn ingest_stream<R: std::io::Read>(
-    input: R,
-    w: &mut Writer,
-) -> Result<(u64, Option<stream::StreamEnd>)> {
-    let mut r = stream::StreamReader::new(input)?;
-    let g = w.geometry();
-    if r.header.size_bytes > g.size_bytes {
-        bail!(
-            "the stream is from a disk of {} bytes, larger than this store's {}",
-            r.header.size_bytes,
-            g.size_bytes
-        );
-    }
-    let mut n = 0;
-    loop {
-        match r.next_record() {
-            Ok(Some(rec)) => {
-                w.append(rec.time_ns, rec.op.as_op(), rec.flags)
-                    .with_context(|| {
-                        format!("stream record {} (source seq {})", n + 1, rec.seq.0)
-                    })?;
-                n += 1;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                w.sync()?;
-                return Err(anyhow::Error::new(e)
-                    .context(format!("{n} records before the fault were recorded")));
-            }
-        }
-    }
-    w.sync()?;
-    Ok((n, r.end()))
 }
