@@ -127,3 +127,50 @@ fn no_terminal_no_progress_output() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.ends_with("  -\n"), "{err}");
 }
+
+#[test]
+fn import_and_ingest_show_progress_on_a_terminal_only() {
+    let (dir, store) = fixture();
+    let bar = |tty: &str| tty.contains("[=") && tty.contains("/s");
+    // import: over the disk's size.
+    let img = dir.path().join("other.img");
+    std::fs::write(&img, vec![0x42u8; 4 << 20]).unwrap();
+    let tty = stderr_on_a_terminal(&format!("{BIN} import {} {}", s(&store), s(&img)));
+    assert!(bar(&tty) && tty.contains("4.00 MiB/4.00 MiB"), "{tty:?}");
+    let tty = stderr_on_a_terminal(&format!("{BIN} import {} {} -q", s(&store), s(&img)));
+    assert!(!bar(&tty) && tty.contains("recorded mark"), "{tty:?}");
+    let o = ok(&["import", s(&store), s(&img)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // ingest of a stream file: over the file's size.
+    let stream = dir.path().join("h.stream");
+    ok(&["dump", s(&store), "-o", s(&stream)]);
+    let copy = dir.path().join("copy");
+    ok(&["init", s(&copy), "--size", "4M"]);
+    let tty = stderr_on_a_terminal(&format!(
+        "{BIN} ingest {} --format stream {}",
+        s(&copy),
+        s(&stream)
+    ));
+    let len = std::fs::metadata(&stream).unwrap().len();
+    assert!(bar(&tty) && tty.contains("left"), "{tty:?}");
+    assert!(
+        tty.contains(&format!(
+            "{:.2} MiB/{:.2} MiB",
+            len as f64 / 1048576.0,
+            len as f64 / 1048576.0
+        )),
+        "{len} bytes: {tty:?}"
+    );
+    // ingest of a dm-log-writes log: over the log's size.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ext4-history.dmlog");
+    let dm = dir.path().join("dm");
+    ok(&["init", s(&dm), "--size", "16M"]);
+    let tty = stderr_on_a_terminal(&format!("{BIN} ingest {} {}", s(&dm), s(&fixture)));
+    assert!(bar(&tty) && tty.contains("left"), "{tty:?}");
+    let dm2 = dir.path().join("dm2");
+    ok(&["init", s(&dm2), "--size", "16M"]);
+    let o = ok(&["ingest", s(&dm2), s(&fixture)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!bar(&err), "{err}");
+}

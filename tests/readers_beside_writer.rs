@@ -69,7 +69,11 @@ fn flipped_byte_is_reported(store: &Path) {
         .unwrap();
     log.write_all_at(&b, at).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "a real flip went unreported: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a real flip went unreported: {err}"
+    );
     assert!(err.contains("record #1 at log byte 0"), "{err}");
 }
 
@@ -94,7 +98,13 @@ fn readers_beside_imports_never_raise_a_false_alarm() {
             path
         })
         .collect();
-    diskhist(&["import", p(&store), p(&images[0]), "--at", "2026-11-23T06:30:15Z"]);
+    diskhist(&[
+        "import",
+        p(&store),
+        p(&images[0]),
+        "--at",
+        "2026-11-23T06:30:15Z",
+    ]);
     let done = Arc::new(AtomicBool::new(false));
     let importer = {
         let (store, images, done) = (store.clone(), images.clone(), done.clone());
@@ -127,7 +137,10 @@ fn readers_beside_imports_never_raise_a_false_alarm() {
         }
     }
     importer.join().unwrap();
-    assert!(flipped && rounds >= 4, "only {rounds} rounds beside the imports");
+    assert!(
+        flipped && rounds >= 4,
+        "only {rounds} rounds beside the imports"
+    );
     // 1 + 9 imports of 24 extents (one per 8 MiB) and a mark each.
     assert_eq!(read_everything(&store), 2 + 9 * 25);
 }

@@ -39,9 +39,7 @@ pub fn dump(a: DumpArgs) -> Result<()> {
     // Counted in records: the stream's size is not known before it is written.
     let total = if first <= last { last - first + 1 } else { 0 };
     let progress = Progress::records(total, a.quiet);
-    let out = stream::dump_with_progress(&s, Seq(first), Seq(last), out, &mut |n| {
-        progress.set(n)
-    })?;
+    let out = stream::dump_with_progress(&s, Seq(first), Seq(last), out, &mut |n| progress.set(n))?;
     out.finish()?;
     progress.finish();
     Ok(())

@@ -2,6 +2,7 @@
 //! image that differ from the latest state, and a mark naming the image,
 //! all or nothing.
 
+use super::progress::Progress;
 use super::{stop_flag, time_arg, UsageError};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -28,6 +29,9 @@ pub struct ImportArgs {
     /// import and recording is then held at that time.
     #[arg(long)]
     pub allow_future: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn import(a: ImportArgs) -> Result<()> {
@@ -87,10 +91,12 @@ pub fn import(a: ImportArgs) -> Result<()> {
         }
     }
     let stop = stop_flag()?;
+    let progress = Progress::bytes(disk, a.quiet);
+    let report = |done: u64| progress.set(done);
     let source = ImportSource {
         path: &label,
         stop: Some(&stop),
-        progress: None,
+        progress: Some(&report),
     };
     let res = image::import(
         BufReader::with_capacity(1 << 20, input),
@@ -98,6 +104,10 @@ pub fn import(a: ImportArgs) -> Result<()> {
         time,
         &source,
     );
+    if res.is_ok() {
+        progress.finish();
+    }
+    drop(progress);
     w.close()?;
     let s = match res {
         Ok(s) => s,

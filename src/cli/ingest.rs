@@ -1,6 +1,7 @@
 //! `diskhist ingest STORE [--format dmlog|stream] [--follow] FILE|-`: record
 //! a dm-log-writes log or a diskhist stream.
 
+use super::progress::Progress;
 use super::{stop_flag, UsageError};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -20,6 +21,7 @@ pub enum Format {
 
 #[derive(Args)]
 pub struct IngestArgs {
+    /// The store directory.
     pub store: PathBuf,
     /// Input format.
     #[arg(long, value_enum, default_value = "dmlog")]
@@ -31,6 +33,23 @@ pub struct IngestArgs {
     pub follow: bool,
     /// The log or stream to read; `-` for standard input.
     pub file: PathBuf,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A progress bar over the input: its size for a file read once, bytes
+/// and rate only for standard input or a log that keeps growing.
+fn input_progress(a: &IngestArgs, stdin: bool) -> Progress {
+    let len = (!stdin && !a.follow)
+        .then(|| std::fs::metadata(&a.file).ok())
+        .flatten()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    match len {
+        Some(n) => Progress::bytes(n, a.quiet),
+        None => Progress::bytes_unknown(a.quiet),
+    }
 }
 
 pub fn ingest(a: IngestArgs) -> Result<()> {
@@ -60,10 +79,12 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
                     r.entries + 1
                 );
             }
+            let progress = input_progress(&a, stdin);
             let opts = dmlog::DmlogOptions {
                 follow: a.follow,
                 stop: stop_flag()?,
                 skip_entries: resume.map_or(0, |r| r.entries),
+                progress: Some(progress.callback()),
                 ..Default::default()
             };
             let res = if stdin {
@@ -71,6 +92,10 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             } else {
                 dmlog::ingest_file(open_file()?, &mut w, &opts)
             };
+            if res.is_ok() {
+                progress.finish();
+            }
+            drop(progress);
             let head = w.head();
             w.close()?;
             let s = res.with_context(|| format!("ingesting {}", a.file.display()))?;
@@ -97,21 +122,28 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             };
             let store = Store::open(&a.store)?;
             let opts = stream::IngestOptions { stop: stop_flag()? };
+            let progress = input_progress(&a, stdin);
             let res = stream::ingest(
-                BufReader::with_capacity(1 << 20, input),
+                BufReader::with_capacity(1 << 20, progress.reader(input)),
                 &mut w,
                 &store,
                 &opts,
                 |r| {
-                    eprintln!(
-                        "resuming: records {}..{} of the stream are already in the store; \
+                    progress.suspend(|| {
+                        eprintln!(
+                            "resuming: records {}..{} of the stream are already in the store; \
                          recording from record {}",
-                        r.first.0,
-                        r.last.0,
-                        r.last.0 + 1
-                    )
+                            r.first.0,
+                            r.last.0,
+                            r.last.0 + 1
+                        )
+                    })
                 },
             );
+            if res.is_ok() {
+                progress.finish();
+            }
+            drop(progress);
             let head = w.head();
             w.close()?;
             let s = res.with_context(|| format!("ingesting {}", a.file.display()))?;

@@ -26,7 +26,6 @@ const TEMPLATE: &str = "{elapsed_precise} [{wide_bar}] {binary_bytes}/{binary_to
                         {binary_bytes_per_sec}, {eta} left";
 const TEMPLATE_RECORDS: &str = "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} records \
                                 {per_sec}, {eta} left";
-#[allow(dead_code)] // for `ingest` of standard input, wired separately
 const TEMPLATE_UNKNOWN: &str = "{elapsed_precise} {spinner} {binary_bytes} {binary_bytes_per_sec}";
 
 impl Progress {
@@ -35,7 +34,6 @@ impl Progress {
         Progress::build(Some(total_bytes), TEMPLATE, quiet)
     }
 
-    #[allow(dead_code)] // for `ingest` of standard input, wired separately
     /// Progress over a byte count not known in advance (standard input, a
     /// growing log): bytes done and the rate.
     pub fn bytes_unknown(quiet: bool) -> Progress {
@@ -68,9 +66,11 @@ impl Progress {
         self.bar.set_position(done_bytes);
     }
 
-    /// Add `n` to the bytes done.
-    pub fn inc(&self, n: u64) {
-        self.bar.inc(n);
+    /// A callback that sets the bytes done, for library code that reports
+    /// its progress (import, dm-log-writes ingest).
+    pub fn callback(&self) -> diskhist::producers::ProgressFn {
+        let bar = self.bar.clone();
+        diskhist::producers::ProgressFn(std::sync::Arc::new(move |done| bar.set_position(done)))
     }
 
     /// Change the total (work found larger or smaller than announced).
@@ -89,13 +89,11 @@ impl Progress {
         eprintln!();
     }
 
-    #[allow(dead_code)] // for `import` and `ingest`, wired separately
     /// Run `f` (which prints to the terminal) with the bar out of the way.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         self.bar.suspend(f)
     }
 
-    #[allow(dead_code)] // for `import` and `ingest`, wired separately
     /// `inner`, counting every byte read from it as done.
     pub fn reader<R: Read>(&self, inner: R) -> ProgressReader<R> {
         ProgressReader {
@@ -116,7 +114,6 @@ impl Drop for Progress {
 }
 
 /// A reader that advances a [`Progress`]; see [`Progress::reader`].
-#[allow(dead_code)] // for `import` and `ingest`, wired separately
 pub struct ProgressReader<R> {
     inner: R,
     bar: ProgressBar,
@@ -127,6 +124,16 @@ impl<R: Read> Read for ProgressReader<R> {
         let n = self.inner.read(buf)?;
         self.bar.inc(n as u64);
         Ok(n)
+    }
+}
+
+/// Seeking moves the bar to the new position (an input read twice shows
+/// each pass).
+impl<R: std::io::Seek> std::io::Seek for ProgressReader<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let at = self.inner.seek(pos)?;
+        self.bar.set_position(at);
+        Ok(at)
     }
 }
 

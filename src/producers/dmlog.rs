@@ -265,6 +265,11 @@ pub struct DmlogReader<R> {
 }
 
 impl<R: Read> DmlogReader<R> {
+    /// Bytes of the log read so far (the offset of the next entry).
+    pub fn offset_bytes(&self) -> u64 {
+        self.pos
+    }
+
     /// Read and check the super block.
     pub fn new(input: R) -> Result<Self, DmlogError> {
         let mut r = Self::unstarted(input);
@@ -653,6 +658,8 @@ pub struct DmlogOptions {
     /// [`already_recorded`]): read, so that their `t=` marks still set the
     /// clock, but not recorded again.
     pub skip_entries: u64,
+    /// Told the log bytes read so far after each entry.
+    pub progress: Option<crate::producers::ProgressFn>,
 }
 
 impl Default for DmlogOptions {
@@ -662,6 +669,7 @@ impl Default for DmlogOptions {
             poll_interval: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
             skip_entries: 0,
+            progress: None,
         }
     }
 }
@@ -749,6 +757,9 @@ fn run<R: Read>(
             },
             _ => mark_clock,
         };
+        if let Some(p) = &opts.progress {
+            (p.0)(reader.offset_bytes());
+        }
         if entry.index <= opts.skip_entries {
             continue;
         }
