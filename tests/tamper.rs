@@ -804,6 +804,17 @@ fn damaged_or_old_index_is_never_misread() {
     b[7] = b'1';
     std::fs::write(&m, b).unwrap();
     assert_eq!(reader_sees(&work, &reference), Ok("read correctly"));
+    // ... but verify reports it: a format digit flipped to an older one
+    // is not "another index" to be silently ignored (regression: verify
+    // said ok).
+    let found = verify_in_process(&work).expect_err("an old-format index verified ok");
+    assert!(
+        found.contains("index/MANIFEST: index format 1, not this diskhist's 3"),
+        "{found}"
+    );
+    let (code, err) = cli_verify(&work);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("index/MANIFEST: index format 1"), "{err}");
     Writer::open(&work).unwrap().close().unwrap();
     verify_in_process(&work).expect("the rebuilt index verifies");
     assert_eq!(reader_sees(&work, &reference), Ok("read correctly"));
