@@ -135,10 +135,12 @@ fn a_killed_import_is_cut_by_the_next_writer_and_never_seen() {
     // Readers see the state before the import, and say nothing of damage.
     let info = output(Command::new(bin()).args(["info", p(&store)]));
     assert!(info.status.success());
+    let itext = String::from_utf8_lossy(&info.stdout);
+    assert!(!itext.contains("warning"), "{itext}");
     assert!(
-        !String::from_utf8_lossy(&info.stdout).contains("warning"),
-        "{}",
-        String::from_utf8_lossy(&info.stdout)
+        itext.contains("import pending: records from #3 on")
+            && itext.contains("that did not finish; the next writer cuts them"),
+        "{itext}"
     );
     assert_eq!(history(&store), seen_before);
     let v = output(Command::new(bin()).args(["verify", p(&store)]));
@@ -270,6 +272,17 @@ fn an_import_names_its_image_also_from_standard_input() {
         data.len(),
         canonical.display()
     )));
+    // info lists what was imported when.
+    let info = diskhist(&["info", p(&store)]);
+    let imports: Vec<&str> = info.lines().filter(|l| l.starts_with("import:")).collect();
+    assert_eq!(imports.len(), 3, "{info}");
+    assert!(imports[0].contains("at 2026-11-23T06:30:15Z") && imports[0].contains("first.img"));
+    assert!(imports[1].ends_with(&format!(
+        ": - ({} bytes, sha256 {})",
+        data.len(),
+        sha256_hex(&data)
+    )));
+    assert!(imports[2].contains(&format!("{} (", canonical.display())));
 }
 
 #[test]

@@ -4,9 +4,10 @@ use super::json::{self, Object};
 use anyhow::Result;
 use clap::Args;
 use diskhist::nbd::session::Session;
+use diskhist::producers::image;
 use diskhist::store::Store;
 use diskhist::time::format_rfc3339;
-use diskhist::TimeNs;
+use diskhist::{Seq, TimeNs};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,17 +20,53 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// How many of the newest records `info` looks through for imports (one
+/// header read each); `diskhist log` lists every import mark.
+const IMPORTS_WITHIN: u64 = 100_000;
+
+/// An image import, as its mark records it.
+struct Import {
+    seq: Seq,
+    time: TimeNs,
+    sha256: String,
+    size_bytes: u64,
+    path: String,
+}
+
+/// The imports among the newest records, oldest first, and whether older
+/// records were not looked at.
+fn recent_imports(s: &Store) -> Result<(Vec<Import>, bool)> {
+    let mut imports: Vec<Import> = s
+        .recent_marks(IMPORTS_WITHIN)?
+        .into_iter()
+        .filter_map(|r| {
+            let name = r.mark.as_deref()?;
+            let (sha, size, path) = image::parse_mark(name)?;
+            Some(Import {
+                seq: r.seq,
+                time: r.time_ns,
+                sha256: sha.to_string(),
+                size_bytes: size,
+                path: path.to_string(),
+            })
+        })
+        .collect();
+    imports.reverse();
+    Ok((imports, s.head().seq.0 > IMPORTS_WITHIN))
+}
+
 pub fn info(a: InfoArgs) -> Result<()> {
     let s = Store::open(&a.store)?;
     let first_time = match s.head().seq.0 {
         0 => None,
-        _ => Some(s.time_of(diskhist::Seq(1))?),
+        _ => Some(s.time_of(Seq(1))?),
     };
     let sessions = diskhist::nbd::session::read_sessions(&a.store).map_err(|e| e.to_string());
+    let imports = recent_imports(&s)?;
     if a.json {
-        print_json(&a, &s, first_time, &sessions)
+        print_json(&a, &s, first_time, &sessions, &imports)
     } else {
-        print_text(&a, &s, first_time, &sessions)
+        print_text(&a, &s, first_time, &sessions, &imports)
     }
 }
 
@@ -38,6 +75,7 @@ fn print_text(
     s: &Store,
     first_time: Option<TimeNs>,
     sessions: &Result<Vec<Session>, String>,
+    (imports, partial): &(Vec<Import>, bool),
 ) -> Result<()> {
     let h = s.header();
     let head = s.head();
@@ -107,6 +145,37 @@ fn print_text(
         }
         Err(e) => writeln!(out, "warning:        serve sessions: {e}")?,
     }
+    for im in imports {
+        writeln!(
+            out,
+            "import:         {} at {}: {} ({} bytes, sha256 {})",
+            im.seq,
+            format_rfc3339(im.time),
+            im.path,
+            im.size_bytes,
+            im.sha256
+        )?;
+    }
+    if *partial {
+        writeln!(
+            out,
+            "imports:        only the newest {IMPORTS_WITHIN} records looked at; \
+             `diskhist log` lists every import mark"
+        )?;
+    }
+    if let Some(b) = s.pending_batch() {
+        writeln!(
+            out,
+            "import pending: records from {} on ({} so far) belong to an import {}",
+            b.first_seq,
+            b.records,
+            if b.writer_live {
+                "under way; no state includes them until it completes"
+            } else {
+                "that did not finish; the next writer cuts them"
+            }
+        )?;
+    }
     if let Some(stop) = s.tail_stop() {
         writeln!(
             out,
@@ -128,6 +197,7 @@ fn print_json(
     s: &Store,
     first_time: Option<TimeNs>,
     sessions: &Result<Vec<Session>, String>,
+    (imports, partial): &(Vec<Import>, bool),
 ) -> Result<()> {
     let h = s.header();
     let head = s.head();
@@ -189,7 +259,29 @@ fn print_json(
             "sessions_problem",
             sessions.as_ref().err().map(String::as_str),
         )
-        .raw("log_tail_problem", tail);
+        .raw("log_tail_problem", tail)
+        .raw(
+            "imports",
+            json::array(imports.iter().map(|im| {
+                time(Object::new().num("seq", im.seq.0), "time", Some(im.time))
+                    .str("path", &im.path)
+                    .num("size_bytes", im.size_bytes)
+                    .str("sha256", &im.sha256)
+                    .build()
+            })),
+        )
+        .num("imports_partial", *partial)
+        .raw(
+            "import_pending",
+            match s.pending_batch() {
+                Some(b) => Object::new()
+                    .num("first_seq", b.first_seq.0)
+                    .num("records", b.records)
+                    .num("writer_live", b.writer_live)
+                    .build(),
+                None => "null".into(),
+            },
+        );
     println!("{}", o.build());
     Ok(())
 }

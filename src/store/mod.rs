@@ -56,6 +56,16 @@ pub struct RecordInfo {
     pub chain: Hash32,
 }
 
+/// A batch begun and not committed (see [`Store::pending_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub first_seq: Seq,
+    /// Its records in the log so far.
+    pub records: u64,
+    /// A writer holds the store: the batch may still complete.
+    pub writer_live: bool,
+}
+
 /// Space accounting for `info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceStats {
@@ -86,10 +96,14 @@ fn settle(i: &mut Index) -> Result<()> {
         let after = batch::read_raw(&i.dir)?;
         if after == before {
             i.cap = match batch::parse(&i.dir, &after) {
-                Ok(b) => b.open.map(|o| Head {
-                    seq: o.manifest.indexed_through,
-                    time_ns: (o.manifest.indexed_through.0 > 0).then_some(o.manifest.head_time),
-                    chain: o.manifest.head_chain,
+                Ok(b) => b.open.map(|o| index::Cap {
+                    head: Head {
+                        seq: o.manifest.indexed_through,
+                        time_ns: (o.manifest.indexed_through.0 > 0).then_some(o.manifest.head_time),
+                        chain: o.manifest.head_chain,
+                    },
+                    log_offset: o.log_offset,
+                    bytes_written: o.manifest.bytes_written,
                 }),
                 Err(e) => {
                     log::warn!("{e}; showing every record in the log");
@@ -147,12 +161,41 @@ impl Store {
     }
 
     /// Where the scan of the log stopped short of its end, if it did. A
-    /// record still being written by a live writer is not a stop.
+    /// record still being written by a live writer is not a stop, nor is
+    /// one inside an unfinished batch (the next writer cuts the batch).
     pub fn tail_stop(&self) -> Option<TailStop> {
         let i = self.idx.read();
+        let in_batch = |s: &TailStop| i.cap.is_some_and(|c| s.offset_bytes >= c.log_offset);
         i.stop
             .clone()
-            .filter(|s| !(s.at_end && writer::writer_is_live(&i.dir)))
+            .filter(|s| !(s.at_end && (in_batch(s) || writer::writer_is_live(&i.dir))))
+    }
+
+    /// The batch begun and not committed, if there is one: an import under
+    /// way (a writer is live) or one that did not finish (the next writer
+    /// cuts it). No state a reader shows includes its records.
+    pub fn pending_batch(&self) -> Option<PendingBatch> {
+        let i = self.idx.read();
+        let c = i.cap?;
+        Some(PendingBatch {
+            first_seq: Seq(c.head.seq.0 + 1),
+            records: i.head.seq.0.saturating_sub(c.head.seq.0),
+            writer_live: writer::writer_is_live(&i.dir),
+        })
+    }
+
+    /// The Mark records among the last `within` records, newest first
+    /// (bounded work on a long history; `log` lists them all).
+    pub fn recent_marks(&self, within: u64) -> Result<Vec<RecordInfo>> {
+        let head = self.head().seq.0;
+        let mut out = Vec::new();
+        for seq in (head.saturating_sub(within) + 1..=head).rev() {
+            let kind = self.idx.read().kind_of(Seq(seq))?;
+            if kind == Some(RecordKind::Mark) {
+                out.push(self.record(Seq(seq))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Take in records a live writer appended since the last look.
@@ -274,7 +317,11 @@ impl Store {
             Err(e) => return Err(StoreError::io(&idir, e)),
         }
         Ok(SpaceStats {
-            bytes_written: i.bytes_written,
+            // Not counting an unfinished batch's records.
+            bytes_written: i
+                .cap
+                .filter(|c| c.head.seq < i.head.seq)
+                .map_or(i.bytes_written, |c| c.bytes_written),
             log_bytes,
             index_bytes,
         })

@@ -162,6 +162,17 @@ pub struct TailStop {
     pub at_end: bool,
 }
 
+/// What a reader shows while a batch is open: the state before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    /// The newest state a reader shows.
+    pub head: Head,
+    /// Where the batch begins in the log.
+    pub log_offset: u64,
+    /// Bytes written by the records before the batch.
+    pub bytes_written: u64,
+}
+
 /// A record after the manifest's point, held in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct TailRecord {
@@ -192,9 +203,8 @@ pub struct Index {
     pub damaged: Option<String>,
     /// Generation of the manifest whose runs or `seqs` were found damaged.
     rejected_generation: Option<u64>,
-    /// For a reader: the newest state it may show when a batch is open
-    /// (the state before the batch); `None` when no batch is open.
-    pub cap: Option<Head>,
+    /// For a reader: the open batch, whose records it does not show.
+    pub cap: Option<Cap>,
     writable: bool,
     scan_buf: Vec<u8>,
 }
@@ -668,7 +678,7 @@ impl Index {
     /// an open batch.
     pub fn visible_head(&self) -> Head {
         match self.cap {
-            Some(c) if c.seq < self.head.seq => c,
+            Some(c) if c.head.seq < self.head.seq => c.head,
             _ => self.head,
         }
     }
@@ -814,6 +824,17 @@ impl Index {
             }
         }
         Ok(Seq(lo))
+    }
+
+    /// The kind of record `seq`, from its first bytes only (no checksum:
+    /// for choosing which records to read whole).
+    pub fn kind_of(&self, seq: Seq) -> Result<Option<RecordKind>> {
+        let offset = self.offset_of(seq)?;
+        let mut head = [0u8; format::RECORD_IDENTITY_LEN + 1];
+        self.log
+            .read_exact_at(&mut head, offset)
+            .at(&self.log_path)?;
+        Ok(RecordKind::from_u8(head[format::RECORD_IDENTITY_LEN]))
     }
 
     /// Read and check the whole record `seq`.
