@@ -149,7 +149,7 @@ mod tests {
         r.read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"abcdef");
         assert_eq!(p.bar.position(), 6);
-        p.inc(2);
+        (p.callback().0)(8);
         p.suspend(|| ());
         assert_eq!(p.bar.position(), 8);
         p.finish();
