@@ -78,7 +78,7 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
     let f = fixture();
     let st = s(&f.store);
     let before = "diskhist: 2020-01-01T00:00:00Z is before the first record: the empty disk\n";
-    let after = "diskhist: 2030-01-01T00:00:00Z is after the last record: the state at #3 \
+    let after = "diskhist: 2030-01-01T00:00:00Z is after the last record: the state at #6 \
                  (2026-11-23T06:30:20Z)\n";
     let export = |at: &str| {
         let o = run(&["export", st, "--at", at]);
@@ -93,7 +93,7 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
     assert_eq!(img, f.disks[3]);
     assert_eq!(err, format!("{after}{}\n", sha_line(&err)));
     // Inside the history, and the other forms: nothing extra.
-    for at in ["2026-11-23T06:30:17Z", T1, T3, "#0", "#3", "latest"] {
+    for at in ["2026-11-23T06:30:17Z", T1, T3, "#0", "#6", "latest"] {
         let (_, err) = export(at);
         assert_eq!(err.lines().count(), 1, "--at {at}: {err}");
     }
@@ -106,24 +106,26 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
     );
 
     let (out, err) = ok(&["log", st, "--from", "2020-01-01T00:00:00Z"]);
-    assert_eq!(out.lines().count(), 3);
+    // Three imports: an extent and a mark each.
+    assert_eq!(out.lines().count(), 6);
     assert_eq!(
         err,
         "diskhist: --from 2020-01-01T00:00:00Z is before the first record: from #1 \
          (2026-11-23T06:30:15Z)\n"
     );
     let (out, err) = ok(&["log", st, "--to", "2030-01-01T00:00:00Z"]);
-    assert_eq!(out.lines().count(), 3);
+    // Three imports: an extent and a mark each.
+    assert_eq!(out.lines().count(), 6);
     assert_eq!(
         err,
-        "diskhist: --to 2030-01-01T00:00:00Z is after the last record: up to #3 \
+        "diskhist: --to 2030-01-01T00:00:00Z is after the last record: up to #6 \
          (2026-11-23T06:30:20Z)\n"
     );
     let (out, err) = ok(&["log", st, "--from", "2030-01-01T00:00:00Z"]);
     assert_eq!(out, "");
     assert_eq!(
         err,
-        "diskhist: --from 2030-01-01T00:00:00Z is after the last record (#3, \
+        "diskhist: --from 2030-01-01T00:00:00Z is after the last record (#6, \
          2026-11-23T06:30:20Z): no records\n"
     );
     let (out, err) = ok(&["log", st, "--to", "2020-01-01T00:00:00Z"]);
@@ -170,8 +172,9 @@ fn byte_ranges(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
 fn diff_prints_block_ranges_and_answers_with_its_status() {
     let f = fixture();
     // Default: the differing blocks, merged into ranges, in bytes.
+    // The states after the imports: #2, #4 and #6 (extent, then mark).
     assert_eq!(
-        diff(&f.store, &["#1", "#2"]),
+        diff(&f.store, &["#2", "#4"]),
         ("98304 4096\n".into(), Some(1))
     );
     assert_eq!(
@@ -185,19 +188,19 @@ fn diff_prints_block_ranges_and_answers_with_its_status() {
     );
     // --bytes: byte precision, as before.
     assert_eq!(
-        diff(&f.store, &["#1", "#2", "--bytes"]),
+        diff(&f.store, &["#2", "#4", "--bytes"]),
         ("100000 5\n".into(), Some(1))
     );
     let want: String = byte_ranges(&f.disks[2], &f.disks[3])
         .iter()
         .map(|(o, l)| format!("{o} {l}\n"))
         .collect();
-    assert_eq!(diff(&f.store, &["#2", "#3", "--bytes"]), (want, Some(1)));
+    assert_eq!(diff(&f.store, &["#4", "#6", "--bytes"]), (want, Some(1)));
     // --summary: counts and totals at both precisions.
     let bytes = byte_ranges(&f.disks[0], &f.disks[3]);
     let total: usize = bytes.iter().map(|(_, l)| l).sum();
     assert_eq!(
-        diff(&f.store, &["#0", "#3", "--summary"]),
+        diff(&f.store, &["#0", "#6", "--summary"]),
         (
             format!(
                 "blocks: 3 in 2 ranges (12288 bytes)\nbytes:  {total} in {} ranges\n",
@@ -207,9 +210,11 @@ fn diff_prints_block_ranges_and_answers_with_its_status() {
         )
     );
     // Equal states: nothing, status 0.
-    assert_eq!(diff(&f.store, &["#3", "latest"]), (String::new(), Some(0)));
+    assert_eq!(diff(&f.store, &["#6", "latest"]), (String::new(), Some(0)));
+    // The mark changes no block.
+    assert_eq!(diff(&f.store, &["#5", "#6"]), (String::new(), Some(0)));
     assert_eq!(
-        diff(&f.store, &["#3", "latest", "--summary"]),
+        diff(&f.store, &["#6", "latest", "--summary"]),
         (
             "blocks: 0 in 0 ranges (0 bytes)\nbytes:  0 in 0 ranges\n".into(),
             Some(0)
@@ -273,7 +278,7 @@ fn info_json_says_what_the_text_says() {
     assert_eq!(v["store"], s(&f.store));
     assert_eq!(v["size_bytes"], 1 << 20);
     assert_eq!(v["block_size"], 4096);
-    assert_eq!(v["records"], 3);
+    assert_eq!(v["records"], 6);
     assert_eq!(v["first_time"], "2026-11-23T06:30:15Z");
     assert_eq!(v["first_time_ns"], 1_795_415_415_000_000_000i64);
     assert_eq!(v["last_time"], "2026-11-23T06:30:20Z");
@@ -292,7 +297,7 @@ fn verify_json_carries_the_findings_and_the_status() {
     assert_eq!(err, "");
     let v = json(&out);
     assert_eq!(v["ok"], true);
-    assert_eq!(v["records"], 3);
+    assert_eq!(v["records"], 6);
     assert_eq!(v["problem"], Value::Null);
     assert_eq!(v["index_problems"], serde_json::json!([]));
     let (text, _) = ok(&["info", s(&f.store)]);
