@@ -532,6 +532,7 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     let mut two = one.clone();
     two[4 * MIB..6 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 2));
     std::fs::write(&img2, &two).unwrap();
+    std::fs::create_dir(out.join("other")).unwrap();
     let other = init_store(&out.join("other"), "8M");
     let dump = |from: &Path, to: &Path| {
         let dumped = Command::new(bin())

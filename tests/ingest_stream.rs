@@ -120,7 +120,7 @@ fn files(store: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    /// A 1 MiB store holding `N` records, one per imported state.
+    /// A 1 MiB store holding `N` records, one extent each.
     source: PathBuf,
 }
 
@@ -129,7 +129,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let source = root.join("source");
-        history(&source, &root.join("source.img"), 0);
+        history(&source, 0);
         Fixture {
             _dir: dir,
             root,
@@ -151,20 +151,28 @@ impl Fixture {
     }
 }
 
-/// A store at `store` with `N` imported states, each changing one extent;
-/// `salt` makes the content (and so the history) differ.
-fn history(store: &Path, img: &Path, salt: u8) {
+/// A store at `store` with `N` Write records, one extent each, written
+/// with the library's writer at times 06:30:10Z, 06:30:11Z...; `salt` makes
+/// the content (and so the history) differ.
+fn history(store: &Path, salt: u8) {
+    use diskhist::store::{Op, OpFlags, Writer};
     ok(&["init", s(store), "--size", "1M"]);
-    let mut disk = vec![0u8; 1 << 20];
+    let mut w = Writer::open(store).unwrap();
     for i in 0..N {
-        let at = 65536 * (i + 1);
-        for (j, b) in disk[at..at + 6000].iter_mut().enumerate() {
-            *b = (j * 7 + i * 13) as u8 ^ salt | 1;
-        }
-        std::fs::write(img, &disk).unwrap();
-        let time = format!("2026-11-23T06:30:{:02}Z", 10 + i);
-        ok(&["import", s(store), s(img), "--at", &time]);
+        let data: Vec<u8> = (0..6000)
+            .map(|j| (j * 7 + i * 13) as u8 ^ salt | 1)
+            .collect();
+        let time = diskhist::time::parse_time(&format!("2026-11-23T06:30:{:02}Z", 10 + i));
+        let Ok(diskhist::TimeSpec::At(t)) = time else {
+            panic!("{time:?}")
+        };
+        let op = Op::Write {
+            offset_bytes: 65536 * (i as u64 + 1),
+            data: &data,
+        };
+        w.append(t, op, OpFlags::default()).unwrap();
     }
+    w.close().unwrap();
     assert_eq!(records(store), N);
 }
 
@@ -244,7 +252,7 @@ fn a_dump_into_a_copy_holding_its_first_records_resumes_after_them() {
 fn a_stream_of_another_history_is_refused_and_changes_nothing() {
     let f = Fixture::new();
     let other = f.root.join("other");
-    history(&other, &f.root.join("other.img"), 0x5a);
+    history(&other, 0x5a);
     let before = files(&other);
     let whole = f.file("whole.stream", &dump(&f.source, &[]));
     let err = refused(
