@@ -325,6 +325,15 @@ fn bad_input_is_named_and_loses_nothing() {
         "the history ends at record #6",
     );
     fails(&["init", s(&f.store), "--size", "1M"], 1, "not empty");
+    // A mistyped parent is reported, not created (regression: init made
+    // the whole path).
+    let typo = f.root.join("no-such-case-dir").join("store");
+    fails(
+        &["init", s(&typo), "--size", "1M"],
+        1,
+        "no-such-case-dir does not exist; create it first",
+    );
+    assert!(!f.root.join("no-such-case-dir").exists());
     fails(
         &[
             "init",
@@ -399,6 +408,12 @@ fn verify_names_the_first_damaged_record() {
     // writer rebuilds it.
     std::fs::remove_dir_all(f.store.join("index")).unwrap();
     assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
+    // info too (regression: it failed reading the missing index/).
+    let info = ok(&["info", s(&f.store)]);
+    assert!(
+        info.contains("records:        6") && info.contains("+ 0 (index)"),
+        "{info}"
+    );
     ok(&["import", s(&f.store), s(&f.img)]);
     assert!(ok(&["verify", s(&f.store)]).starts_with("ok: 7 records"));
     // Damage in the middle of what a writer must scan is never cut away.
