@@ -13,10 +13,10 @@
 //! made right), and with its (version 2) chain hashes recomputed as well,
 //! so the fuzzer gets past both to the checks behind.
 
-use diskhist::producers::op::{OpFlags, OwnedOp};
 use diskhist::producers::stream::{
     StreamReader, StreamRecord, StreamStart, StreamVersion, StreamWriter,
 };
+use diskhist::store::op::{OpFlags, OwnedOp};
 use diskhist::{Hash32, Seq, TimeNs};
 use std::io::{self, Read};
 

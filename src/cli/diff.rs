@@ -90,7 +90,7 @@ fn compare(
     let mut bytes = Ranges::new(keep_bytes);
     let (mut x, mut y) = (vec![0u8; bs as usize], vec![0u8; bs as usize]);
     for b in touched {
-        if s.block_loc(lo, BlockNo(b))? == s.block_loc(hi, BlockNo(b))? {
+        if s.block_content(lo, BlockNo(b))? == s.block_content(hi, BlockNo(b))? {
             continue;
         }
         s.read_at(lo, b * bs, &mut x)?;

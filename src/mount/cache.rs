@@ -5,20 +5,19 @@
 //! block, and memory is bounded by the cache size plus one FUSE request's
 //! buffers per worker thread, whatever the size of the disk.
 //!
-//! Blocks are keyed by where their content lives in the store
-//! ([`Store::block_loc`]), not by (state, block): content is stored once, so
+//! Blocks are keyed by the content they hold in the store
+//! ([`Store::block_content`]), not by (state, block): content is stored once, so
 //! eight states of a disk that share most blocks share their cache entries.
 //! All-zero blocks are never cached or read at all.
 //!
 //! Streaming reads (requests of [`STREAM_BYTES`] or more: the kernel's
 //! readahead of a sequential reader) go straight to the store and leave the
 //! cache alone: they would only push out what random readers reuse, and
-//! the kernel's page cache already keeps what they read. Looking a block's
-//! location up and then reading it costs two index lookups per block, which
-//! a sequential reader notices (about 25% of its speed).
+//! the kernel's page cache already keeps what they read. A cached reader
+//! looks each block up once and reads the content it names
+//! ([`Store::read_content`]).
 
-use crate::store::format::{Encoding, Loc};
-use crate::store::{Store, StoreError};
+use crate::store::{ContentId, Store, StoreError};
 use crate::units::{BlockNo, Geometry, Seq};
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -28,7 +27,7 @@ use std::num::NonZeroUsize;
 pub const STREAM_BYTES: u32 = 128 << 10;
 
 /// Decoded blocks by content location, least recently used out first.
-type Lru = Mutex<LruCache<Loc, Box<[u8]>>>;
+type Lru = Mutex<LruCache<ContentId, Box<[u8]>>>;
 
 pub struct BlockCache {
     geometry: Geometry,
@@ -73,10 +72,10 @@ impl BlockCache {
         let first = self.geometry.block_of(offset_bytes).0;
         let last = self.geometry.block_of(end - 1).0;
         // Contiguous blocks missing from the cache, read in one store call.
-        let mut missing: Vec<(u64, Loc)> = Vec::new();
+        let mut missing: Vec<(u64, ContentId)> = Vec::new();
         for b in first..=last {
-            let loc = store.block_loc(state, BlockNo(b))?;
-            if loc.encoding == Encoding::Zero {
+            let loc = store.block_content(state, BlockNo(b))?;
+            if loc.is_zero() {
                 continue; // `out` starts zeroed
             }
             // The guard must be gone before `fill` locks again.
@@ -91,37 +90,38 @@ impl BlockCache {
                 continue;
             }
             if missing.last().is_some_and(|(m, _)| m + 1 != b) {
-                self.fill(store, state, &missing, &mut out, offset_bytes, blocks)?;
+                self.fill(store, &missing, &mut out, offset_bytes, blocks)?;
                 missing.clear();
             }
             missing.push((b, loc));
         }
         if !missing.is_empty() {
-            self.fill(store, state, &missing, &mut out, offset_bytes, blocks)?;
+            self.fill(store, &missing, &mut out, offset_bytes, blocks)?;
         }
         Ok(out)
     }
 
-    /// Read the contiguous `run` of blocks from the store, cache them, and
-    /// copy the part inside the request into `out`.
+    /// Read the contiguous `run` of blocks (looked up already) from the
+    /// store, cache them, and copy the part inside the request into `out`.
     fn fill(
         &self,
         store: &Store,
-        state: Seq,
-        run: &[(u64, Loc)],
+        run: &[(u64, ContentId)],
         out: &mut [u8],
         out_offset_bytes: u64,
         blocks: &Lru,
     ) -> Result<(), StoreError> {
         let bs = u64::from(self.geometry.block_size);
-        let run_offset = run[0].0 * bs;
-        let run_end = ((run[0].0 + run.len() as u64) * bs).min(self.geometry.size_bytes);
-        let mut data = vec![0u8; (run_end - run_offset) as usize];
-        store.read_at(state, run_offset, &mut data)?;
+        let mut decoded = Vec::with_capacity(run.len());
+        for (b, id) in run {
+            let mut data = vec![0u8; bs as usize].into_boxed_slice();
+            store.read_content(*id, &mut data)?;
+            copy_part(out, out_offset_bytes, b * bs, &data);
+            decoded.push((*id, data));
+        }
         let mut lru = blocks.lock();
-        for ((b, loc), chunk) in run.iter().zip(data.chunks(bs as usize)) {
-            copy_part(out, out_offset_bytes, b * bs, chunk);
-            lru.put(*loc, chunk.into());
+        for (id, data) in decoded {
+            lru.put(id, data);
         }
         Ok(())
     }

@@ -90,8 +90,8 @@
 //! format has no checksum to catch that; ingesting a finished log (or
 //! re-ingesting it into a fresh store) gives the exact history.
 
-use crate::producers::op::{Op, OpFlags, OwnedOp};
 use crate::store::format::MAX_OP_BYTES;
+use crate::store::op::{Op, OpFlags, OwnedOp};
 use crate::store::{RecordInfo, Store, StoreError, Writer};
 use crate::units::{Seq, TimeNs};
 use std::io::{self, Read, Seek, SeekFrom};

@@ -3,7 +3,7 @@
 //! record naming the image (its path, size and SHA-256), all in one batch:
 //! the import becomes part of the history whole, or not at all.
 
-use crate::producers::op::{Op, OpFlags};
+use crate::store::op::{Op, OpFlags};
 use crate::store::{CutBatch, StoreError, Writer};
 use crate::units::{Seq, TimeNs};
 use sha2::{Digest, Sha256};

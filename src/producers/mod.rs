@@ -3,7 +3,6 @@
 
 pub mod dmlog;
 pub mod image;
-pub mod op;
 pub mod stream;
 
 /// A progress callback: called with the input bytes done so far.

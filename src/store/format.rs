@@ -62,7 +62,7 @@
 //! there (and says so). `verify` goes further and recomputes every
 //! `content_hash` from the blocks, following references.
 
-use crate::producers::op::OpFlags;
+use crate::store::op::OpFlags;
 use crate::units::{Hash32, Seq, TimeNs};
 
 pub const HEADER_FILE: &str = "diskhist.store";

@@ -20,11 +20,11 @@
 //! it: delete `index/` and the next writer (any `ingest`, `import` or
 //! `serve`) rebuilds it from the log; readers meanwhile scan the log.
 
-pub use crate::producers::op::{Op, OpFlags, OwnedOp};
 pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use error::StoreError;
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
+pub use op::{Op, OpFlags, OwnedOp};
 pub use writer::{writer_is_live, Appended, CutBatch, Writer, WriterOptions, FLUSH_THRESHOLD};
 
 pub mod batch;
@@ -32,6 +32,7 @@ pub mod error;
 mod files;
 pub mod format;
 pub mod index;
+pub mod op;
 pub mod verify;
 mod writer;
 
@@ -54,6 +55,18 @@ pub struct RecordInfo {
     pub mark: Option<String>,
     pub content_hash: Hash32,
     pub chain: Hash32,
+}
+
+/// Which stored content a block has in some state (see
+/// [`Store::block_content`]): equal ids, equal content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentId(format::Loc);
+
+impl ContentId {
+    /// The all-zero block: never stored, never read.
+    pub fn is_zero(&self) -> bool {
+        self.0.encoding == format::Encoding::Zero
+    }
 }
 
 /// A batch begun and not committed (see [`Store::pending_batch`]).
@@ -255,6 +268,27 @@ impl Store {
         })
     }
 
+    /// Record `seq` and the operation that made it (a write's data rebuilt
+    /// from its blocks): what a copy of the history needs.
+    pub fn record_op(&self, seq: Seq) -> Result<(RecordInfo, OwnedOp)> {
+        let r = self.record(seq)?;
+        let payload = match r.kind {
+            RecordKind::Write => self.record_data(seq)?.unwrap_or_default(),
+            RecordKind::Mark => r.mark.clone().unwrap_or_default().into_bytes(),
+            _ => Vec::new(),
+        };
+        let op = OwnedOp::from_parts(r.kind, r.offset_bytes, r.length_bytes, payload).ok_or_else(
+            || {
+                let path = self.idx.read().log_path.clone();
+                StoreError::corrupted(
+                    path,
+                    format!("record {seq}: its content does not fit its kind"),
+                )
+            },
+        )?;
+        Ok((r, op))
+    }
+
     /// The bytes a Write record wrote, rebuilt from its blocks.
     pub fn record_data(&self, seq: Seq) -> Result<Option<Vec<u8>>> {
         let i = self.idx.read();
@@ -293,12 +327,19 @@ impl Store {
         i.read_at(state, offset_bytes, buf)
     }
 
-    /// Which content block `block` had as of `state`; equal locations mean
-    /// equal content (content is stored once).
-    pub fn block_loc(&self, state: Seq, block: BlockNo) -> Result<format::Loc> {
+    /// Which stored content block `block` had as of `state` (one index
+    /// lookup). Content is stored once, so equal ids mean equal content.
+    pub fn block_content(&self, state: Seq, block: BlockNo) -> Result<ContentId> {
         let i = self.idx.read();
         check_state(&i, state)?;
-        i.lookup(block.0, state)
+        Ok(ContentId(i.lookup(block.0, state)?))
+    }
+
+    /// Decode the block `id` names into `out` (one block's bytes; zeros for
+    /// an all-zero block, without reading anything).
+    pub fn read_content(&self, id: ContentId, out: &mut [u8]) -> Result<()> {
+        let mut scratch = Vec::new();
+        self.idx.read().read_loc(id.0, out, &mut scratch)
     }
 
     pub fn space(&self) -> Result<SpaceStats> {

@@ -33,14 +33,14 @@
 //!   are in the log either way; `close` succeeds once the log is synced,
 //!   with a warning that the next writer will catch the index up.
 
-use crate::producers::op::{Op, OpFlags};
 use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
-use crate::store::format::{self, Encoding, Loc, RecordHeader, RecordKind, StoreHeader};
+use crate::store::format::{self, Encoding, Loc, RecordKind, StoreHeader};
 use crate::store::index::run::{self, BlockVersion, Run, StoredContent};
 use crate::store::index::{self, Head, Index, TailStop, INDEX_DIR, MANIFEST_FILE, SEQ_ENTRY_LEN};
-use crate::units::{Geometry, Hash32, Seq, TimeNs};
+use crate::store::op::{Op, OpFlags};
+use crate::units::{Geometry, Seq, TimeNs};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -446,21 +446,8 @@ impl Writer {
             self.try_flush_index()?;
         }
         let size = self.idx.header.size_bytes;
-        let (kind, offset_bytes, length_bytes) = match op {
-            Op::Write { offset_bytes, data } => {
-                (RecordKind::Write, offset_bytes, data.len() as u64)
-            }
-            Op::Zero {
-                offset_bytes,
-                length_bytes,
-            } => (RecordKind::Zero, offset_bytes, length_bytes),
-            Op::Trim {
-                offset_bytes,
-                length_bytes,
-            } => (RecordKind::Trim, offset_bytes, length_bytes),
-            Op::Flush => (RecordKind::Flush, 0, 0),
-            Op::Mark { name } => (RecordKind::Mark, 0, name.len() as u64),
-        };
+        let kind = op.kind();
+        let (offset_bytes, length_bytes) = op.range();
         if matches!(
             kind,
             RecordKind::Write | RecordKind::Zero | RecordKind::Trim
@@ -500,27 +487,12 @@ impl Writer {
         format::begin_record(&mut buf);
         let mut new_locs: Vec<(u64, Loc)> = Vec::new();
         let mut pending: HashMap<[u8; 32], Loc> = HashMap::new();
-        let content_hash = match op {
-            Op::Write { data, .. } => Hash32(*blake3::hash(data).as_bytes()),
-            Op::Mark { name } => Hash32(*blake3::hash(name.as_bytes()).as_bytes()),
-            _ => Hash32::default(),
-        };
         let built = self.build_body(&mut buf, rec_off, op, &mut new_locs, &mut pending);
         if let Err(e) = built {
             self.buf = buf;
             return Err(e);
         }
-        let mut h = RecordHeader {
-            record_len: 0,
-            seq,
-            time_ns,
-            kind,
-            flags,
-            offset_bytes,
-            length_bytes,
-            content_hash,
-            chain: Hash32::default(),
-        };
+        let mut h = op.header(seq, time_ns, flags);
         h.chain = format::chain_next(&self.idx.head.chain, &h);
         format::finish_record(&mut buf, &mut h);
         if let Err(e) = self.idx.log.write_all_at(&buf, rec_off) {
@@ -1253,7 +1225,7 @@ impl Lz4Backoff {
 #[cfg(test)]
 mod tests {
     use super::{Lz4Backoff, Writer};
-    use crate::producers::op::{Op, OpFlags};
+    use crate::store::op::{Op, OpFlags};
     use crate::units::TimeNs;
 
     /// A dedup key names a candidate only: content whose key collides with

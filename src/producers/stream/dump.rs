@@ -4,7 +4,7 @@
 
 use super::format::{StreamHeader, StreamRecord, StreamStart};
 use super::writer::StreamWriter;
-use crate::store::{OwnedOp, RecordKind, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::units::{Hash32, Seq};
 use std::io::{self, Write};
 
@@ -61,25 +61,7 @@ pub fn dump_with_progress<W: Write>(
         StreamStart { seq: after, chain },
     )?;
     for seq in after.0 + 1..=last.0 {
-        let r = store.record(Seq(seq))?;
-        let op = match r.kind {
-            RecordKind::Write => OwnedOp::Write {
-                offset_bytes: r.offset_bytes,
-                data: store.record_data(r.seq)?.unwrap_or_default(),
-            },
-            RecordKind::Zero => OwnedOp::Zero {
-                offset_bytes: r.offset_bytes,
-                length_bytes: r.length_bytes,
-            },
-            RecordKind::Trim => OwnedOp::Trim {
-                offset_bytes: r.offset_bytes,
-                length_bytes: r.length_bytes,
-            },
-            RecordKind::Flush => OwnedOp::Flush,
-            RecordKind::Mark => OwnedOp::Mark {
-                name: r.mark.clone().unwrap_or_default(),
-            },
-        };
+        let (r, op) = store.record_op(Seq(seq))?;
         let rec = StreamRecord {
             seq: r.seq,
             time_ns: r.time_ns,

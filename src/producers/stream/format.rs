@@ -53,8 +53,7 @@
 //! the record; a stream that stops before its end record is truncated. In
 //! both cases the records before it were whole and checked.
 
-use crate::producers::op::{OpFlags, OwnedOp};
-use crate::store::format::{chain_next, RecordHeader, RecordKind};
+use crate::store::op::{OpFlags, OwnedOp};
 use crate::units::{Hash32, Seq, TimeNs};
 use std::io;
 
@@ -179,49 +178,13 @@ pub struct StreamRecord {
 }
 
 impl StreamRecord {
-    /// Kind, offset, length and payload, as the store records them.
-    pub(crate) fn parts(&self) -> (RecordKind, u64, u64, &[u8]) {
-        match &self.op {
-            OwnedOp::Write { offset_bytes, data } => {
-                (RecordKind::Write, *offset_bytes, data.len() as u64, data)
-            }
-            OwnedOp::Zero {
-                offset_bytes,
-                length_bytes,
-            } => (RecordKind::Zero, *offset_bytes, *length_bytes, &[]),
-            OwnedOp::Trim {
-                offset_bytes,
-                length_bytes,
-            } => (RecordKind::Trim, *offset_bytes, *length_bytes, &[]),
-            OwnedOp::Flush => (RecordKind::Flush, 0, 0, &[]),
-            OwnedOp::Mark { name } => (RecordKind::Mark, 0, name.len() as u64, name.as_bytes()),
-        }
-    }
-
-    /// The chain hash after this record, given the one before it: what the
-    /// store's writer computes when it records the operation at this seq
-    /// and time (content hash: BLAKE3 of the bytes written or of the mark's
-    /// name, 32 zero bytes otherwise).
+    /// The source's chain hash after this record, recomputed from its
+    /// predecessor's: what the store's writer stores when it records the
+    /// operation at this seq, time and flags.
     pub fn chain_from(&self, prev: &Hash32) -> Hash32 {
-        let (kind, offset_bytes, length_bytes, payload) = self.parts();
-        let content_hash = match kind {
-            RecordKind::Write | RecordKind::Mark => Hash32(*blake3::hash(payload).as_bytes()),
-            _ => Hash32::default(),
-        };
-        chain_next(
-            prev,
-            &RecordHeader {
-                record_len: 0,
-                seq: self.seq,
-                time_ns: self.time_ns,
-                kind,
-                flags: self.flags,
-                offset_bytes,
-                length_bytes,
-                content_hash,
-                chain: Hash32::default(),
-            },
-        )
+        self.op
+            .as_op()
+            .chain_after(prev, self.seq, self.time_ns, self.flags)
     }
 }
 

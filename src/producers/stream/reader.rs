@@ -7,8 +7,8 @@
 //! a damaged record is an error before it is returned.
 
 use super::format::*;
-use crate::producers::op::{OpFlags, OwnedOp};
-use crate::store::format::MAX_OP_BYTES;
+use crate::store::format::{RecordKind, MAX_OP_BYTES};
+use crate::store::op::{OpFlags, OwnedOp};
 use crate::units::{Hash32, Seq, TimeNs};
 use std::io::{self, Read};
 
@@ -189,19 +189,20 @@ impl<R: Read> StreamReader<R> {
             ));
         }
         let v2 = self.version == StreamVersion::V2;
-        let zero_fields = match kind {
-            KIND_END | KIND_START => flags != 0 || time != 0 || off != 0 || len != 0,
-            4 => off != 0 || len != 0,
-            5 => off != 0,
+        let op_kind = RecordKind::from_u8(kind);
+        let zero_fields = match (kind, op_kind) {
+            (KIND_END | KIND_START, _) => flags != 0 || time != 0 || off != 0 || len != 0,
+            (_, Some(RecordKind::Flush)) => off != 0 || len != 0,
+            (_, Some(RecordKind::Mark)) => off != 0,
             _ => false,
         };
-        let expect_plen = match kind {
-            KIND_END if v2 => 0,
-            KIND_END => 32,
-            KIND_START if v2 => 0,
-            1 | 5 => len,
-            2..=4 => 0,
-            k => return Err(Fault::Bad(format!("unknown kind {k}"))),
+        let expect_plen = match (kind, op_kind) {
+            (KIND_END, _) if v2 => 0,
+            (KIND_END, _) => 32,
+            (KIND_START, _) if v2 => 0,
+            (_, Some(RecordKind::Write | RecordKind::Mark)) => len,
+            (_, Some(_)) => 0,
+            (k, None) => return Err(Fault::Bad(format!("unknown kind {k}"))),
         };
         if zero_fields {
             return Err(Fault::Bad(format!(
@@ -309,32 +310,23 @@ impl<R: Read> StreamReader<R> {
             )));
         }
         let size = self.header.size_bytes;
-        if matches!(f.kind, 1..=3) && f.off.checked_add(f.len).is_none_or(|e| e > size) {
+        let kind = RecordKind::from_u8(f.kind)
+            .ok_or_else(|| bad(format!("record #{}: unknown kind {}", f.seq, f.kind)))?;
+        let ranged = matches!(
+            kind,
+            RecordKind::Write | RecordKind::Zero | RecordKind::Trim
+        );
+        if ranged && f.off.checked_add(f.len).is_none_or(|e| e > size) {
             return Err(bad(format!(
                 "record #{}: {} bytes at offset {} end past the end of the {size}-byte disk \
                  the stream header describes",
                 f.seq, f.len, f.off
             )));
         }
-        let op = match f.kind {
-            1 => OwnedOp::Write {
-                offset_bytes: f.off,
-                data: f.payload,
-            },
-            2 => OwnedOp::Zero {
-                offset_bytes: f.off,
-                length_bytes: f.len,
-            },
-            3 => OwnedOp::Trim {
-                offset_bytes: f.off,
-                length_bytes: f.len,
-            },
-            4 => OwnedOp::Flush,
-            _ => OwnedOp::Mark {
-                name: String::from_utf8(f.payload)
-                    .map_err(|_| bad("mark name is not UTF-8".into()))?,
-            },
-        };
+        // The frame's fields were checked against its kind: only a mark
+        // name that is not UTF-8 is left to refuse.
+        let op = OwnedOp::from_parts(kind, f.off, f.len, f.payload)
+            .ok_or_else(|| bad("mark name is not UTF-8".into()))?;
         let rec = StreamRecord {
             seq: Seq(f.seq),
             time_ns: TimeNs(f.time),

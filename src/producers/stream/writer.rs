@@ -90,11 +90,12 @@ impl<W: Write> StreamWriter<W> {
     /// Write one record. In version 2 its `chain` must be set (it is
     /// written as given, not checked).
     pub fn record(&mut self, r: &StreamRecord) -> io::Result<()> {
-        let (kind, off, len, payload) = r.parts();
+        let op = r.op.as_op();
+        let (off, len) = op.range();
         self.put(
-            (kind as u8, r.flags.0, r.seq.0, r.time_ns.0, off, len),
+            (op.kind() as u8, r.flags.0, r.seq.0, r.time_ns.0, off, len),
             r.chain.as_ref(),
-            payload,
+            op.payload(),
         )?;
         self.records += 1;
         Ok(())
