@@ -9,6 +9,7 @@
 //! - [`mount`]: the read-only FUSE tree `/at/<time>/disk.img`.
 //! - [`time`]: every accepted spelling of a moment.
 
+mod le;
 pub mod mount;
 pub mod nbd;
 pub mod producers;

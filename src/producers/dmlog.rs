@@ -388,7 +388,7 @@ impl<R: Read> DmlogReader<R> {
                 need: SUPER_LEN as u64,
             });
         }
-        let magic = le_u64(&self.pending, S_MAGIC);
+        let magic = crate::le::u64_at(&self.pending, S_MAGIC);
         if magic != LOG_MAGIC {
             // QEMU may not have written the super yet.
             if follow && magic == 0 && self.rewind.is_some() {
@@ -397,11 +397,11 @@ impl<R: Read> DmlogReader<R> {
             }
             return Err(DmlogError::BadMagic { found: magic });
         }
-        let version = le_u64(&self.pending, S_VERSION);
+        let version = crate::le::u64_at(&self.pending, S_VERSION);
         if version != LOG_VERSION {
             return Err(DmlogError::BadVersion { found: version });
         }
-        let sector_size = le_u32(&self.pending, S_SECTORSIZE);
+        let sector_size = crate::le::u32_at(&self.pending, S_SECTORSIZE);
         if !sector_size.is_power_of_two()
             || !(MIN_SECTOR_SIZE..=MAX_SECTOR_SIZE).contains(&sector_size)
         {
@@ -417,7 +417,7 @@ impl<R: Read> DmlogReader<R> {
                 need: ss as u64,
             });
         }
-        self.super_entries = le_u64(&self.pending, S_NR_ENTRIES);
+        self.super_entries = crate::le::u64_at(&self.pending, S_NR_ENTRIES);
         self.sector_size = sector_size;
         self.pos = ss as u64;
         self.pending.clear();
@@ -542,10 +542,10 @@ struct Decoded {
 /// Check one header block and decode it; `Err` says why it is no entry.
 fn decode_header(block: &[u8]) -> Result<Decoded, String> {
     let ss = block.len() as u64;
-    let sector = le_u64(block, E_SECTOR);
-    let nr_sectors = le_u64(block, E_NR_SECTORS);
-    let flags = le_u64(block, E_FLAGS);
-    let data_len = le_u64(block, E_DATA_LEN);
+    let sector = crate::le::u64_at(block, E_SECTOR);
+    let nr_sectors = crate::le::u64_at(block, E_NR_SECTORS);
+    let flags = crate::le::u64_at(block, E_FLAGS);
+    let data_len = crate::le::u64_at(block, E_DATA_LEN);
     if flags == 0 && nr_sectors == 0 {
         return Err("empty header (no flags, no sectors)".into());
     }
@@ -628,13 +628,6 @@ fn decode_header(block: &[u8]) -> Result<Decoded, String> {
         length_bytes,
         data_bytes,
     })
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// The time a `t=<ns>` mark carries, if the name is one.

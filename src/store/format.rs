@@ -207,12 +207,6 @@ impl std::fmt::Display for RecordFault {
     }
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 fn hash_at(b: &[u8], at: usize) -> Hash32 {
     Hash32(b[at..at + 32].try_into().unwrap())
 }
@@ -222,7 +216,7 @@ pub fn peek_record_len(prefix: &[u8; 8]) -> Result<u32, RecordFault> {
     if &prefix[..4] != RECORD_MAGIC {
         return Err(RecordFault::BadMagic);
     }
-    let len = le_u32(prefix, R_LEN);
+    let len = crate::le::u32_at(prefix, R_LEN);
     let min = (RECORD_HEADER_LEN + RECORD_TRAILER_LEN) as u32;
     if !(min..=MAX_RECORD_LEN).contains(&len) {
         return Err(RecordFault::BadLength(len));
@@ -239,8 +233,8 @@ pub const RECORD_IDENTITY_LEN: usize = R_KIND;
 pub fn record_identity(prefix: &[u8; RECORD_IDENTITY_LEN]) -> Option<(Seq, TimeNs)> {
     (&prefix[..4] == RECORD_MAGIC).then(|| {
         (
-            Seq(le_u64(prefix, R_SEQ)),
-            TimeNs(le_u64(prefix, R_TIME) as i64),
+            Seq(crate::le::u64_at(prefix, R_SEQ)),
+            TimeNs(crate::le::u64_at(prefix, R_TIME) as i64),
         )
     })
 }
@@ -255,18 +249,18 @@ pub fn decode_record(rec: &[u8]) -> Result<RecordHeader, RecordFault> {
         return Err(RecordFault::Truncated);
     }
     let body_end = rec.len() - RECORD_TRAILER_LEN;
-    if crc32c::crc32c(&rec[..body_end]) != le_u32(rec, body_end) {
+    if crc32c::crc32c(&rec[..body_end]) != crate::le::u32_at(rec, body_end) {
         return Err(RecordFault::BadCrc);
     }
     let kind = RecordKind::from_u8(rec[R_KIND]).ok_or(RecordFault::BadKind(rec[R_KIND]))?;
     Ok(RecordHeader {
         record_len: len,
-        seq: Seq(le_u64(rec, R_SEQ)),
-        time_ns: TimeNs(le_u64(rec, R_TIME) as i64),
+        seq: Seq(crate::le::u64_at(rec, R_SEQ)),
+        time_ns: TimeNs(crate::le::u64_at(rec, R_TIME) as i64),
         kind,
         flags: OpFlags(rec[R_FLAGS]),
-        offset_bytes: le_u64(rec, R_OFFSET),
-        length_bytes: le_u64(rec, R_LENGTH),
+        offset_bytes: crate::le::u64_at(rec, R_OFFSET),
+        length_bytes: crate::le::u64_at(rec, R_LENGTH),
         content_hash: hash_at(rec, R_CONTENT),
         chain: hash_at(rec, R_CHAIN),
     })
@@ -398,7 +392,7 @@ pub fn parse_block_entries(
             }
             TAG_LZ4 => {
                 need(at, 4)?;
-                let n = le_u32(body, at);
+                let n = crate::le::u32_at(body, at);
                 at += 4;
                 if n == 0 || n > block_size {
                     return Err(format!("lz4 block entry with stored length {n}"));
@@ -416,8 +410,8 @@ pub fn parse_block_entries(
                 let enc = Encoding::from_u8(body[at])
                     .filter(|e| *e != Encoding::Zero)
                     .ok_or_else(|| format!("reference with encoding {}", body[at]))?;
-                let stored_len = le_u32(body, at + 1);
-                let offset_bytes = le_u64(body, at + 5);
+                let stored_len = crate::le::u32_at(body, at + 1);
+                let offset_bytes = crate::le::u64_at(body, at + 5);
                 if stored_len == 0 || stored_len > block_size {
                     return Err(format!("reference with stored length {stored_len}"));
                 }
@@ -526,7 +520,8 @@ pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
     // A damaged magic or version byte is damage, not another kind of file;
     // a version this release does not know may be either (a later format
     // need not keep this checksum), so the fault says which it looks like.
-    let crc_ok = b.len() == HEADER_LEN && crc32c::crc32c(&b[..H_CRC]) == le_u32(b, H_CRC);
+    let crc_ok =
+        b.len() == HEADER_LEN && crc32c::crc32c(&b[..H_CRC]) == crate::le::u32_at(b, H_CRC);
     if b.len() < HEADER_LEN || &b[..8] != HEADER_MAGIC {
         // A magic off by a byte or two in a file of the header's length is
         // a damaged header rather than some other file.
@@ -537,7 +532,7 @@ pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
             HeaderFault::NotAStore
         });
     }
-    let version = le_u32(b, H_VERSION);
+    let version = crate::le::u32_at(b, H_VERSION);
     if version != FORMAT_VERSION {
         return Err(HeaderFault::Version {
             found: version,
@@ -553,9 +548,9 @@ pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
         ));
     }
     let h = StoreHeader {
-        block_size: le_u32(b, H_BLOCK_SIZE),
-        size_bytes: le_u64(b, H_SIZE),
-        created_ns: TimeNs(le_u64(b, H_CREATED) as i64),
+        block_size: crate::le::u32_at(b, H_BLOCK_SIZE),
+        size_bytes: crate::le::u64_at(b, H_SIZE),
+        created_ns: TimeNs(crate::le::u64_at(b, H_CREATED) as i64),
         store_id: b[H_STORE_ID..H_STORE_ID + 16].try_into().unwrap(),
     };
     if !valid_block_size(h.block_size) || h.size_bytes % u64::from(h.block_size) != 0 {

@@ -80,17 +80,17 @@ impl<R: Read> StreamReader<R> {
         if got < H_BLOCK_SIZE {
             return Err(StreamError::BadHeader);
         }
-        let number = le_u32(&b, H_VERSION);
+        let number = crate::le::u32_at(&b, H_VERSION);
         let version = StreamVersion::from_u32(number).ok_or(StreamError::Version(number))?;
-        if got < HEADER_LEN || crc32c::crc32c(&b[..H_CRC]) != le_u32(&b, H_CRC) {
+        if got < HEADER_LEN || crc32c::crc32c(&b[..H_CRC]) != crate::le::u32_at(&b, H_CRC) {
             return Err(StreamError::BadHeader);
         }
         if b[H_RESERVED..H_CRC] != [0; 4] {
             return Err(StreamError::HeaderReserved);
         }
         let header = StreamHeader {
-            block_size: le_u32(&b, H_BLOCK_SIZE),
-            size_bytes: le_u64(&b, H_SIZE),
+            block_size: crate::le::u32_at(&b, H_BLOCK_SIZE),
+            size_bytes: crate::le::u64_at(&b, H_SIZE),
         };
         let mut r = StreamReader {
             input,
@@ -177,9 +177,15 @@ impl<R: Read> StreamReader<R> {
             return Err(Fault::Bad("bad record magic".into()));
         }
         let (kind, flags) = (h[R_KIND], h[R_FLAGS]);
-        let (seq, time) = (le_u64(h, R_SEQ), le_u64(h, R_TIME) as i64);
-        let (off, len) = (le_u64(h, R_OFFSET), le_u64(h, R_LENGTH));
-        let plen = u64::from(le_u32(h, R_PAYLOAD_LEN));
+        let (seq, time) = (
+            crate::le::u64_at(h, R_SEQ),
+            crate::le::u64_at(h, R_TIME) as i64,
+        );
+        let (off, len) = (
+            crate::le::u64_at(h, R_OFFSET),
+            crate::le::u64_at(h, R_LENGTH),
+        );
+        let plen = u64::from(crate::le::u32_at(h, R_PAYLOAD_LEN));
         // Fields the format fixes to zero must be zero, so that an accepted
         // stream is exactly what `dump` writes for its records: no byte of it
         // goes unread.
@@ -561,7 +567,7 @@ mod tests {
         let good = read_all(&bytes).unwrap();
         let mut at = HEADER_LEN + V2_REC_HEADER_LEN + REC_TRAILER_LEN;
         for (i, rec) in good.iter().enumerate() {
-            let plen = le_u32(&bytes, at + R_PAYLOAD_LEN) as usize;
+            let plen = crate::le::u32_at(&bytes, at + R_PAYLOAD_LEN) as usize;
             let crc_at = at + V2_REC_HEADER_LEN + plen;
             // seq, time, flags, range, chain and payload bytes.
             let mut spots = vec![at + R_FLAGS, at + R_SEQ, at + R_TIME + 7, at + R_CHAIN + 9];

@@ -62,13 +62,6 @@ pub trait RunEntry: Sized + Copy {
     }
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
 fn encode_loc(loc: &Loc, out: &mut [u8]) {
     out[0..8].copy_from_slice(&loc.offset_bytes.to_le_bytes());
     out[8..12].copy_from_slice(&loc.stored_len.to_le_bytes());
@@ -81,8 +74,8 @@ fn decode_loc(b: &[u8]) -> Option<Loc> {
         return None;
     }
     Some(Loc {
-        offset_bytes: le_u64(b, 0),
-        stored_len: le_u32(b, 8),
+        offset_bytes: crate::le::u64_at(b, 0),
+        stored_len: crate::le::u32_at(b, 8),
         encoding: Encoding::from_u8(b[12])?,
     })
 }
@@ -109,13 +102,13 @@ impl RunEntry for BlockVersion {
     }
     fn decode(b: &[u8]) -> Option<Self> {
         Some(BlockVersion {
-            block: le_u64(b, 0),
-            seq: le_u64(b, 8),
+            block: crate::le::u64_at(b, 0),
+            seq: crate::le::u64_at(b, 8),
             loc: decode_loc(&b[16..32])?,
         })
     }
     fn decode_key(b: &[u8]) -> (u64, u64) {
-        (le_u64(b, 0), le_u64(b, 8))
+        (crate::le::u64_at(b, 0), crate::le::u64_at(b, 8))
     }
 }
 
@@ -160,7 +153,7 @@ impl RunEntry for StoredContent {
         b[0..32].try_into().unwrap()
     }
     fn bloom_hashes(key: &[u8; 32]) -> Option<(u64, u64)> {
-        Some((le_u64(key, 0), le_u64(key, 8) | 1))
+        Some((crate::le::u64_at(key, 0), crate::le::u64_at(key, 8) | 1))
     }
 }
 
@@ -195,13 +188,16 @@ impl<E: RunEntry> Run<E> {
         let mut f = [0u8; FOOTER_LEN];
         file.read_exact_at(&mut f, len - FOOTER_LEN as u64)
             .at(path)?;
-        if &f[0..8] != RUN_MAGIC || le_u32(&f, 8) != E::KIND || le_u32(&f, 12) as usize != E::LEN {
+        if &f[0..8] != RUN_MAGIC
+            || crate::le::u32_at(&f, 8) != E::KIND
+            || crate::le::u32_at(&f, 12) as usize != E::LEN
+        {
             return Err(bad(
                 "index run footer has the wrong magic, kind or entry length".into(),
             ));
         }
-        let n = le_u64(&f, 16);
-        let bloom_words = u64::from(le_u32(&f, 40));
+        let n = crate::le::u64_at(&f, 16);
+        let bloom_words = u64::from(crate::le::u32_at(&f, 40));
         let table_len = Self::pages_of(n)
             .checked_mul(Self::table_entry_len() as u64)
             .ok_or_else(|| bad(format!("impossible entry count {n} in the run footer")))?;
@@ -218,7 +214,7 @@ impl<E: RunEntry> Run<E> {
         let mut meta = vec![0u8; (table_len + bloom_words * 8) as usize];
         file.read_exact_at(&mut meta, n * E::LEN as u64).at(path)?;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&meta), &f[..FOOTER_CHECKED]);
-        if crc != le_u32(&f, FOOTER_CHECKED) {
+        if crc != crate::le::u32_at(&f, FOOTER_CHECKED) {
             return Err(bad(
                 "index run metadata (footer, page table or bloom filter) checksum mismatch".into(),
             ));
@@ -227,15 +223,18 @@ impl<E: RunEntry> Run<E> {
         let key_len = Self::key_len();
         let (fences, page_crcs): (Vec<E::Key>, Vec<u32>) = table
             .chunks_exact(Self::table_entry_len())
-            .map(|t| (E::decode_key(&t[..key_len]), le_u32(t, key_len)))
+            .map(|t| (E::decode_key(&t[..key_len]), crate::le::u32_at(t, key_len)))
             .unzip();
-        let bloom = bloom_bytes.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
+        let bloom = bloom_bytes
+            .chunks_exact(8)
+            .map(|c| crate::le::u64_at(c, 0))
+            .collect();
         Ok(Run {
             path: path.to_path_buf(),
             file,
             n,
-            first_seq: Seq(le_u64(&f, 24)),
-            last_seq: Seq(le_u64(&f, 32)),
+            first_seq: Seq(crate::le::u64_at(&f, 24)),
+            last_seq: Seq(crate::le::u64_at(&f, 32)),
             fences,
             page_crcs: page_crcs.into(),
             bloom,
