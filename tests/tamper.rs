@@ -356,7 +356,7 @@ fn verify_in_process(store: &Path) -> Result<VerifyReport, String> {
 
 /// Every record's (seq, offset, length), walking the log.
 fn records(store: &Path) -> Vec<(u64, u64, u64)> {
-    let path = store.join(index::LOG_FILE);
+    let path = store.join(diskhist::store::layout::LOG_FILE);
     let log = File::open(&path).unwrap();
     let len = log.metadata().unwrap().len();
     let mut out = Vec::new();
@@ -636,7 +636,7 @@ fn every_single_byte_change_is_caught_or_harmless() {
 
 /// Every payload encoding and record kind is in the store under test.
 fn assert_encodings_present(store: &Path) {
-    let path = store.join(index::LOG_FILE);
+    let path = store.join(diskhist::store::layout::LOG_FILE);
     let log = File::open(&path).unwrap();
     let len = log.metadata().unwrap().len();
     let h = index::read_header(store).unwrap();
@@ -676,13 +676,13 @@ fn assert_encodings_present(store: &Path) {
 /// Write `store`'s log as `recs` in the given order (records by index).
 fn rewrite_log(pristine: &Path, dst: &Path, order: &[usize]) {
     let recs = records(pristine);
-    let log = std::fs::read(pristine.join(index::LOG_FILE)).unwrap();
+    let log = std::fs::read(pristine.join(diskhist::store::layout::LOG_FILE)).unwrap();
     let mut out = Vec::new();
     for &i in order {
         let (_, o, l) = recs[i];
         out.extend_from_slice(&log[o as usize..(o + l) as usize]);
     }
-    std::fs::write(dst.join(index::LOG_FILE), out).unwrap();
+    std::fs::write(dst.join(diskhist::store::layout::LOG_FILE), out).unwrap();
 }
 
 #[test]

@@ -170,7 +170,7 @@ impl Command {
 /// evidence, and diskhist creates it private (0700, 0600).
 fn warn_if_exposed(store: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if std::fs::symlink_metadata(store.join(diskhist::store::format::HEADER_FILE)).is_err() {
+    if std::fs::symlink_metadata(store.join(diskhist::store::layout::HEADER_FILE)).is_err() {
         return; // not a store: the command says so
     }
     let mode = |p: &Path| {
@@ -182,7 +182,7 @@ fn warn_if_exposed(store: &Path) {
     let mut paths = vec![store.to_path_buf()];
     for dir in [
         store.to_path_buf(),
-        store.join(diskhist::store::index::INDEX_DIR),
+        store.join(diskhist::store::layout::INDEX_DIR),
     ] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();

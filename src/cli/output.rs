@@ -25,7 +25,7 @@
 
 use super::stop_flag;
 use anyhow::{bail, Context, Result};
-use diskhist::store::format::HEADER_FILE;
+use diskhist::store::layout::HEADER_FILE;
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Seek, SeekFrom, Stdout, Write};

@@ -48,7 +48,7 @@ pub fn verify(a: VerifyArgs) -> Result<Status> {
         Err(_) => Vec::new(),
     };
     let log_bytes =
-        std::fs::metadata(a.store.join(diskhist::store::index::LOG_FILE)).map_or(0, |m| m.len());
+        std::fs::metadata(a.store.join(diskhist::store::layout::LOG_FILE)).map_or(0, |m| m.len());
     let progress = Progress::bytes(log_bytes, a.quiet);
     let r = verify_mod::verify_with_progress(&a.store, &anchors, &mut |done, total| {
         progress.set_total(total);

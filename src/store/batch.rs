@@ -39,10 +39,10 @@
 use crate::store::error::{Result, StoreError};
 use crate::store::files;
 use crate::store::index::Manifest;
+use crate::store::layout;
 use crate::units::Seq;
 use std::path::Path;
 
-pub const BATCH_FILE: &str = "batch";
 const MAGIC: &[u8; 8] = b"DHBATCH1";
 const B_COUNTER: usize = MAGIC.len();
 const B_OPEN: usize = B_COUNTER + 8;
@@ -122,7 +122,7 @@ impl BatchState {
 /// The batch file's bytes (empty when there is none), for a reader to
 /// compare before and after a scan.
 pub fn read_raw(dir: &Path) -> Result<Vec<u8>> {
-    let path = dir.join(BATCH_FILE);
+    let path = dir.join(layout::BATCH_FILE);
     match std::fs::read(&path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -137,7 +137,7 @@ pub fn parse(dir: &Path, raw: &[u8]) -> Result<BatchState> {
     }
     BatchState::decode(raw).ok_or_else(|| {
         StoreError::corrupted(
-            dir.join(BATCH_FILE),
+            dir.join(layout::BATCH_FILE),
             "batch file checksum mismatch or bad layout (damaged or edited)",
         )
     })
@@ -149,7 +149,7 @@ pub fn read(dir: &Path) -> Result<BatchState> {
 
 /// Replace the batch file; durable when this returns.
 pub fn write(dir: &Path, state: &BatchState) -> Result<()> {
-    match files::replace_atomically(&dir.join(BATCH_FILE), &state.encode())? {
+    match files::replace_atomically(&dir.join(layout::BATCH_FILE), &state.encode())? {
         files::Replaced::Durable => Ok(()),
         files::Replaced::NotDurable(e) => Err(e),
     }

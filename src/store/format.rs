@@ -65,7 +65,6 @@
 use crate::store::op::OpFlags;
 use crate::units::{Hash32, Seq, TimeNs};
 
-pub const HEADER_FILE: &str = "diskhist.store";
 pub const HEADER_MAGIC: &[u8; 8] = b"DISKHIST";
 pub const FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;

@@ -32,6 +32,7 @@ pub mod error;
 mod files;
 pub mod format;
 pub mod index;
+pub mod layout;
 pub mod op;
 pub mod verify;
 mod writer;
@@ -132,7 +133,7 @@ fn settle(i: &mut Index) -> Result<()> {
     // there before the first scan began... which is not known either; the
     // safe answer is an error the caller can retry.
     Err(StoreError::io(
-        i.dir.join(batch::BATCH_FILE),
+        i.dir.join(layout::BATCH_FILE),
         std::io::Error::other("batches keep beginning and ending while reading; try again"),
     ))
 }
@@ -346,7 +347,7 @@ impl Store {
         let i = self.idx.read();
         let log_bytes = i.log_end;
         let mut index_bytes = 0;
-        let idir = i.dir.join(index::INDEX_DIR);
+        let idir = i.dir.join(layout::INDEX_DIR);
         // No index/ (deleted, to be rebuilt) is an index of 0 bytes.
         match std::fs::read_dir(&idir) {
             Ok(entries) => {

@@ -29,9 +29,8 @@ use crate::store::batch;
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Encoding, Loc, RecordKind};
 use crate::store::index::run::{BlockVersion, Run, RunEntry, StoredContent};
-use crate::store::index::{
-    self, read_record_at, record_block_locs, Manifest, INDEX_DIR, SEQ_ENTRY_LEN,
-};
+use crate::store::index::{self, read_record_at, record_block_locs, Manifest, SEQ_ENTRY_LEN};
+use crate::store::layout;
 use crate::store::writer;
 use crate::units::{Hash32, Seq, TimeNs};
 use std::collections::HashMap;
@@ -145,7 +144,7 @@ pub fn verify_with_progress(
         let batch_before = batch::read_raw(dir)?;
         let result = verify_once(dir, anchors, progress);
         let bad = result.as_ref().map_or(true, |r| !r.ok());
-        let log_path = dir.join(index::LOG_FILE);
+        let log_path = dir.join(layout::LOG_FILE);
         let cut = match (&result, std::fs::metadata(&log_path)) {
             (Ok(r), Ok(m)) => m.len() < r.log_bytes,
             _ => true,
@@ -170,7 +169,7 @@ struct IndexSnapshot {
 }
 
 fn snapshot_index(dir: &Path, report: &mut VerifyReport) -> Result<IndexSnapshot> {
-    let path = dir.join(INDEX_DIR).join(index::MANIFEST_FILE);
+    let path = dir.join(layout::INDEX_DIR).join(layout::MANIFEST_FILE);
     if let Ok(raw) = std::fs::read(&path) {
         if let Some(v) = index::manifest_version(&raw).filter(|&v| v != index::INDEX_FORMAT) {
             report.index_problems.push(format!(
@@ -182,7 +181,7 @@ fn snapshot_index(dir: &Path, report: &mut VerifyReport) -> Result<IndexSnapshot
             ));
         }
     }
-    let idir = dir.join(INDEX_DIR);
+    let idir = dir.join(layout::INDEX_DIR);
     let mut attempts = 0;
     loop {
         let manifest = match index::read_manifest(dir) {
@@ -233,7 +232,7 @@ fn verify_once(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
     let header = index::read_header(dir)?;
-    let log_path = dir.join(index::LOG_FILE);
+    let log_path = dir.join(layout::LOG_FILE);
     let mut report = VerifyReport {
         records: 0,
         log_bytes: 0,
@@ -600,7 +599,7 @@ impl IndexCheck<'_> {
 
     /// The block versions record `seq` sets, from the log.
     fn block_versions(&self, seq: u64) -> Result<Vec<BlockVersion>> {
-        let log_path = self.dir.join(index::LOG_FILE);
+        let log_path = self.dir.join(layout::LOG_FILE);
         let off = self.seen[seq as usize - 1].offset_bytes;
         let mut buf = Vec::new();
         let h = match read_record_at(self.log, off, self.log_len, &mut buf).at(&log_path)? {
@@ -622,7 +621,7 @@ impl IndexCheck<'_> {
     }
 
     fn check_seqs(&mut self, it: u64) -> Result<()> {
-        let path = self.dir.join(INDEX_DIR).join(index::SEQS_FILE);
+        let path = self.dir.join(layout::INDEX_DIR).join(layout::SEQS_FILE);
         let f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && it == 0 => return Ok(()),
@@ -663,7 +662,7 @@ impl IndexCheck<'_> {
         first: Seq,
         last: Seq,
     ) -> Result<Option<Run<E>>> {
-        let path = self.dir.join(INDEX_DIR).join(name);
+        let path = self.dir.join(layout::INDEX_DIR).join(name);
         let opened = E::take(self.snapshot, name).unwrap_or_else(|| Run::<E>::open(&path));
         let run = match opened {
             Ok(r) => r,

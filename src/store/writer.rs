@@ -38,7 +38,8 @@ use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::format::{self, Encoding, Loc, RecordKind, StoreHeader};
 use crate::store::index::run::{self, BlockVersion, Run, StoredContent};
-use crate::store::index::{self, Head, Index, TailStop, INDEX_DIR, MANIFEST_FILE, SEQ_ENTRY_LEN};
+use crate::store::index::{self, Head, Index, TailStop, SEQ_ENTRY_LEN};
+use crate::store::layout;
 use crate::store::op::{Op, OpFlags};
 use crate::units::{Geometry, Seq, TimeNs};
 use std::collections::HashMap;
@@ -68,7 +69,6 @@ impl Default for WriterOptions {
         }
     }
 }
-const LOCK_FILE: &str = "lock";
 
 /// What `append` recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,13 +182,13 @@ impl Writer {
             created_ns: created,
             store_id: id.finalize().as_bytes()[..16].try_into().unwrap(),
         };
-        files::create_dir_private(&dir.join(INDEX_DIR))?;
-        files::create_private(&dir.join(index::LOG_FILE))?
+        files::create_dir_private(&dir.join(layout::INDEX_DIR))?;
+        files::create_private(&dir.join(layout::LOG_FILE))?
             .sync_all()
             .at(dir)?;
-        files::create_private(&dir.join(INDEX_DIR).join(index::SEQS_FILE))?;
+        files::create_private(&dir.join(layout::INDEX_DIR).join(layout::SEQS_FILE))?;
         if let files::Replaced::NotDurable(e) = files::replace_atomically(
-            &dir.join(format::HEADER_FILE),
+            &dir.join(layout::HEADER_FILE),
             &format::encode_header(&header),
         )? {
             return Err(e);
@@ -255,7 +255,7 @@ impl Writer {
         seqs_file(&idx)?
             .set_len(it * SEQ_ENTRY_LEN)
             .at(&idx.seqs_path)?;
-        let idir = dir.join(INDEX_DIR);
+        let idir = dir.join(layout::INDEX_DIR);
         let dedup_runs = idx
             .manifest
             .runs
@@ -395,7 +395,7 @@ impl Writer {
         let cut = rollback_batch(&dir, &open, self.batch_counter)?;
         // The lock belongs to the open file description: a duplicate
         // keeps it held while this writer is replaced by a fresh one.
-        let lock = self._lock.try_clone().at(&dir.join(LOCK_FILE))?;
+        let lock = self._lock.try_clone().at(&dir.join(layout::LOCK_FILE))?;
         let fresh = Writer::open_locked(&dir, lock, self.opts)?;
         drop(std::mem::replace(self, fresh));
         Ok(cut)
@@ -764,7 +764,7 @@ impl Writer {
         self.sync()?;
         self.write_seqs()?;
         let mut m = self.idx.manifest.clone();
-        let idir = self.idx.dir.join(INDEX_DIR);
+        let idir = self.idx.dir.join(layout::INDEX_DIR);
         let mut runs = None;
         if !self.idx.mem.is_empty() || !self.dedup_mem.is_empty() {
             let (first, last) = (Seq(m.indexed_through.0 + 1), head.seq);
@@ -777,7 +777,7 @@ impl Writer {
         m.head_time = head.time_ns.unwrap_or_default();
         m.head_chain = head.chain;
         m.bytes_written = self.idx.bytes_written;
-        let manifest_path = idir.join(MANIFEST_FILE);
+        let manifest_path = idir.join(layout::MANIFEST_FILE);
         match files::replace_atomically(&manifest_path, &m.encode()) {
             Ok(files::Replaced::Durable) => {}
             Ok(files::Replaced::NotDurable(e)) => log::warn!(
@@ -895,7 +895,7 @@ impl Writer {
     /// of the older: run sizes stay geometric, so there are O(log n) runs.
     /// Each merge is all or nothing, like a flush.
     fn compact(&mut self) -> Result<()> {
-        let idir = self.idx.dir.join(INDEX_DIR);
+        let idir = self.idx.dir.join(layout::INDEX_DIR);
         while self.idx.runs.len() >= 2 {
             let k = self.idx.runs.len();
             let (older, newer) = (&self.idx.runs[k - 2], &self.idx.runs[k - 1]);
@@ -941,21 +941,22 @@ impl Writer {
             m.runs.truncate(k - 2);
             m.runs.push((first, last));
             m.generation += 1;
-            let durable = match files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode()) {
-                Ok(files::Replaced::Durable) => true,
-                Ok(files::Replaced::NotDurable(e)) => {
-                    log::warn!(
-                        "{e}: the merged index manifest is in place but not yet durable; \
+            let durable =
+                match files::replace_atomically(&idir.join(layout::MANIFEST_FILE), &m.encode()) {
+                    Ok(files::Replaced::Durable) => true,
+                    Ok(files::Replaced::NotDurable(e)) => {
+                        log::warn!(
+                            "{e}: the merged index manifest is in place but not yet durable; \
                          keeping the runs it replaces until the next writer opens the store"
-                    );
-                    false
-                }
-                Err(e) => {
-                    drop((r, d));
-                    remove_run_files(&rp, &dp);
-                    return Err(e);
-                }
-            };
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        drop((r, d));
+                        remove_run_files(&rp, &dp);
+                        return Err(e);
+                    }
+                };
             self.idx.manifest = m;
             let old: Vec<_> = self
                 .idx
@@ -1047,7 +1048,7 @@ fn remove_orphan_runs(idir: &Path, runs: &[(Seq, Seq)]) -> Result<()> {
 /// mark the batch ended. Each step can be repeated, so a crash part-way
 /// leaves the batch open for the next writer to finish the job.
 fn rollback_batch(dir: &Path, open: &OpenBatch, counter: u64) -> Result<CutBatch> {
-    let log_path = dir.join(index::LOG_FILE);
+    let log_path = dir.join(layout::LOG_FILE);
     let log = files::open_rw_private(&log_path)?;
     let log_len = log.metadata().at(&log_path)?.len();
     if log_len < open.log_offset {
@@ -1076,13 +1077,13 @@ fn rollback_batch(dir: &Path, open: &OpenBatch, counter: u64) -> Result<CutBatch
             ));
         }
     }
-    let idir = dir.join(INDEX_DIR);
+    let idir = dir.join(layout::INDEX_DIR);
     if idir.is_dir() {
         let current = index::read_manifest(dir).map(|m| m.generation).unwrap_or(0);
         let mut m = open.manifest.clone();
         m.generation = current.max(m.generation) + 1;
         if let files::Replaced::NotDurable(e) =
-            files::replace_atomically(&idir.join(MANIFEST_FILE), &m.encode())?
+            files::replace_atomically(&idir.join(layout::MANIFEST_FILE), &m.encode())?
         {
             return Err(e);
         }
@@ -1118,7 +1119,7 @@ fn rollback_batch(dir: &Path, open: &OpenBatch, counter: u64) -> Result<CutBatch
 /// a record being written from a torn one: it takes a shared lock for an
 /// instant, which a writer starting at that moment waits out.
 pub fn writer_is_live(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+    let Ok(f) = File::open(dir.join(layout::LOCK_FILE)) else {
         return false;
     };
     // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -1133,7 +1134,7 @@ pub fn writer_is_live(dir: &Path) -> bool {
 
 /// Take the writer lock (flock, non-blocking) and note who holds it.
 fn take_lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
+    let path = dir.join(layout::LOCK_FILE);
     let mut f = files::open_rw_private(&path)?;
     // A reader asking whether a writer is live holds a shared lock for an
     // instant (see `writer_is_live`): try a few times before concluding

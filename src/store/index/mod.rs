@@ -37,6 +37,7 @@ use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{
     self, BlockEntry, Loc, RecordFault, RecordHeader, RecordKind, StoreHeader,
 };
+use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
 use run::{BlockVersion, Run};
 use std::collections::BTreeMap;
@@ -44,10 +45,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const INDEX_DIR: &str = "index";
-pub const SEQS_FILE: &str = "seqs";
-pub const MANIFEST_FILE: &str = "MANIFEST";
-pub const LOG_FILE: &str = "log";
 pub const SEQ_ENTRY_LEN: u64 = 16;
 /// Bytes of a record's head read to check a `seqs` entry.
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
@@ -210,7 +207,7 @@ pub struct Index {
 }
 
 pub fn read_header(dir: &Path) -> Result<StoreHeader> {
-    let path = dir.join(format::HEADER_FILE);
+    let path = dir.join(layout::HEADER_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -237,7 +234,7 @@ pub fn read_header(dir: &Path) -> Result<StoreHeader> {
 /// index version (the index is then rebuilt from the log). A damaged
 /// manifest is an error.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(INDEX_DIR).join(MANIFEST_FILE);
+    let path = dir.join(layout::INDEX_DIR).join(layout::MANIFEST_FILE);
     match std::fs::read(&path) {
         Ok(b) => match Manifest::decode(&b) {
             Some(m) => Ok(m),
@@ -422,8 +419,8 @@ impl Index {
     /// Open the index of the store at `dir` and scan the log past it.
     pub fn open(dir: &Path, writable: bool) -> Result<Index> {
         let header = read_header(dir)?;
-        let log_path = dir.join(LOG_FILE);
-        let seqs_path = dir.join(INDEX_DIR).join(SEQS_FILE);
+        let log_path = dir.join(layout::LOG_FILE);
+        let seqs_path = dir.join(layout::INDEX_DIR).join(layout::SEQS_FILE);
         let open = |p: &Path| -> Result<File> {
             if writable {
                 crate::store::files::open_rw_private(p)
@@ -432,7 +429,7 @@ impl Index {
             }
         };
         if writable {
-            crate::store::files::create_dir_private(&dir.join(INDEX_DIR))?;
+            crate::store::files::create_dir_private(&dir.join(layout::INDEX_DIR))?;
         }
         let log = open(&log_path)?;
         let seqs = match open(&seqs_path) {
@@ -495,7 +492,7 @@ impl Index {
                     format!(
                         "{what}; the writer does not record over a damaged index. Run \
                          `diskhist verify`, then delete {} to have it rebuilt from the log",
-                        self.dir.join(INDEX_DIR).display()
+                        self.dir.join(layout::INDEX_DIR).display()
                     ),
                 ))
             }
@@ -557,7 +554,7 @@ impl Index {
 
     /// Open the manifest's runs, checking each one's footer against it.
     fn open_runs(&self, m: &Manifest) -> Result<Vec<Run<BlockVersion>>> {
-        let idir = self.dir.join(INDEX_DIR);
+        let idir = self.dir.join(layout::INDEX_DIR);
         m.runs
             .iter()
             .map(|&(a, z)| {
