@@ -57,8 +57,22 @@ pub enum StoreError {
          synced before is safe, restart to resume recording"
     )]
     Poisoned,
-    #[error("{0}")]
-    Init(String),
+    #[error(transparent)]
+    Init(#[from] InitError),
+}
+
+/// Why `init` cannot create a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    #[error("block size {0} is not a power of two from {min} to {max}", min = crate::store::format::MIN_BLOCK_SIZE, max = crate::store::format::MAX_BLOCK_SIZE)]
+    BlockSize(u32),
+    #[error("disk size {size_bytes} is not a positive multiple of the block size {block_size}")]
+    DiskSize { size_bytes: u64, block_size: u32 },
+    #[error("{}: directory is not empty; a store needs a new or empty directory", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{}: the parent directory {} does not exist; create it first", .path.display(), .parent.display())]
+    NoParent { path: PathBuf, parent: PathBuf },
 }
 
 impl StoreError {

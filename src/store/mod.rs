@@ -21,7 +21,7 @@
 //! `serve`) rebuilds it from the log; readers meanwhile scan the log.
 
 pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
-pub use error::StoreError;
+pub use error::{InitError, StoreError};
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
@@ -300,7 +300,7 @@ impl Store {
             return Ok(None);
         }
         let offset = i.offset_of(seq)?;
-        let locs = index::record_block_locs(
+        let locs = format::record_block_locs(
             offset,
             &h,
             format::record_body(&buf),

@@ -28,8 +28,9 @@
 use crate::store::batch;
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Encoding, Loc, RecordKind};
+use crate::store::format::{read_record_at, record_block_locs};
 use crate::store::index::run::{BlockVersion, Run, RunEntry, StoredContent};
-use crate::store::index::{self, read_record_at, record_block_locs, Manifest, SEQ_ENTRY_LEN};
+use crate::store::index::{self, Manifest, SEQ_ENTRY_LEN};
 use crate::store::layout;
 use crate::store::writer;
 use crate::units::{Hash32, Seq, TimeNs};
@@ -329,7 +330,7 @@ fn verify_once(
         let locs = match record_block_locs(offset, &h, body, header.block_size, header.size_bytes) {
             Ok(l) => l,
             Err(e) => {
-                report.problem = Some(fail(e));
+                report.problem = Some(fail(e.to_string()));
                 break;
             }
         };
@@ -613,7 +614,7 @@ impl IndexCheck<'_> {
             self.header.block_size,
             self.header.size_bytes,
         )
-        .map_err(|e| StoreError::corrupted(&log_path, e))?;
+        .map_err(|e| StoreError::corrupted(&log_path, e.to_string()))?;
         Ok(locs
             .into_iter()
             .map(|(block, loc)| BlockVersion { block, seq, loc })

@@ -34,7 +34,7 @@
 //!   with a warning that the next writer will catch the index up.
 
 use crate::store::batch::{self, BatchState, OpenBatch};
-use crate::store::error::{IoContext, Result, StoreError};
+use crate::store::error::{InitError, IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::format::{self, Encoding, Loc, RecordKind, StoreHeader};
 use crate::store::index::run::{self, BlockVersion, Run, StoredContent};
@@ -134,24 +134,19 @@ impl Writer {
     /// Create an empty store in `dir` (which must not exist or be empty).
     pub fn init(dir: &Path, size_bytes: u64, block_size: u32) -> Result<()> {
         if !format::valid_block_size(block_size) {
-            return Err(StoreError::Init(format!(
-                "block size {block_size} is not a power of two from {} to {}",
-                format::MIN_BLOCK_SIZE,
-                format::MAX_BLOCK_SIZE
-            )));
+            return Err(InitError::BlockSize(block_size).into());
         }
         if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
-            return Err(StoreError::Init(format!(
-                "disk size {size_bytes} is not a positive multiple of the block size {block_size}"
-            )));
+            return Err(InitError::DiskSize {
+                size_bytes,
+                block_size,
+            }
+            .into());
         }
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
-                    return Err(StoreError::Init(format!(
-                        "{}: directory is not empty; a store needs a new or empty directory",
-                        dir.display()
-                    )));
+                    return Err(InitError::NotEmpty(dir.to_path_buf()).into());
                 }
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)?;
@@ -161,11 +156,11 @@ impl Writer {
                 // create: the store goes exactly where it was asked to.
                 let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
                 if let Some(p) = parent.filter(|p| !p.is_dir()) {
-                    return Err(StoreError::Init(format!(
-                        "{}: the parent directory {} does not exist; create it first",
-                        dir.display(),
-                        p.display()
-                    )));
+                    return Err(InitError::NoParent {
+                        path: dir.to_path_buf(),
+                        parent: p.to_path_buf(),
+                    }
+                    .into());
                 }
                 std::fs::DirBuilder::new().mode(0o700).create(dir).at(dir)?
             }

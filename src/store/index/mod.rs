@@ -35,7 +35,7 @@ pub mod run;
 
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{
-    self, BlockEntry, Loc, RecordFault, RecordHeader, RecordKind, StoreHeader,
+    self, read_record_at, record_block_locs, Loc, RecordHeader, RecordKind, StoreHeader,
 };
 use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
@@ -257,128 +257,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(StoreError::io(&path, e)),
-    }
-}
-
-/// Read one whole record at `offset`, checking only its framing and crc.
-pub fn read_record_at(
-    log: &File,
-    offset: u64,
-    log_len: u64,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Result<RecordHeader, RecordFault>> {
-    if offset + 8 > log_len {
-        return Ok(Err(RecordFault::Truncated));
-    }
-    let mut prefix = [0u8; 8];
-    log.read_exact_at(&mut prefix, offset)?;
-    let len = match format::peek_record_len(&prefix) {
-        Ok(l) => l,
-        Err(f) => return Ok(Err(f)),
-    };
-    if offset + u64::from(len) > log_len {
-        return Ok(Err(RecordFault::Truncated));
-    }
-    buf.resize(len as usize, 0);
-    log.read_exact_at(buf, offset)?;
-    Ok(format::decode_record(buf))
-}
-
-/// The block locations a whole record sets, in block order.
-pub fn record_block_locs(
-    rec_offset: u64,
-    h: &RecordHeader,
-    body: &[u8],
-    geometry_bs: u32,
-    size_bytes: u64,
-) -> std::result::Result<Vec<(u64, Loc)>, String> {
-    let bs = u64::from(geometry_bs);
-    let end = h
-        .offset_bytes
-        .checked_add(h.length_bytes)
-        .ok_or("range overflows")?;
-    let stored_base = rec_offset + format::RECORD_HEADER_LEN as u64;
-    let to_loc = |e: BlockEntry| match e {
-        BlockEntry::Zero => Loc::ZERO,
-        BlockEntry::Stored {
-            encoding,
-            stored_len,
-            body_offset,
-        } => Loc {
-            offset_bytes: stored_base + body_offset as u64,
-            stored_len,
-            encoding,
-        },
-        BlockEntry::Ref(loc) => loc,
-    };
-    match h.kind {
-        RecordKind::Write | RecordKind::Zero | RecordKind::Trim => {
-            if end > size_bytes {
-                return Err(format!(
-                    "range {}+{} ends past the disk's {size_bytes} bytes",
-                    h.offset_bytes, h.length_bytes
-                ));
-            }
-            if h.length_bytes == 0 {
-                return if body.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    Err("body on an empty range".into())
-                };
-            }
-            let first = h.offset_bytes / bs;
-            let last = (end - 1) / bs;
-            if h.kind == RecordKind::Write {
-                let entries =
-                    format::parse_block_entries(body, (last - first + 1) as usize, geometry_bs)?;
-                // A reference points to content stored before it: in an
-                // earlier record, or earlier in this one.
-                let mut stored_here = Vec::new();
-                let mut out = Vec::with_capacity(entries.len());
-                for (b, e) in (first..=last).zip(entries) {
-                    let loc = to_loc(e);
-                    match e {
-                        BlockEntry::Stored { .. } => stored_here.push(loc),
-                        BlockEntry::Ref(l)
-                            if l.offset_bytes >= rec_offset && !stored_here.contains(&l) =>
-                        {
-                            return Err(format!(
-                                "block {b} refers forward in the log (to byte {})",
-                                l.offset_bytes
-                            ));
-                        }
-                        _ => {}
-                    }
-                    out.push((b, loc));
-                }
-                Ok(out)
-            } else {
-                let partial = format::partial_blocks(h.offset_bytes, h.length_bytes, geometry_bs);
-                let entries = format::parse_block_entries(body, partial.len(), geometry_bs)?;
-                let mut out = Vec::with_capacity((last - first + 1) as usize);
-                let mut pi = 0;
-                for b in first..=last {
-                    if partial.get(pi) == Some(&b) {
-                        out.push((b, to_loc(entries[pi])));
-                        pi += 1;
-                    } else {
-                        out.push((b, Loc::ZERO));
-                    }
-                }
-                Ok(out)
-            }
-        }
-        RecordKind::Flush => {
-            if body.is_empty() {
-                Ok(Vec::new())
-            } else {
-                Err("flush record with a body".into())
-            }
-        }
-        RecordKind::Mark => {
-            std::str::from_utf8(body).map_err(|_| "mark name is not UTF-8")?;
-            Ok(Vec::new())
-        }
     }
 }
 
@@ -653,7 +531,8 @@ impl Index {
             format::record_body(rec),
             self.header.block_size,
             self.header.size_bytes,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         for (b, loc) in locs {
             self.mem.insert((b, h.seq.0), loc);
         }
