@@ -16,8 +16,8 @@
 mod nbd_util;
 
 use diskhist::nbd::session::read_sessions;
-use diskhist::store::format::{self, Encoding, RecordKind};
 use diskhist::store::format::read_record_at;
+use diskhist::store::format::{self, Encoding, RecordKind};
 use diskhist::store::index;
 use diskhist::store::verify::{verify_anchored, Anchor, VerifyReport};
 use diskhist::store::{Op, OpFlags, Seq, Store, StoreError, TimeNs, Writer, WriterOptions};

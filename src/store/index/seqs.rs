@@ -1,0 +1,119 @@
+//! `index/seqs`: one 16-byte entry per record (time_ns i64, log offset
+//! u64); record `s` is entry `s - 1`. Records after the manifest's point
+//! are in memory (`tail`). Binary search over the times maps a time to the
+//! state it names. The file carries no checksum: each entry is checked
+//! against the head of the record it points to when it is used.
+
+use super::{Index, TailRecord};
+use crate::store::error::{IoContext, Result, StoreError};
+use crate::store::format::{self, read_record_at, RecordHeader, RecordKind};
+use crate::units::{Seq, TimeNs};
+use std::os::unix::fs::FileExt;
+
+/// Bytes per entry.
+pub const SEQ_ENTRY_LEN: u64 = 16;
+/// Bytes of a record's head read to check a `seqs` entry.
+const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
+
+impl Index {
+    fn seq_entry(&self, seq: Seq) -> Result<TailRecord> {
+        if seq.0 == 0 || seq > self.head.seq {
+            return Err(StoreError::NoSuchState {
+                seq,
+                head: self.head.seq,
+            });
+        }
+        let it = self.manifest.indexed_through.0;
+        if seq.0 > it {
+            return Ok(self.tail[(seq.0 - it - 1) as usize]);
+        }
+        let mut e = [0u8; SEQ_ENTRY_LEN as usize];
+        let seqs = self
+            .seqs
+            .as_ref()
+            .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
+        seqs.read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
+            .at(&self.seqs_path)?;
+        let entry = TailRecord {
+            time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),
+            offset_bytes: u64::from_le_bytes(e[8..].try_into().unwrap()),
+        };
+        self.check_seq_entry(seq, &entry)?;
+        Ok(entry)
+    }
+
+    /// `seqs` is not checksummed: each entry is checked against the head of
+    /// the record it points to, which must be a record (magic) with this
+    /// sequence number and time. One damaged byte cannot forge both.
+    fn check_seq_entry(&self, seq: Seq, e: &TailRecord) -> Result<()> {
+        let mut head = [0u8; SEQ_CHECK_LEN];
+        let ok = e.offset_bytes < self.log_end
+            && self.log.read_exact_at(&mut head, e.offset_bytes).is_ok()
+            && format::record_identity(&head) == Some((seq, e.time_ns));
+        if ok {
+            return Ok(());
+        }
+        Err(StoreError::corrupted(
+            &self.seqs_path,
+            format!(
+                "the entry for record {seq} (time {} ns, log byte {}) disagrees with the log; \
+                 the index was damaged or edited: run `diskhist verify`, and delete index/ to \
+                 have it rebuilt from the log",
+                e.time_ns.0, e.offset_bytes
+            ),
+        ))
+    }
+
+    pub fn time_of(&self, seq: Seq) -> Result<TimeNs> {
+        Ok(self.seq_entry(seq)?.time_ns)
+    }
+
+    pub fn offset_of(&self, seq: Seq) -> Result<u64> {
+        Ok(self.seq_entry(seq)?.offset_bytes)
+    }
+
+    /// The last record whose time is <= `t` (Seq(0) if none).
+    pub fn seq_at(&self, t: TimeNs) -> Result<Seq> {
+        let (mut lo, mut hi) = (0u64, self.head.seq.0);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.time_of(Seq(mid))? <= t {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Seq(lo))
+    }
+
+    /// The kind of record `seq`, from its first bytes only (no checksum:
+    /// for choosing which records to read whole).
+    pub fn kind_of(&self, seq: Seq) -> Result<Option<RecordKind>> {
+        let offset = self.offset_of(seq)?;
+        let mut head = [0u8; format::RECORD_IDENTITY_LEN + 1];
+        self.log
+            .read_exact_at(&mut head, offset)
+            .at(&self.log_path)?;
+        Ok(RecordKind::from_u8(head[format::RECORD_IDENTITY_LEN]))
+    }
+
+    /// Read and check the whole record `seq`.
+    pub fn read_record(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<RecordHeader> {
+        let offset = self.offset_of(seq)?;
+        let len = self.log.metadata().at(&self.log_path)?.len();
+        match read_record_at(&self.log, offset, len, buf).at(&self.log_path)? {
+            Ok(h) if h.seq == seq => Ok(h),
+            Ok(h) => Err(StoreError::corrupted(
+                &self.log_path,
+                format!(
+                    "record at byte {offset} is {} where {seq} was expected",
+                    h.seq
+                ),
+            )),
+            Err(f) => Err(StoreError::corrupted(
+                &self.log_path,
+                format!("record {seq} at byte {offset}: {f}"),
+            )),
+        }
+    }
+}
