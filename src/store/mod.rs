@@ -104,12 +104,12 @@ pub struct Store {
 /// and the scan repeated until no batch began or ended in between, so the
 /// cap matches the records taken in.
 fn settle(i: &mut Index) -> Result<()> {
-    let mut before = batch::read_raw(&i.dir)?;
+    let mut before = batch::read_raw(i.dir())?;
     for _ in 0..100 {
         i.scan()?;
-        let after = batch::read_raw(&i.dir)?;
+        let after = batch::read_raw(i.dir())?;
         if after == before {
-            i.cap = match batch::parse(&i.dir, &after) {
+            let cap = match batch::parse(i.dir(), &after) {
                 Ok(b) => b.open.map(|o| index::Cap {
                     head: Head {
                         seq: o.manifest.indexed_through,
@@ -124,6 +124,7 @@ fn settle(i: &mut Index) -> Result<()> {
                     None
                 }
             };
+            i.set_cap(cap);
             return Ok(());
         }
         before = after;
@@ -133,7 +134,7 @@ fn settle(i: &mut Index) -> Result<()> {
     // there before the first scan began... which is not known either; the
     // safe answer is an error the caller can retry.
     Err(StoreError::io(
-        i.dir.join(layout::BATCH_FILE),
+        i.dir().join(layout::BATCH_FILE),
         std::io::Error::other("batches keep beginning and ending while reading; try again"),
     ))
 }
@@ -142,14 +143,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let mut idx = Index::open(dir, false)?;
         settle(&mut idx)?;
-        if let Some(stop) = idx.stop.as_ref().filter(|s| !s.at_end) {
+        if let Some(stop) = idx.stop().filter(|s| !s.at_end) {
             log::warn!(
                 "{}: record {} at byte {}: {}; reading only the {} records before it",
-                idx.log_path.display(),
+                idx.log_path().display(),
                 stop.seq,
                 stop.offset_bytes,
                 stop.reason,
-                idx.head.seq.0
+                idx.head().seq.0
             );
         }
         Ok(Store {
@@ -160,13 +161,13 @@ impl Store {
     pub fn geometry(&self) -> Geometry {
         let i = self.idx.read();
         Geometry {
-            size_bytes: i.header.size_bytes,
-            block_size: i.header.block_size,
+            size_bytes: i.header().size_bytes,
+            block_size: i.header().block_size,
         }
     }
 
     pub fn header(&self) -> format::StoreHeader {
-        self.idx.read().header
+        *self.idx.read().header()
     }
 
     /// The newest state (the state before a batch still being written).
@@ -179,10 +180,10 @@ impl Store {
     /// one inside an unfinished batch (the next writer cuts the batch).
     pub fn tail_stop(&self) -> Option<TailStop> {
         let i = self.idx.read();
-        let in_batch = |s: &TailStop| i.cap.is_some_and(|c| s.offset_bytes >= c.log_offset);
-        i.stop
-            .clone()
-            .filter(|s| !(s.at_end && (in_batch(s) || writer::writer_is_live(&i.dir))))
+        let in_batch = |s: &TailStop| i.cap().is_some_and(|c| s.offset_bytes >= c.log_offset);
+        i.stop()
+            .cloned()
+            .filter(|s| !(s.at_end && (in_batch(s) || writer::writer_is_live(i.dir()))))
     }
 
     /// The batch begun and not committed, if there is one: an import under
@@ -190,11 +191,11 @@ impl Store {
     /// cuts it). No state a reader shows includes its records.
     pub fn pending_batch(&self) -> Option<PendingBatch> {
         let i = self.idx.read();
-        let c = i.cap?;
+        let c = i.cap()?;
         Some(PendingBatch {
             first_seq: Seq(c.head.seq.0 + 1),
-            records: i.head.seq.0.saturating_sub(c.head.seq.0),
-            writer_live: writer::writer_is_live(&i.dir),
+            records: i.head().seq.0.saturating_sub(c.head.seq.0),
+            writer_live: writer::writer_is_live(i.dir()),
         })
     }
 
@@ -280,7 +281,7 @@ impl Store {
         };
         let op = OwnedOp::from_parts(r.kind, r.offset_bytes, r.length_bytes, payload).ok_or_else(
             || {
-                let path = self.idx.read().log_path.clone();
+                let path = self.idx.read().log_path().to_path_buf();
                 StoreError::corrupted(
                     path,
                     format!("record {seq}: its content does not fit its kind"),
@@ -304,11 +305,11 @@ impl Store {
             offset,
             &h,
             format::record_body(&buf),
-            i.header.block_size,
-            i.header.size_bytes,
+            i.header().block_size,
+            i.header().size_bytes,
         )
-        .map_err(|e| StoreError::corrupted(&i.log_path, format!("record {seq}: {e}")))?;
-        let bs = i.header.block_size as u64;
+        .map_err(|e| StoreError::corrupted(i.log_path(), format!("record {seq}: {e}")))?;
+        let bs = i.header().block_size as u64;
         let mut block = vec![0u8; bs as usize];
         let mut scratch = Vec::new();
         let mut out = Vec::with_capacity(h.length_bytes as usize);
@@ -345,9 +346,9 @@ impl Store {
 
     pub fn space(&self) -> Result<SpaceStats> {
         let i = self.idx.read();
-        let log_bytes = i.log_end;
+        let log_bytes = i.log_end();
         let mut index_bytes = 0;
-        let idir = i.dir.join(layout::INDEX_DIR);
+        let idir = i.dir().join(layout::INDEX_DIR);
         // No index/ (deleted, to be rebuilt) is an index of 0 bytes.
         match std::fs::read_dir(&idir) {
             Ok(entries) => {
@@ -361,9 +362,9 @@ impl Store {
         Ok(SpaceStats {
             // Not counting an unfinished batch's records.
             bytes_written: i
-                .cap
-                .filter(|c| c.head.seq < i.head.seq)
-                .map_or(i.bytes_written, |c| c.bytes_written),
+                .cap()
+                .filter(|c| c.head.seq < i.head().seq)
+                .map_or(i.bytes_written(), |c| c.bytes_written),
             log_bytes,
             index_bytes,
         })

@@ -31,11 +31,13 @@
 //! another version is not read: readers scan the log, and the next writer
 //! rebuilds the index in the current format.
 
+mod flush;
 mod manifest;
 pub mod run;
 mod scan;
 mod seqs;
 
+pub use flush::remove_orphan_runs;
 pub use manifest::{manifest_version, read_manifest, run_file_names, Manifest, INDEX_FORMAT};
 pub use scan::{is_torn_tail, TailRecord, TailStop};
 pub use seqs::SEQ_ENTRY_LEN;
@@ -44,8 +46,8 @@ use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Loc, StoreHeader};
 use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
-use run::{BlockVersion, Run};
-use std::collections::BTreeMap;
+use run::{BlockVersion, Run, StoredContent};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -71,31 +73,42 @@ pub struct Cap {
     pub bytes_written: u64,
 }
 
-/// The index of one store, as a reader or the writer sees it.
+/// The index of one store, as a reader or the writer sees it. Its state
+/// is private: readers ask it questions (lookups, times, records), the
+/// writer hands it each record it appends ([`Index::apply_append`]) and
+/// has it write itself out ([`Index::write_out`]).
 pub struct Index {
-    pub dir: PathBuf,
-    pub header: StoreHeader,
-    pub log_path: PathBuf,
-    pub log: File,
-    pub seqs_path: PathBuf,
+    dir: PathBuf,
+    header: StoreHeader,
+    log_path: PathBuf,
+    log: File,
+    seqs_path: PathBuf,
     /// Absent for a reader of a store whose index was deleted.
-    pub seqs: Option<File>,
-    pub manifest: Manifest,
-    pub runs: Vec<Run<BlockVersion>>,
+    seqs: Option<File>,
+    /// `seqs` entries on disk (the writer's).
+    seqs_written: u64,
+    manifest: Manifest,
+    /// The manifest's runs, oldest first, and (for the writer) their
+    /// dedup runs, in the same order.
+    runs: Vec<Run<BlockVersion>>,
+    dedup_runs: Vec<Run<StoredContent>>,
     /// `(block, seq) -> location` for records after the manifest's point.
-    pub mem: BTreeMap<(u64, u64), Loc>,
-    pub tail: Vec<TailRecord>,
-    pub head: Head,
-    pub log_end: u64,
-    pub stop: Option<TailStop>,
+    mem: BTreeMap<(u64, u64), Loc>,
+    /// Dedup key -> location of content stored after the manifest's point
+    /// (the writer's).
+    pending_dedup: HashMap<[u8; 32], Loc>,
+    tail: Vec<TailRecord>,
+    head: Head,
+    log_end: u64,
+    stop: Option<TailStop>,
     /// Bytes written, zeroed or trimmed, up to the head.
-    pub bytes_written: u64,
+    bytes_written: u64,
     /// Why the index on disk is not used (a reader fell back to the log).
-    pub damaged: Option<String>,
+    damaged: Option<String>,
     /// Generation of the manifest whose runs or `seqs` were found damaged.
     rejected_generation: Option<u64>,
     /// For a reader: the open batch, whose records it does not show.
-    pub cap: Option<Cap>,
+    cap: Option<Cap>,
     writable: bool,
     scan_buf: Vec<u8>,
 }
@@ -157,9 +170,12 @@ impl Index {
             log,
             seqs_path,
             seqs,
+            seqs_written: 0,
             manifest: Manifest::default(),
             runs: Vec::new(),
+            dedup_runs: Vec::new(),
             mem: BTreeMap::new(),
+            pending_dedup: HashMap::new(),
             tail: Vec::new(),
             head: Head::default(),
             log_end: 0,
@@ -173,7 +189,36 @@ impl Index {
         };
         idx.load_manifest()?;
         idx.scan()?;
+        if writable {
+            idx.prepare_for_writing()?;
+        }
         Ok(idx)
+    }
+
+    /// The writer's part of opening: `seqs` cut to what the manifest
+    /// promises, run files no manifest names removed, and the dedup keys of
+    /// content stored after the manifest's point computed again.
+    fn prepare_for_writing(&mut self) -> Result<()> {
+        let it = self.manifest.indexed_through.0;
+        if let Some(seqs) = &self.seqs {
+            seqs.set_len(it * SEQ_ENTRY_LEN).at(&self.seqs_path)?;
+        }
+        self.seqs_written = it;
+        flush::remove_orphan_runs(&self.dir.join(layout::INDEX_DIR), &self.manifest.runs)?;
+        let bs = self.header.block_size as usize;
+        let (mut block, mut scratch) = (vec![0u8; bs], Vec::new());
+        let base = self.manifest.log_end;
+        let locs: Vec<Loc> = self
+            .mem
+            .values()
+            .filter(|l| l.encoding != format::Encoding::Zero && l.offset_bytes >= base)
+            .copied()
+            .collect();
+        for loc in locs {
+            self.read_loc(loc, &mut block, &mut scratch)?;
+            self.pending_dedup.insert(run::dedup_key(&block), loc);
+        }
+        Ok(())
     }
 
     /// (Re)load the manifest and its runs, and forget the in-memory tail.
@@ -230,7 +275,7 @@ impl Index {
             let m = read_manifest(&self.dir)?;
             self.rejected_generation = Some(m.generation);
             match self.open_runs(&m) {
-                Ok(runs) => {
+                Ok((runs, dedup_runs)) => {
                     let seqs_len = match &self.seqs {
                         Some(f) => f.metadata().at(&self.seqs_path)?.len(),
                         None => 0,
@@ -246,6 +291,7 @@ impl Index {
                         ));
                     }
                     self.runs = runs;
+                    self.dedup_runs = dedup_runs;
                     self.damaged = None;
                     self.rejected_generation = None;
                     return Ok(m);
@@ -262,25 +308,32 @@ impl Index {
     }
 
     /// Open the manifest's runs, checking each one's footer against it.
-    fn open_runs(&self, m: &Manifest) -> Result<Vec<Run<BlockVersion>>> {
+    /// Open the manifest's runs (and, for the writer, their dedup runs),
+    /// checking each footer against it.
+    #[allow(clippy::type_complexity)]
+    fn open_runs(&self, m: &Manifest) -> Result<(Vec<Run<BlockVersion>>, Vec<Run<StoredContent>>)> {
         let idir = self.dir.join(layout::INDEX_DIR);
-        m.runs
-            .iter()
-            .map(|&(a, z)| {
-                let path = idir.join(run_file_names(a, z).0);
-                let run = Run::open(&path)?;
-                if (run.first_seq, run.last_seq) != (a, z) {
-                    return Err(StoreError::corrupted(
-                        &path,
-                        format!(
-                            "run covers records {}..={}, the manifest says {a}..={z}",
-                            run.first_seq, run.last_seq
-                        ),
-                    ));
-                }
-                Ok(run)
-            })
-            .collect()
+        let mut runs = Vec::with_capacity(m.runs.len());
+        let mut dedup = Vec::new();
+        for &(a, z) in &m.runs {
+            let (rn, dn) = run_file_names(a, z);
+            let path = idir.join(rn);
+            let run = Run::open(&path)?;
+            if (run.first_seq, run.last_seq) != (a, z) {
+                return Err(StoreError::corrupted(
+                    &path,
+                    format!(
+                        "run covers records {}..={}, the manifest says {a}..={z}",
+                        run.first_seq, run.last_seq
+                    ),
+                ));
+            }
+            runs.push(run);
+            if self.writable {
+                dedup.push(Run::open(&idir.join(dn))?);
+            }
+        }
+        Ok((runs, dedup))
     }
 
     /// Whether the manifest on disk differs from the one in use (a writer
@@ -293,6 +346,143 @@ impl Index {
             Err(StoreError::Corrupted { .. }) if self.damaged.is_some() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn header(&self) -> &StoreHeader {
+        &self.header
+    }
+
+    /// The newest record taken in (a reader may show less: see
+    /// [`Index::visible_head`]).
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Where the next record goes in the log.
+    pub fn log_end(&self) -> u64 {
+        self.log_end
+    }
+
+    pub fn log(&self) -> &File {
+        &self.log
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where the last scan stopped short of the log's end, if it did.
+    pub fn stop(&self) -> Option<&TailStop> {
+        self.stop.as_ref()
+    }
+
+    /// Bytes written, zeroed or trimmed, up to the head.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    pub fn cap(&self) -> Option<Cap> {
+        self.cap
+    }
+
+    /// Set (a reader) or clear what a reader shows of an open batch.
+    pub fn set_cap(&mut self, cap: Option<Cap>) {
+        self.cap = cap;
+    }
+
+    /// Cut the torn tail the scan stopped at (the writer's, at open) and
+    /// return it; an error if what stopped the scan is damage in the
+    /// middle of the log, which is never cut.
+    pub fn cut_torn_tail(&mut self) -> Result<Option<TailStop>> {
+        let Some(stop) = self.stop.clone() else {
+            return Ok(None);
+        };
+        if !stop.at_end {
+            return Err(StoreError::corrupted(
+                &self.log_path,
+                format!(
+                    "record {} at byte {}: {}, and {} more bytes follow; refusing to cut \
+                     the log (that would discard them)",
+                    stop.seq, stop.offset_bytes, stop.reason, stop.bytes_left
+                ),
+            ));
+        }
+        self.log.set_len(stop.offset_bytes).at(&self.log_path)?;
+        self.log.sync_all().at(&self.log_path)?;
+        self.stop = None;
+        Ok(Some(stop))
+    }
+
+    /// Take in a record the writer has just appended at `offset`: its
+    /// header (chain set) and the block locations and dedup keys it set.
+    pub fn apply_append(
+        &mut self,
+        offset: u64,
+        h: &format::RecordHeader,
+        locs: &[(u64, Loc)],
+        dedup: HashMap<[u8; 32], Loc>,
+    ) {
+        self.pending_dedup.extend(dedup);
+        self.apply(offset, h, locs);
+    }
+
+    /// Take in one whole record at `offset`, checked already.
+    fn apply(&mut self, offset: u64, h: &format::RecordHeader, locs: &[(u64, Loc)]) {
+        for &(b, loc) in locs {
+            self.mem.insert((b, h.seq.0), loc);
+        }
+        self.tail.push(TailRecord {
+            time_ns: h.time_ns,
+            offset_bytes: offset,
+        });
+        self.head = Head {
+            seq: h.seq,
+            time_ns: Some(h.time_ns),
+            chain: h.chain,
+        };
+        self.log_end = offset + u64::from(h.record_len);
+        if h.kind != format::RecordKind::Mark {
+            self.bytes_written += h.length_bytes;
+        }
+    }
+
+    /// After a failed fsync cut the log back to `log_end` (where `head`
+    /// ends): forget what followed.
+    pub fn rewind_to(&mut self, head: Head, log_end: u64) {
+        let keep = head.seq.0.saturating_sub(self.manifest.indexed_through.0) as usize;
+        self.tail.truncate(keep);
+        self.mem.retain(|&(_, seq), _| seq <= head.seq.0);
+        self.pending_dedup.retain(|_, l| l.offset_bytes < log_end);
+        self.head = head;
+        self.log_end = log_end;
+    }
+
+    /// The dedup keys held in memory, for tests that forge a collision.
+    #[cfg(test)]
+    pub(crate) fn pending_dedup_mut(&mut self) -> &mut HashMap<[u8; 32], Loc> {
+        &mut self.pending_dedup
+    }
+
+    /// Where content with dedup key `key` was stored, if it was: a
+    /// candidate, for the writer to compare byte by byte.
+    pub fn find_dedup(&self, key: &[u8; 32]) -> Result<Option<Loc>> {
+        if let Some(l) = self.pending_dedup.get(key) {
+            return Ok(Some(*l));
+        }
+        for r in self.dedup_runs.iter().rev() {
+            if let Some(e) = r.find_eq(key)? {
+                return Ok(Some(e.loc));
+            }
+        }
+        Ok(None)
     }
 
     /// The newest state a reader may show: the head, or the state before

@@ -4,9 +4,9 @@
 //! the scan, and whether it is a torn tail (the last thing in the log) or
 //! damage in the middle is told apart here.
 
-use super::{Head, Index};
+use super::Index;
 use crate::store::error::{IoContext, Result};
-use crate::store::format::{self, read_record_at, record_block_locs, RecordHeader, RecordKind};
+use crate::store::format::{self, read_record_at, record_block_locs, RecordHeader};
 use crate::units::{Seq, TimeNs};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -136,20 +136,7 @@ impl Index {
             self.header.size_bytes,
         )
         .map_err(|e| e.to_string())?;
-        for (b, loc) in locs {
-            self.mem.insert((b, h.seq.0), loc);
-        }
-        self.tail.push(TailRecord {
-            time_ns: h.time_ns,
-            offset_bytes: offset,
-        });
-        self.head = Head {
-            seq: h.seq,
-            time_ns: Some(h.time_ns),
-            chain: h.chain,
-        };
-        self.log_end = offset + u64::from(h.record_len);
-        self.bytes_written += h.length_bytes * u64::from(h.kind != RecordKind::Mark);
+        self.apply(offset, h, &locs);
         Ok(())
     }
 }

@@ -28,8 +28,8 @@ impl Writer {
         new_locs: &mut Vec<(u64, Loc)>,
         pending: &mut HashMap<[u8; 32], Loc>,
     ) -> Result<()> {
-        let bs = u64::from(self.idx.header.block_size);
-        let head = self.idx.head.seq;
+        let bs = u64::from(self.idx.header().block_size);
+        let head = self.idx.head().seq;
         let mut block = std::mem::take(&mut self.block);
         block.resize(bs as usize, 0);
         let result = (|| -> Result<()> {
@@ -64,7 +64,7 @@ impl Writer {
                     let partial = format::partial_blocks(
                         offset_bytes,
                         length_bytes,
-                        self.idx.header.block_size,
+                        self.idx.header().block_size,
                     );
                     for b in offset_bytes / bs..=(end - 1) / bs {
                         if !partial.contains(&b) {
@@ -150,7 +150,7 @@ impl Writer {
             let at = (loc.offset_bytes - rec_off) as usize;
             let stored = &buf[at..at + loc.stored_len as usize];
             format::decode_block(loc.encoding, stored, &mut block).map_err(|e| {
-                StoreError::corrupted(&self.idx.log_path, format!("block being recorded: {e}"))
+                StoreError::corrupted(self.idx.log_path(), format!("block being recorded: {e}"))
             })
         } else {
             self.idx.read_loc(loc, &mut block, &mut self.cmp_scratch)
@@ -165,15 +165,10 @@ impl Writer {
         hash: &[u8; 32],
         pending: &HashMap<[u8; 32], Loc>,
     ) -> Result<Option<Loc>> {
-        if let Some(l) = pending.get(hash).or_else(|| self.dedup_mem.get(hash)) {
-            return Ok(Some(*l));
+        match pending.get(hash) {
+            Some(l) => Ok(Some(*l)),
+            None => self.idx.find_dedup(hash),
         }
-        for r in self.dedup_runs.iter().rev() {
-            if let Some(e) = r.find_eq(hash)? {
-                return Ok(Some(e.loc));
-            }
-        }
-        Ok(None)
     }
 }
 

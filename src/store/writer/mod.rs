@@ -34,23 +34,20 @@
 //!   with a warning that the next writer will catch the index up.
 
 mod encode;
-mod flush;
 mod lock;
 mod rollback;
 
 pub use lock::writer_is_live;
 
 use encode::Lz4Backoff;
-use flush::{remove_orphan_runs, seqs_file};
 use lock::take_lock;
 use rollback::rollback_batch;
 
 use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{InitError, IoContext, Result, StoreError};
 use crate::store::files;
-use crate::store::format::{self, Encoding, Loc, RecordKind, StoreHeader};
-use crate::store::index::run::{self, Run, StoredContent};
-use crate::store::index::{self, Head, Index, TailStop, SEQ_ENTRY_LEN};
+use crate::store::format::{self, Loc, RecordKind, StoreHeader};
+use crate::store::index::{self, Head, Index, TailStop};
 use crate::store::layout;
 use crate::store::op::{Op, OpFlags};
 use crate::units::{Geometry, Seq, TimeNs};
@@ -91,10 +88,6 @@ pub struct Appended {
 pub struct Writer {
     idx: Index,
     _lock: File,
-    dedup_runs: Vec<Run<StoredContent>>,
-    dedup_mem: HashMap<[u8; 32], Loc>,
-    /// Records whose `seqs` entry is written.
-    seqs_written: u64,
     recovered: Option<TailStop>,
     buf: Vec<u8>,
     zbuf: Vec<u8>,
@@ -222,54 +215,25 @@ impl Writer {
             None => None,
         };
         let mut idx = Index::open(dir, true)?;
-        let mut recovered = None;
-        if let Some(stop) = idx.stop.clone() {
-            if !stop.at_end {
-                return Err(StoreError::corrupted(
-                    &idx.log_path,
-                    format!(
-                        "record {} at byte {}: {}, and {} more bytes follow; refusing to cut \
-                         the log (that would discard them)",
-                        stop.seq, stop.offset_bytes, stop.reason, stop.bytes_left
-                    ),
-                ));
-            }
+        let recovered = idx.cut_torn_tail()?;
+        if let Some(stop) = &recovered {
             log::warn!(
                 "{}: cut a torn tail of {} bytes at byte {} (record {} would have been next: {})",
-                idx.log_path.display(),
+                idx.log_path().display(),
                 stop.bytes_left,
                 stop.offset_bytes,
                 stop.seq,
                 stop.reason
             );
-            idx.log.set_len(stop.offset_bytes).at(&idx.log_path)?;
-            idx.log.sync_all().at(&idx.log_path)?;
-            idx.stop = None;
-            recovered = Some(stop);
         }
-        let it = idx.manifest.indexed_through.0;
-        seqs_file(&idx)?
-            .set_len(it * SEQ_ENTRY_LEN)
-            .at(&idx.seqs_path)?;
-        let idir = dir.join(layout::INDEX_DIR);
-        let dedup_runs = idx
-            .manifest
-            .runs
-            .iter()
-            .map(|(a, z)| Run::open(&idir.join(index::run_file_names(*a, *z).1)))
-            .collect::<Result<Vec<_>>>()?;
-        remove_orphan_runs(&idir, &idx.manifest.runs)?;
         // What the log holds now may be pages a killed writer left in the
         // cache: make it durable, so that `synced` is true from the start.
-        idx.log.sync_data().at(&idx.log_path)?;
-        let synced = (idx.head, idx.log_end);
+        idx.log().sync_data().at(idx.log_path())?;
+        let synced = (idx.head(), idx.log_end());
         let mut w = Writer {
             synced,
             idx,
             _lock: lock,
-            dedup_runs,
-            dedup_mem: HashMap::new(),
-            seqs_written: it,
             recovered,
             buf: Vec::new(),
             zbuf: Vec::new(),
@@ -286,8 +250,7 @@ impl Writer {
             batch_counter: bstate.counter,
             cut_batch,
         };
-        w.rebuild_dedup_mem()?;
-        if w.idx.mem.len() >= w.opts.flush_threshold || w.recovered.is_some() {
+        if w.idx.pending_versions() >= w.opts.flush_threshold || w.recovered.is_some() {
             // On a full disk the store still opens: records are refused
             // one by one with ENOSPC, reads work.
             w.try_flush_index()?;
@@ -295,34 +258,15 @@ impl Writer {
         Ok(w)
     }
 
-    /// Content stored by records after the manifest's point, hashed again.
-    fn rebuild_dedup_mem(&mut self) -> Result<()> {
-        let bs = self.idx.header.block_size as usize;
-        let mut block = vec![0u8; bs];
-        let base = self.idx.manifest.log_end;
-        let locs: Vec<Loc> = self
-            .idx
-            .mem
-            .values()
-            .filter(|l| l.encoding != Encoding::Zero && l.offset_bytes >= base)
-            .copied()
-            .collect();
-        for loc in locs {
-            self.idx.read_loc(loc, &mut block, &mut self.scratch)?;
-            self.dedup_mem.insert(run::dedup_key(&block), loc);
-        }
-        Ok(())
-    }
-
     pub fn geometry(&self) -> Geometry {
         Geometry {
-            size_bytes: self.idx.header.size_bytes,
-            block_size: self.idx.header.block_size,
+            size_bytes: self.idx.header().size_bytes,
+            block_size: self.idx.header().block_size,
         }
     }
 
     pub fn head(&self) -> Head {
-        self.idx.head
+        self.idx.head()
     }
 
     /// The torn tail cut when this writer opened, if any.
@@ -347,12 +291,12 @@ impl Writer {
         assert!(self.batch.is_none(), "begin_batch inside a batch");
         self.flush_index()?;
         let open = OpenBatch {
-            first_seq: Seq(self.idx.head.seq.0 + 1),
-            log_offset: self.idx.log_end,
-            manifest: self.idx.manifest.clone(),
+            first_seq: Seq(self.idx.head().seq.0 + 1),
+            log_offset: self.idx.log_end(),
+            manifest: self.idx.manifest().clone(),
         };
         batch::write(
-            &self.idx.dir,
+            self.idx.dir(),
             &BatchState {
                 counter: self.batch_counter + 1,
                 open: Some(open.clone()),
@@ -369,7 +313,7 @@ impl Writer {
         assert!(self.batch.is_some(), "commit_batch outside a batch");
         self.sync()?;
         batch::write(
-            &self.idx.dir,
+            self.idx.dir(),
             &BatchState {
                 counter: self.batch_counter,
                 open: None,
@@ -387,7 +331,7 @@ impl Writer {
         let open = self.batch.take().expect("abort_batch outside a batch");
         // Nothing of the batch may reach the index, now or on drop.
         self.closed = true;
-        let dir = self.idx.dir.clone();
+        let dir = self.idx.dir().to_path_buf();
         let cut = rollback_batch(&dir, &open, self.batch_counter)?;
         // The lock belongs to the open file description: a duplicate
         // keeps it held while this writer is replaced by a fresh one.
@@ -398,7 +342,7 @@ impl Writer {
     }
     /// The latest state, `buf.len()` bytes from `offset_bytes`.
     pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
-        self.idx.read_at(self.idx.head.seq, offset_bytes, buf)
+        self.idx.read_at(self.idx.head().seq, offset_bytes, buf)
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -416,7 +360,7 @@ impl Writer {
     /// it exists.
     pub fn append_now(&mut self, op: Op<'_>, flags: OpFlags) -> Result<Appended> {
         let now = crate::time::now();
-        match self.idx.head.time_ns {
+        match self.idx.head().time_ns {
             Some(last) if now <= last => {
                 if now < last {
                     log::warn!(
@@ -436,12 +380,12 @@ impl Writer {
     /// returns an error.
     pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
         self.check_usable()?;
-        if self.idx.mem.len() >= self.next_flush_at {
+        if self.idx.pending_versions() >= self.next_flush_at {
             // Before the record, so that an error (a poisoning fsync
             // failure) still means nothing was recorded.
             self.try_flush_index()?;
         }
-        let size = self.idx.header.size_bytes;
+        let size = self.idx.header().size_bytes;
         let kind = op.kind();
         let (offset_bytes, length_bytes) = op.range();
         if matches!(
@@ -467,7 +411,7 @@ impl Writer {
             });
         }
         let mut time_ns = time;
-        if let Some(last) = self.idx.head.time_ns {
+        if let Some(last) = self.idx.head().time_ns {
             if time < last {
                 log::warn!(
                     "clock stepped back by {} ns; holding the time at the last record's",
@@ -477,8 +421,8 @@ impl Writer {
                 flags |= OpFlags::CLOCK_HELD;
             }
         }
-        let seq = Seq(self.idx.head.seq.0 + 1);
-        let rec_off = self.idx.log_end;
+        let seq = Seq(self.idx.head().seq.0 + 1);
+        let rec_off = self.idx.log_end();
         let mut buf = std::mem::take(&mut self.buf);
         format::begin_record(&mut buf);
         let mut new_locs: Vec<(u64, Loc)> = Vec::new();
@@ -489,17 +433,17 @@ impl Writer {
             return Err(e);
         }
         let mut h = op.header(seq, time_ns, flags);
-        h.chain = format::chain_next(&self.idx.head.chain, &h);
+        h.chain = format::chain_next(&self.idx.head().chain, &h);
         format::finish_record(&mut buf, &mut h);
-        if let Err(e) = self.idx.log.write_all_at(&buf, rec_off) {
+        if let Err(e) = self.idx.log().write_all_at(&buf, rec_off) {
             // Cut back whatever part of the record reached the file (a write
             // that ran out of space part-way); if even that fails the log's
             // end is unknown and the writer must stop.
-            if let Err(cut) = self.idx.log.set_len(rec_off) {
+            if let Err(cut) = self.idx.log().set_len(rec_off) {
                 log::error!(
                     "{}: could not cut a partly written record back to byte {rec_off}: {cut}; \
                      refusing further writes",
-                    self.idx.log_path.display()
+                    self.idx.log_path().display()
                 );
                 self.poisoned = true;
             }
@@ -515,25 +459,9 @@ impl Writer {
             } else {
                 e
             };
-            return Err(StoreError::io(&self.idx.log_path, e));
+            return Err(StoreError::io(self.idx.log_path(), e));
         }
-        for (b, loc) in new_locs {
-            self.idx.mem.insert((b, seq.0), loc);
-        }
-        self.dedup_mem.extend(pending);
-        self.idx.tail.push(index::TailRecord {
-            time_ns,
-            offset_bytes: rec_off,
-        });
-        self.idx.head = Head {
-            seq,
-            time_ns: Some(time_ns),
-            chain: h.chain,
-        };
-        self.idx.log_end = rec_off + buf.len() as u64;
-        if kind != RecordKind::Mark {
-            self.idx.bytes_written += length_bytes;
-        }
+        self.idx.apply_append(rec_off, &h, &new_locs, pending);
         self.buf = buf;
         Ok(Appended { seq, time_ns })
     }
@@ -541,12 +469,12 @@ impl Writer {
     /// Make every record appended so far durable (fdatasync of the log).
     pub fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
-        if let Err(e) = self.idx.log.sync_data() {
+        if let Err(e) = self.idx.log().sync_data() {
             self.poisoned = true;
             self.discard_unsynced(&e);
-            return Err(StoreError::io(&self.idx.log_path, e));
+            return Err(StoreError::io(self.idx.log_path(), e));
         }
-        self.synced = (self.idx.head, self.idx.log_end);
+        self.synced = (self.idx.head(), self.idx.log_end());
         Ok(())
     }
 
@@ -559,34 +487,79 @@ impl Writer {
     /// new writer carries on from it.
     fn discard_unsynced(&mut self, why: &std::io::Error) {
         let (head, end) = self.synced;
-        if self.idx.log_end == end {
+        if self.idx.log_end() == end {
             return;
         }
         let cut = self
             .idx
-            .log
+            .log()
             .set_len(end)
-            .and_then(|()| self.idx.log.sync_all());
+            .and_then(|()| self.idx.log().sync_all());
         match cut {
             Ok(()) => {
                 log::error!(
                     "{}: fsync failed ({why}); cut the log back to record {} (byte {end}), the \
                      last one made durable: records {}..={} were never synced and are discarded",
-                    self.idx.log_path.display(),
+                    self.idx.log_path().display(),
                     head.seq,
                     head.seq.0 + 1,
-                    self.idx.head.seq
+                    self.idx.head().seq
                 );
-                self.idx.head = head;
-                self.idx.log_end = end;
+                self.idx.rewind_to(head, end);
             }
             Err(e) => log::error!(
                 "{}: fsync failed ({why}), and cutting the log back to the last durable record {} \
                  (byte {end}) failed too ({e}): a new writer will find records after it that may \
                  not have reached the disk",
-                self.idx.log_path.display(),
+                self.idx.log_path().display(),
                 head.seq
             ),
+        }
+    }
+
+    /// Write the index out (after making the log durable: the index never
+    /// promises more than the log holds), then merge runs.
+    ///
+    /// All or nothing: on an error the manifest, the runs in use and the
+    /// in-memory index are as they were. Only a failed fsync of the log
+    /// poisons the writer.
+    pub fn flush_index(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let force = self.recovered.is_some();
+        if self.idx.head().seq == self.idx.manifest().indexed_through && !force {
+            return Ok(());
+        }
+        self.sync()?;
+        self.idx.write_out(force)?;
+        self.recovered = None;
+        self.next_flush_at = self.opts.flush_threshold;
+        // The flush stands; a merge that cannot be written now (no space)
+        // is tried again at the next flush.
+        let keep_apart = self.batch.as_ref().map(|b| b.first_seq);
+        if let Err(e) = self.idx.compact(keep_apart) {
+            log::warn!("{e}: could not merge index runs; will try again at the next index flush");
+        }
+        Ok(())
+    }
+
+    /// Flush the index if it can be done; a failure that does not poison the
+    /// writer (a full disk) only postpones the flush, a few appends on, so
+    /// that a full disk does not make every append rewrite a run. The
+    /// records are in the log whatever happens here.
+    fn try_flush_index(&mut self) -> Result<()> {
+        match self.flush_index() {
+            Ok(()) => Ok(()),
+            Err(e) if self.poisoned => Err(e),
+            Err(e) => {
+                let held = self.idx.pending_versions();
+                self.next_flush_at = held + (self.opts.flush_threshold / 4).max(1);
+                log::warn!(
+                    "{e}: could not write the index ({held} block versions held in memory); \
+                     every record is in the log, the index is brought up to date at a later \
+                     flush or by the next writer"
+                );
+                Ok(())
+            }
         }
     }
 
@@ -641,14 +614,15 @@ mod tests {
                 .unwrap()
         };
         write(&mut w, 0, &a);
-        let a_loc = *w.dedup_mem.get(&super::run::dedup_key(&a)).unwrap();
-        w.dedup_mem.insert(super::run::dedup_key(&b), a_loc);
+        let dedup = w.idx.pending_dedup_mut();
+        let a_loc = *dedup.get(&crate::store::index::run::dedup_key(&a)).unwrap();
+        dedup.insert(crate::store::index::run::dedup_key(&b), a_loc);
         write(&mut w, 4096, &b);
         // Identical content is still referenced, not stored again.
-        let before = w.idx.log_end;
+        let before = w.idx.log_end();
         write(&mut w, 8192, &a);
         assert!(
-            w.idx.log_end - before < 1024,
+            w.idx.log_end() - before < 1024,
             "a's second copy was stored again"
         );
         let mut got = vec![0u8; 3 * 4096];

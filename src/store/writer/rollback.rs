@@ -1,12 +1,12 @@
 //! Undoing an unfinished batch (see [`crate::store::batch`]).
 
-use super::flush::remove_orphan_runs;
 use super::CutBatch;
 use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::format;
 use crate::store::index;
+use crate::store::index::remove_orphan_runs;
 use crate::store::layout;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
