@@ -232,8 +232,6 @@ fn verify_once(
     anchors: &[Anchor],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    let header = index::read_header(dir)?;
-    let log_path = dir.join(layout::LOG_FILE);
     let mut report = VerifyReport {
         records: 0,
         log_bytes: 0,
@@ -257,94 +255,194 @@ fn verify_once(
     };
     let mut snapshot = snapshot_index(dir, &mut report)?;
     let manifest = snapshot.manifest.take();
-    let log = File::open(&log_path).at(&log_path)?;
-    let log_len = log.metadata().at(&log_path)?.len();
-    report.log_bytes = log_len;
-    let live = writer::writer_is_live(dir);
-    let bs = header.block_size as usize;
-    let manifest_through = manifest.as_ref().map_or(0, |m| m.indexed_through.0);
-    let mut head_at_manifest = HeadAt::default();
-    let mut bytes_written = 0u64;
+    let mut c = LogCheck::open(dir, report, open_batch, manifest.as_ref())?;
     let mut anchors_left: Vec<&Anchor> = anchors.iter().collect();
-    check_anchors(&mut anchors_left, Seq(0), &Hash32::default(), &mut report);
+    check_anchors(&mut anchors_left, Seq(0), &Hash32::default(), &mut c.report);
+    while c.offset < c.log_len {
+        let Some(h) = c.read_next()? else { break };
+        if let Some(what) = c.check_record(&h)? {
+            c.report.problem = Some(Problem {
+                seq: Seq(c.report.records + 1),
+                offset_bytes: c.offset,
+                what,
+            });
+            break;
+        }
+        c.accept(&h);
+        progress(c.offset, c.log_len);
+        check_anchors(&mut anchors_left, h.seq, &h.chain, &mut c.report);
+    }
+    for a in anchors_left {
+        c.report.anchor_problems.push(format!(
+            "{} names record {}, but the log holds only {} whole records (records cut from \
+             the end of the log?)",
+            a.what, a.seq, c.report.records
+        ));
+    }
+    c.leave_out_open_batch();
+    if c.report.problem.is_none() {
+        if let Some(m) = manifest {
+            let mut ic = IndexCheck {
+                dir,
+                header: &c.header,
+                log: &c.log,
+                log_len: c.log_len,
+                seen: &c.seen,
+                stored: &c.stored,
+                snapshot: &mut snapshot,
+                problems: Vec::new(),
+            };
+            ic.check(&m, &c.head_at_manifest)?;
+            c.report.index_problems.extend(ic.problems);
+        }
+    }
+    Ok(c.report)
+}
 
-    let mut offset = 0u64;
-    let mut buf = Vec::new();
-    let mut block = vec![0u8; bs];
-    let mut scratch = Vec::new();
-    let mut seen: Vec<Seen> = Vec::new();
-    let mut stored: HashMap<u64, StoredAt> = HashMap::new();
-    while offset < log_len {
-        let seq = Seq(report.records + 1);
-        let fail = |what: String| Problem {
-            seq,
-            offset_bytes: offset,
-            what,
-        };
-        let h = match read_record_at(&log, offset, log_len, &mut buf).at(&log_path)? {
-            Ok(h) => h,
-            Err(_) if index::is_torn_tail(&log, offset, log_len) && live => {
-                report.notes.push(format!(
-                    "a writer is recording: record {seq} at log byte {offset} was being \
-                     written; the {} records before it were verified",
-                    report.records
-                ));
-                break;
-            }
-            Err(f)
-                if index::is_torn_tail(&log, offset, log_len)
-                    && open_batch.as_ref().is_some_and(|b| offset >= b.log_offset) =>
-            {
-                report.notes.push(format!(
-                    "record {seq} at log byte {offset}, the end of an unfinished import, is \
-                     torn ({f}); the next writer cuts the import"
-                ));
-                break;
-            }
-            Err(f) => {
-                report.problem = Some(fail(format!(
-                    "{f} ({} bytes from here to the end of the log)",
+/// The walk through the log: every record checked in order, what the index
+/// check needs gathered on the way.
+struct LogCheck {
+    header: format::StoreHeader,
+    log_path: std::path::PathBuf,
+    log: File,
+    log_len: u64,
+    /// A writer holds the store: a record being written is no damage.
+    live: bool,
+    open_batch: Option<batch::OpenBatch>,
+    /// Where the next record starts.
+    offset: u64,
+    report: VerifyReport,
+    seen: Vec<Seen>,
+    stored: HashMap<u64, StoredAt>,
+    bytes_written: u64,
+    manifest_through: u64,
+    head_at_manifest: HeadAt,
+    buf: Vec<u8>,
+    block: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl LogCheck {
+    fn open(
+        dir: &Path,
+        mut report: VerifyReport,
+        open_batch: Option<batch::OpenBatch>,
+        manifest: Option<&Manifest>,
+    ) -> Result<LogCheck> {
+        let header = index::read_header(dir)?;
+        let log_path = dir.join(layout::LOG_FILE);
+        let log = File::open(&log_path).at(&log_path)?;
+        let log_len = log.metadata().at(&log_path)?.len();
+        report.log_bytes = log_len;
+        Ok(LogCheck {
+            live: writer::writer_is_live(dir),
+            block: vec![0u8; header.block_size as usize],
+            header,
+            log_path,
+            log,
+            log_len,
+            open_batch,
+            offset: 0,
+            report,
+            seen: Vec::new(),
+            stored: HashMap::new(),
+            bytes_written: 0,
+            manifest_through: manifest.map_or(0, |m| m.indexed_through.0),
+            head_at_manifest: HeadAt::default(),
+            buf: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Read the next whole record into `buf`. `None` at a fault: a record
+    /// still being written by a live writer or the torn end of an
+    /// unfinished import (both notes), or damage (the problem).
+    fn read_next(&mut self) -> Result<Option<format::RecordHeader>> {
+        let (seq, offset, log_len) = (Seq(self.report.records + 1), self.offset, self.log_len);
+        let fault =
+            match read_record_at(&self.log, offset, log_len, &mut self.buf).at(&self.log_path)? {
+                Ok(h) => return Ok(Some(h)),
+                Err(f) => f,
+            };
+        let torn = index::is_torn_tail(&self.log, offset, log_len);
+        if torn && self.live {
+            self.report.notes.push(format!(
+                "a writer is recording: record {seq} at log byte {offset} was being \
+                 written; the {} records before it were verified",
+                self.report.records
+            ));
+        } else if torn
+            && self
+                .open_batch
+                .as_ref()
+                .is_some_and(|b| offset >= b.log_offset)
+        {
+            self.report.notes.push(format!(
+                "record {seq} at log byte {offset}, the end of an unfinished import, is \
+                 torn ({fault}); the next writer cuts the import"
+            ));
+        } else {
+            self.report.problem = Some(Problem {
+                seq,
+                offset_bytes: offset,
+                what: format!(
+                    "{fault} ({} bytes from here to the end of the log)",
                     log_len - offset
-                )));
-                break;
-            }
-        };
+                ),
+            });
+        }
+        Ok(None)
+    }
+
+    /// What is wrong with the whole record in `buf`, if anything: its
+    /// place in the sequence and the chain, its body, and its content
+    /// against its content hash.
+    fn check_record(&mut self, h: &format::RecordHeader) -> Result<Option<String>> {
+        let seq = Seq(self.report.records + 1);
         if h.seq != seq {
-            report.problem = Some(fail(format!(
+            return Ok(Some(format!(
                 "carries sequence number {} (records deleted, reordered or inserted)",
                 h.seq.0
             )));
-            break;
         }
-        if report.last_time.is_some_and(|t| h.time_ns < t) {
-            report.problem = Some(fail("time goes backwards".into()));
-            break;
+        if self.report.last_time.is_some_and(|t| h.time_ns < t) {
+            return Ok(Some("time goes backwards".into()));
         }
-        if format::chain_next(&report.chain, &h) != h.chain {
-            report.problem = Some(fail(
+        if format::chain_next(&self.report.chain, h) != h.chain {
+            return Ok(Some(
                 "chain hash does not follow from the previous record".into(),
             ));
-            break;
         }
-        let body = format::record_body(&buf);
-        let locs = match record_block_locs(offset, &h, body, header.block_size, header.size_bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                report.problem = Some(fail(e.to_string()));
-                break;
-            }
-        };
-        // Rebuild what was written and check it against the content hash.
-        let mut hasher = blake3::Hasher::new();
-        let mut bad = None;
+        let body = format::record_body(&self.buf);
+        let g = (self.header.block_size, self.header.size_bytes);
+        match record_block_locs(self.offset, h, body, g.0, g.1) {
+            Ok(locs) => self.check_content(h, &locs),
+            Err(e) => Ok(Some(e.to_string())),
+        }
+    }
+
+    /// Rebuild what record `h` wrote from its blocks (references followed)
+    /// and check it against its content hash; a zero or trim must read as
+    /// zeros where it cleared. Content it stores is remembered for the
+    /// references of later records and for the dedup runs' check.
+    fn check_content(
+        &mut self,
+        h: &format::RecordHeader,
+        locs: &[(u64, Loc)],
+    ) -> Result<Option<String>> {
+        let (offset, seq) = (self.offset, h.seq);
+        let bs = u64::from(self.header.block_size);
         let end = h.offset_bytes + h.length_bytes;
-        let bsu = bs as u64;
+        let mut hasher = blake3::Hasher::new();
         let mut stored_here: Vec<(u64, StoredAt)> = Vec::new();
-        for (b, loc) in &locs {
-            if loc.encoding != Encoding::Zero {
+        for &(b, loc) in locs {
+            if loc.encoding == Encoding::Zero {
+                self.block.fill(0);
+            } else {
                 let inside = loc.offset_bytes >= offset
                     && loc.offset_bytes < offset + u64::from(h.record_len);
-                let known = stored
+                let known = self
+                    .stored
                     .get(&loc.offset_bytes)
                     .or_else(|| {
                         stored_here
@@ -354,135 +452,104 @@ fn verify_once(
                     })
                     .map(|s| (s.encoding, s.stored_len));
                 if !inside && known != Some((loc.encoding, loc.stored_len)) {
-                    bad = Some(format!(
+                    return Ok(Some(format!(
                         "block {b} refers to log byte {}, where no such content was stored",
                         loc.offset_bytes
-                    ));
-                    break;
+                    )));
                 }
-                scratch.resize(loc.stored_len as usize, 0);
-                log.read_exact_at(&mut scratch, loc.offset_bytes)
-                    .at(&log_path)?;
-                if let Err(e) = format::decode_block(loc.encoding, &scratch, &mut block) {
-                    bad = Some(format!("block {b}: {e}"));
-                    break;
+                self.scratch.resize(loc.stored_len as usize, 0);
+                self.log
+                    .read_exact_at(&mut self.scratch, loc.offset_bytes)
+                    .at(&self.log_path)?;
+                if let Err(e) = format::decode_block(loc.encoding, &self.scratch, &mut self.block) {
+                    return Ok(Some(format!("block {b}: {e}")));
                 }
                 if inside && known.is_none() {
-                    stored_here.push((
-                        loc.offset_bytes,
-                        StoredAt {
-                            encoding: loc.encoding,
-                            stored_len: loc.stored_len,
-                            hash: crate::store::index::run::dedup_key(&block),
-                            seq,
-                        },
-                    ));
+                    let stored = StoredAt {
+                        encoding: loc.encoding,
+                        stored_len: loc.stored_len,
+                        hash: crate::store::index::run::dedup_key(&self.block),
+                        seq,
+                    };
+                    stored_here.push((loc.offset_bytes, stored));
                 }
-            } else {
-                block.fill(0);
             }
-            let (lo, hi) = ((b * bsu).max(h.offset_bytes), ((b + 1) * bsu).min(end));
-            match h.kind {
-                RecordKind::Write => {
-                    hasher.update(&block[(lo - b * bsu) as usize..(hi - b * bsu) as usize]);
-                }
-                _ => {
-                    if block[(lo - b * bsu) as usize..(hi - b * bsu) as usize]
-                        .iter()
-                        .any(|&x| x != 0)
-                    {
-                        bad = Some(format!(
-                            "block {b} is not zero in the range the {} cleared",
-                            h.kind.name()
-                        ));
-                        break;
-                    }
-                }
+            let (lo, hi) = ((b * bs).max(h.offset_bytes), ((b + 1) * bs).min(end));
+            let written = &self.block[(lo - b * bs) as usize..(hi - b * bs) as usize];
+            if h.kind == RecordKind::Write {
+                hasher.update(written);
+            } else if written.iter().any(|&x| x != 0) {
+                return Ok(Some(format!(
+                    "block {b} is not zero in the range the {} cleared",
+                    h.kind.name()
+                )));
             }
         }
         let expect = match h.kind {
             RecordKind::Write => Hash32(*hasher.finalize().as_bytes()),
-            RecordKind::Mark => Hash32(*blake3::hash(body).as_bytes()),
+            RecordKind::Mark => Hash32(*blake3::hash(format::record_body(&self.buf)).as_bytes()),
             _ => Hash32::default(),
         };
-        if bad.is_none() && expect != h.content_hash {
-            bad = Some("content does not match the record's content hash".into());
-        }
-        if let Some(what) = bad {
-            report.problem = Some(fail(what));
-            break;
-        }
-        stored.extend(stored_here);
-        report.chain = h.chain;
-        report.last_time = Some(h.time_ns);
-        report.records += 1;
-        if h.kind != RecordKind::Mark {
-            bytes_written += h.length_bytes;
-        }
-        seen.push(Seen {
-            time_ns: h.time_ns,
-            offset_bytes: offset,
-        });
-        offset += u64::from(h.record_len);
-        progress(offset, log_len);
-        if seq.0 == manifest_through {
-            head_at_manifest = HeadAt {
-                chain: h.chain,
-                time_ns: h.time_ns,
-                log_end: offset,
-                bytes_written,
-            };
-        }
-        check_anchors(&mut anchors_left, seq, &h.chain, &mut report);
-    }
-    for a in anchors_left {
-        report.anchor_problems.push(format!(
-            "{} names record {}, but the log holds only {} whole records (records cut from \
-             the end of the log?)",
-            a.what, a.seq, report.records
-        ));
-    }
-    if let Some(b) = &open_batch {
-        if report.records >= b.first_seq.0 {
-            // Verified, but not history yet: the report speaks of the
-            // history a reader sees, which ends before the batch.
-            let last = report.records;
-            report.records = b.first_seq.0 - 1;
-            report.chain = b.manifest.head_chain;
-            report.last_time = (report.records > 0).then_some(b.manifest.head_time);
-            report.notes.push(format!(
-                "records {}..=#{last} belong to an import {}: no state includes them{}",
-                b.first_seq,
-                if live {
-                    "under way"
-                } else {
-                    "that did not finish"
-                },
-                if live {
-                    " until it completes"
-                } else {
-                    "; the next writer cuts them"
-                }
+        if expect != h.content_hash {
+            return Ok(Some(
+                "content does not match the record's content hash".into(),
             ));
         }
+        self.stored.extend(stored_here);
+        Ok(None)
     }
-    if report.problem.is_none() {
-        if let Some(m) = manifest {
-            let mut c = IndexCheck {
-                dir,
-                header: &header,
-                log: &log,
-                log_len,
-                seen: &seen,
-                stored: &stored,
-                snapshot: &mut snapshot,
-                problems: Vec::new(),
+
+    /// Count record `h` (checked) as part of the history verified.
+    fn accept(&mut self, h: &format::RecordHeader) {
+        self.report.chain = h.chain;
+        self.report.last_time = Some(h.time_ns);
+        self.report.records += 1;
+        if h.kind != RecordKind::Mark {
+            self.bytes_written += h.length_bytes;
+        }
+        self.seen.push(Seen {
+            time_ns: h.time_ns,
+            offset_bytes: self.offset,
+        });
+        self.offset += u64::from(h.record_len);
+        if h.seq.0 == self.manifest_through {
+            self.head_at_manifest = HeadAt {
+                chain: h.chain,
+                time_ns: h.time_ns,
+                log_end: self.offset,
+                bytes_written: self.bytes_written,
             };
-            c.check(&m, &head_at_manifest)?;
-            report.index_problems.extend(c.problems);
         }
     }
-    Ok(report)
+
+    /// Records of an open batch were verified but are not history yet: the
+    /// report speaks of the history a reader sees, which ends before the
+    /// batch, and notes the rest.
+    fn leave_out_open_batch(&mut self) {
+        let Some(b) = &self.open_batch else { return };
+        let r = &mut self.report;
+        if r.records < b.first_seq.0 {
+            return;
+        }
+        let last = r.records;
+        r.records = b.first_seq.0 - 1;
+        r.chain = b.manifest.head_chain;
+        r.last_time = (r.records > 0).then_some(b.manifest.head_time);
+        r.notes.push(format!(
+            "records {}..=#{last} belong to an import {}: no state includes them{}",
+            b.first_seq,
+            if self.live {
+                "under way"
+            } else {
+                "that did not finish"
+            },
+            if self.live {
+                " until it completes"
+            } else {
+                "; the next writer cuts them"
+            }
+        ));
+    }
 }
 
 fn check_anchors(left: &mut Vec<&Anchor>, seq: Seq, chain: &Hash32, report: &mut VerifyReport) {
