@@ -109,38 +109,7 @@ fn print_text(
     match sessions {
         Ok(sessions) => {
             for (i, ses) in sessions.iter().enumerate() {
-                let clock = match &ses.clock {
-                    Some(c) => format!(
-                        "clock {} (est. error {} µs, max {} µs)",
-                        if c.synchronised {
-                            "synchronised"
-                        } else {
-                            "NOT synchronised"
-                        },
-                        c.est_error_us,
-                        c.max_error_us
-                    ),
-                    None => "clock state unknown".to_string(),
-                };
-                let end = match &ses.end {
-                    Some(e) => format!(
-                        "ended {} at record {} ({})",
-                        format_rfc3339(e.time),
-                        e.seq.0,
-                        e.reason
-                    ),
-                    None => "no clean end (killed or power lost)".to_string(),
-                };
-                writeln!(
-                    out,
-                    "serve session {}: started {} by diskhist {} at record {}, {}; {}",
-                    i + 1,
-                    format_rfc3339(ses.start),
-                    ses.version,
-                    ses.start_seq.0,
-                    clock,
-                    end
-                )?;
+                writeln!(out, "serve session {}: {}", i + 1, session_text(ses))?;
             }
         }
         Err(e) => writeln!(out, "warning:        serve sessions: {e}")?,
@@ -184,6 +153,38 @@ fn print_text(
         )?;
     }
     Ok(())
+}
+
+/// One serve session, as `info` prints it after "serve session N: ".
+fn session_text(ses: &Session) -> String {
+    let clock = match &ses.clock {
+        Some(c) => format!(
+            "clock {} (est. error {} µs, max {} µs)",
+            if c.synchronised {
+                "synchronised"
+            } else {
+                "NOT synchronised"
+            },
+            c.est_error_us,
+            c.max_error_us
+        ),
+        None => "clock state unknown".to_string(),
+    };
+    let end = match &ses.end {
+        Some(e) => format!(
+            "ended {} at record {} ({})",
+            format_rfc3339(e.time),
+            e.seq.0,
+            e.reason
+        ),
+        None => "no clean end (killed or power lost)".to_string(),
+    };
+    format!(
+        "started {} by diskhist {} at record {}, {clock}; {end}",
+        format_rfc3339(ses.start),
+        ses.version,
+        ses.start_seq.0
+    )
 }
 
 /// A time as two fields: `KEY` (RFC 3339) and `KEY_ns`.
