@@ -21,10 +21,10 @@ use parking_lot::Mutex;
 
 use super::export::Export;
 use super::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
-use super::proto::{self, BlockSizes, Limits};
-use super::session::{clock_state, SessionEnd, SessionError, SessionLog};
+use super::proto::{self, BlockSizes, RequestLimits};
 use super::store_export::{StoreExport, SyncMode};
-use super::transmission::{self, Counters, TransmissionError};
+use super::transmission::{handle_requests, Counters, TransmissionError};
+use crate::sessions::{clock_state, SessionEnd, SessionError, SessionLog};
 use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
 
@@ -105,9 +105,10 @@ pub enum ServeError {
     Fatal(String),
 }
 
-/// Serve the store until `stop` is set (by a signal handler) or the store
-/// fails. Returns after the writer is closed and the socket removed.
-pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
+/// Serve the store over NBD, recording what clients write, until `stop` is
+/// set (by a signal handler) or the store fails. Returns after the writer
+/// is closed and the socket removed.
+pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
     let writer = Writer::open_with(&config.store_dir, config.writer)?;
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
@@ -201,7 +202,7 @@ pub fn accept_loop<E: Export>(
     handshake_timeout: Duration,
     stop: &AtomicBool,
 ) -> Option<String> {
-    let limits = Limits {
+    let limits = RequestLimits {
         size_bytes: info.size_bytes,
         max_payload_bytes: info.block_sizes.maximum,
     };
@@ -242,7 +243,9 @@ pub fn accept_loop<E: Export>(
             }
             let (fatal, live, limits) = (&fatal, &live, &limits);
             s.spawn(move || {
-                if let Some(why) = handle(id, conn, export, info, limits, handshake_timeout) {
+                if let Some(why) =
+                    handle_connection(id, conn, export, info, limits, handshake_timeout)
+                {
                     fatal.lock().get_or_insert(why);
                     // Wake the others: nothing more can be acknowledged.
                     for c in live.lock().values() {
@@ -263,12 +266,12 @@ pub fn accept_loop<E: Export>(
 }
 
 /// One connection, from handshake to close. Returns a fatal export error.
-fn handle<E: Export>(
+fn handle_connection<E: Export>(
     id: u64,
     conn: Conn,
     export: &E,
     info: &ExportInfo,
-    limits: &Limits,
+    limits: &RequestLimits,
     handshake_timeout: Duration,
 ) -> Option<String> {
     let peer = conn.peer();
@@ -295,7 +298,7 @@ fn handle<E: Export>(
     log::info!("connection {id} ({peer}) started");
     let mut r = BufReader::with_capacity(256 << 10, &conn);
     let mut c = Counters::default();
-    let res = transmission::serve(&mut r, &mut w, export, limits, &mut c);
+    let res = handle_requests(&mut r, &mut w, export, limits, &mut c);
     let summary = format!(
         "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors \
          ({} for want of space)",
