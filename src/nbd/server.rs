@@ -24,7 +24,7 @@ use super::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
 use super::proto::{self, BlockSizes, RequestLimits};
 use super::store_export::{StoreExport, SyncMode};
 use super::transmission::{handle_requests, Counters, TransmissionError};
-use crate::sessions::{clock_state, SessionEnd, SessionError, SessionLog};
+use crate::sessions::{clock_state, ClockState, SessionEnd, SessionError, SessionLog};
 use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
 
@@ -115,23 +115,7 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     let export = StoreExport::new(writer, config.sync);
     let geometry = (export.size_bytes(), export.preferred_block_size());
     let head = export.head();
-    let clock = match clock_state() {
-        Ok(c) => {
-            if !c.synchronised {
-                log::warn!(
-                    "the system clock is not synchronised (estimated error {} µs, maximum {} µs); \
-                     recorded times are only as good as this clock",
-                    c.est_error_us,
-                    c.max_error_us
-                );
-            }
-            Some(c)
-        }
-        Err(e) => {
-            log::warn!("cannot read the clock's synchronisation state (adjtimex): {e}");
-            None
-        }
-    };
+    let clock = checked_clock();
     let listen = config.listen.to_string();
     let id = sessions.start(
         time::now(),
@@ -141,20 +125,7 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
         head.seq,
         head.chain,
     )?;
-    let info = ExportInfo {
-        name: EXPORT_NAME.to_string(),
-        description: format!(
-            "diskhist store {} (every write is recorded)",
-            config.store_dir.display()
-        ),
-        size_bytes: geometry.0,
-        transmission_flags: TRANSMISSION_FLAGS,
-        block_sizes: BlockSizes {
-            minimum: 1,
-            preferred: geometry.1,
-            maximum: MAX_PAYLOAD_BYTES,
-        },
-    };
+    let info = export_info(&config.store_dir, geometry.0, geometry.1);
     log::info!(
         "recording {} ({} bytes, block size {}, sync {}); serving {} — stop with Ctrl-C or SIGTERM",
         config.store_dir.display(),
@@ -190,6 +161,47 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     closed?;
     ended?;
     Ok(())
+}
+
+/// The clock's synchronisation state, for the session's start line; a
+/// clock that is not synchronised (or cannot be asked) is worth a warning,
+/// since every recorded time comes from it.
+fn checked_clock() -> Option<ClockState> {
+    match clock_state() {
+        Ok(c) => {
+            if !c.synchronised {
+                log::warn!(
+                    "the system clock is not synchronised (estimated error {} µs, maximum {} µs); \
+                     recorded times are only as good as this clock",
+                    c.est_error_us,
+                    c.max_error_us
+                );
+            }
+            Some(c)
+        }
+        Err(e) => {
+            log::warn!("cannot read the clock's synchronisation state (adjtimex): {e}");
+            None
+        }
+    }
+}
+
+/// What the handshake tells clients about the store's one export.
+fn export_info(store_dir: &Path, size_bytes: u64, preferred_block_size: u32) -> ExportInfo {
+    ExportInfo {
+        name: EXPORT_NAME.to_string(),
+        description: format!(
+            "diskhist store {} (every write is recorded)",
+            store_dir.display()
+        ),
+        size_bytes,
+        transmission_flags: TRANSMISSION_FLAGS,
+        block_sizes: BlockSizes {
+            minimum: 1,
+            preferred: preferred_block_size,
+            maximum: MAX_PAYLOAD_BYTES,
+        },
+    }
 }
 
 /// Accept connections until `stop` is set or a connection hits a fatal
