@@ -116,7 +116,7 @@ pub fn mount_until_unmounted(
         gid,
     };
     let fs = FuseAdapter::new(Tree::new(store, tree));
-    let session = mount(fs, store_dir, &mountpoint, opts)?;
+    let fuse_session = mount(fs, store_dir, &mountpoint, opts)?;
     let signals = UnmountOnSignal::start(&mountpoint)?;
 
     log::info!(
@@ -125,7 +125,7 @@ pub fn mount_until_unmounted(
         mountpoint.display(),
         mountpoint.display()
     );
-    let result = session.run();
+    let result = fuse_session.run();
     signals.stop();
     result.map_err(|source| MountError::Serve {
         path: mountpoint,
