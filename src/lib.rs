@@ -6,6 +6,8 @@
 //! - [`producers`]: where writes come from: dm-log-writes logs, diskhist's
 //!   own stream format, whole images.
 //! - [`nbd`]: the NBD server that records what QEMU writes.
+//! - [`sessions`]: the `STORE/sessions` evidence file: each serve run, and
+//!   how far the host clock could be trusted.
 //! - [`mount`]: the read-only FUSE tree `/at/<time>/disk.img`.
 //! - [`time`]: every accepted spelling of a moment.
 
@@ -13,6 +15,7 @@ mod le;
 pub mod mount;
 pub mod nbd;
 pub mod producers;
+pub mod sessions;
 pub mod store;
 pub mod time;
 pub mod units;

@@ -68,8 +68,20 @@ impl fmt::Display for Hash32 {
     }
 }
 
+/// Why a size given on the command line is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    #[error("size {input:?}: unknown suffix {suffix:?} (use K, M, G, T or P)")]
+    UnknownSuffix { input: String, suffix: char },
+    #[error("size {input:?} is not a number with an optional K/M/G/T suffix")]
+    NotANumber { input: String },
+    #[error("size {input:?} is too large")]
+    TooLarge { input: String },
+}
+
 /// Parse a size with an optional binary suffix: `4096`, `64M`, `10G`, `1T`, `512K`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -80,20 +92,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'T' => 1 << 40,
                 'P' => 1 << 50,
                 _ => {
-                    return Err(format!(
-                        "size {s:?}: unknown suffix {c:?} (use K, M, G, T or P)"
-                    ))
+                    return Err(SizeError::UnknownSuffix {
+                        input: s.to_string(),
+                        suffix: c,
+                    })
                 }
             };
             (&t[..i], m)
         }
         _ => (t, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("size {s:?} is not a number with an optional K/M/G/T suffix"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    let n: u64 = num.parse().map_err(|_| SizeError::NotANumber {
+        input: s.to_string(),
+    })?;
+    n.checked_mul(mult).ok_or_else(|| SizeError::TooLarge {
+        input: s.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod nbd_util;
 use nbd_util::*;
 use std::process::Command;
 
-use diskhist::nbd::session::read_sessions;
+use diskhist::sessions::read_sessions;
 use diskhist::Seq;
 
 const MIB: usize = 1 << 20;

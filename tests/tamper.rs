@@ -15,7 +15,7 @@
 
 mod nbd_util;
 
-use diskhist::nbd::session::read_sessions;
+use diskhist::sessions::read_sessions;
 use diskhist::store::format::read_record_at;
 use diskhist::store::format::{self, Encoding, RecordKind};
 use diskhist::store::index;

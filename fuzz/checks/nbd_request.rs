@@ -3,7 +3,7 @@
 //!
 //! 1. `proto::parse_request` never panics and only accepts requests inside
 //!    the export and the payload limit, with the whole WRITE payload present.
-//! 2. `transmission::serve` over the same bytes, against an export held in
+//! 2. `transmission::handle_requests` over the same bytes, against an export held in
 //!    memory, does exactly what a model built on `parse_request` predicts:
 //!    the same replies byte for byte, the same disk contents, the same end,
 //!    the same counters. The export fails as a full disk would, by rule, so
@@ -13,12 +13,12 @@
 //!    space (ENOSPC, serve stops).
 
 use diskhist::nbd::export::{Export, ExportError};
-use diskhist::nbd::proto::{self, Command, Limits, WireError, REQUEST_LEN};
-use diskhist::nbd::transmission::{serve, Counters, End, TransmissionError};
+use diskhist::nbd::proto::{self, Command, RequestLimits, WireError, REQUEST_LEN};
+use diskhist::nbd::transmission::{handle_requests, Counters, End, TransmissionError};
 use std::sync::Mutex;
 
 const SIZE: usize = 64 << 10;
-const LIMITS: Limits = Limits {
+const LIMITS: RequestLimits = RequestLimits {
     size_bytes: SIZE as u64,
     max_payload_bytes: 16 << 10,
 };
@@ -93,7 +93,7 @@ impl Export for Mem {
     }
 }
 
-/// How the model expects `serve` to end.
+/// How the model expects `handle_requests` to end.
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Closed,
@@ -114,7 +114,7 @@ struct Counts {
     no_space: u64,
 }
 
-fn check_parse(bytes: &[u8], limits: &Limits) {
+fn check_parse(bytes: &[u8], limits: &RequestLimits) {
     match proto::parse_request(bytes, limits) {
         Ok((cmd, used)) => {
             assert!(used <= bytes.len());
@@ -183,7 +183,7 @@ fn check_parse(bytes: &[u8], limits: &Limits) {
     }
 }
 
-/// What `serve` should send, leave on the disk, count and end with, computed
+/// What `handle_requests` should send, leave on the disk, count and end with, computed
 /// request by request with `parse_request`.
 fn model(data: &[u8]) -> (Vec<u8>, Vec<u8>, Outcome, Counts) {
     let mut disk = vec![0u8; SIZE];
@@ -277,15 +277,15 @@ fn model(data: &[u8]) -> (Vec<u8>, Vec<u8>, Outcome, Counts) {
 pub fn check(data: &[u8]) {
     for limits in [
         LIMITS,
-        Limits {
+        RequestLimits {
             size_bytes: u64::MAX,
             max_payload_bytes: u32::MAX,
         },
-        Limits {
+        RequestLimits {
             size_bytes: 0,
             max_payload_bytes: 0,
         },
-        Limits {
+        RequestLimits {
             size_bytes: 4095,
             max_payload_bytes: 1,
         },
@@ -297,7 +297,7 @@ pub fn check(data: &[u8]) {
     let export = Mem(Mutex::new(vec![0u8; SIZE]));
     let mut out = Vec::new();
     let mut counters = Counters::default();
-    let got = serve(&mut &data[..], &mut out, &export, &LIMITS, &mut counters);
+    let got = handle_requests(&mut &data[..], &mut out, &export, &LIMITS, &mut counters);
     let got_end = match &got {
         Ok(End::Closed) => Outcome::Closed,
         Ok(End::Disconnect) => Outcome::Disconnect,

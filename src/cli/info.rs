@@ -3,8 +3,8 @@
 use super::json::{self, Object};
 use anyhow::Result;
 use clap::Args;
-use diskhist::nbd::session::Session;
 use diskhist::producers::image;
+use diskhist::sessions::Session;
 use diskhist::store::Store;
 use diskhist::time::format_rfc3339;
 use diskhist::{Seq, TimeNs};
@@ -61,7 +61,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         0 => None,
         _ => Some(s.time_of(Seq(1))?),
     };
-    let sessions = diskhist::nbd::session::read_sessions(&a.store).map_err(|e| e.to_string());
+    let sessions = diskhist::sessions::read_sessions(&a.store).map_err(|e| e.to_string());
     let imports = recent_imports(&s)?;
     if a.json {
         print_json(&a, &s, first_time, &sessions, &imports)

@@ -1,7 +1,7 @@
 //! `diskhist mount STORE MOUNTPOINT`: the history as a read-only tree.
 
 use anyhow::Context;
-use diskhist::mount::{serve, Limits, MountOptions};
+use diskhist::mount::{mount_until_unmounted, ListingLimits, MountOptions};
 use diskhist::units::parse_size;
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Newest seconds with writes that `at/` lists one by one (older: one per hour).
-    #[arg(long, value_name = "N", default_value_t = Limits::default().recent_seconds)]
+    #[arg(long, value_name = "N", default_value_t = ListingLimits::default().recent_seconds)]
     pub list_seconds: usize,
 }
 
@@ -34,13 +34,13 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         cache_bytes: args.cache_size,
         threads: usize::from(args.threads),
         nonempty: args.nonempty,
-        limits: Limits {
+        limits: ListingLimits {
             recent_seconds: args.list_seconds,
-            max_entries: Limits::default()
+            max_entries: ListingLimits::default()
                 .max_entries
                 .max(args.list_seconds.saturating_add(1)),
         },
     };
-    serve(&args.store, &args.mountpoint, &opts)
+    mount_until_unmounted(&args.store, &args.mountpoint, &opts)
         .with_context(|| format!("diskhist mount {}", args.store.display()))
 }

@@ -79,7 +79,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush_threshold: args.index_flush_blocks,
         },
     };
-    server::serve(&config, &stop).with_context(|| format!("serve {}", config.store_dir.display()))
+    server::run_until_stopped(&config, &stop)
+        .with_context(|| format!("serve {}", config.store_dir.display()))
 }
 
 /// `PORT`, `:PORT`, `ADDR:PORT`, `[V6ADDR]:PORT`, `HOST:PORT`; the address

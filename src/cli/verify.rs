@@ -27,7 +27,7 @@ pub fn verify(a: VerifyArgs) -> Result<Status> {
     // Each serve session's start and end pin the chain after a record: a
     // check of the log from outside it (a cut tail shows even without the
     // index). A damaged sessions file is reported after the log's verdict.
-    let sessions = diskhist::nbd::session::read_sessions(&a.store);
+    let sessions = diskhist::sessions::read_sessions(&a.store);
     let anchors: Vec<verify_mod::Anchor> = match &sessions {
         Ok(list) => list
             .iter()

@@ -55,16 +55,16 @@ pub struct Entry {
 
 /// Bounds on the `/at` listing.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ListingLimits {
     /// Newest seconds with writes listed one by one.
     pub recent_seconds: usize,
     /// Most entries `/at` lists in all.
     pub max_entries: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
+impl Default for ListingLimits {
+    fn default() -> ListingLimits {
+        ListingLimits {
             recent_seconds: 3_600,
             max_entries: 20_000,
         }
@@ -102,7 +102,10 @@ fn walk_back<H: History + ?Sized>(
 }
 
 /// The states `/at` lists, oldest first.
-pub fn at_entries<H: History + ?Sized>(h: &H, limits: Limits) -> Result<Vec<Entry>, StoreError> {
+pub fn at_entries<H: History + ?Sized>(
+    h: &H,
+    limits: ListingLimits,
+) -> Result<Vec<Entry>, StoreError> {
     walk_back(h, h.head_seq(), None, limits.max_entries, |i| {
         if i < limits.recent_seconds {
             Bucket::Second
@@ -200,7 +203,7 @@ pub(crate) mod tests {
             T0 + 5 * S,
             T0 + 5 * S,
         ]);
-        let e = at_entries(&h, Limits::default()).unwrap();
+        let e = at_entries(&h, ListingLimits::default()).unwrap();
         assert_eq!(
             e,
             vec![
@@ -237,7 +240,7 @@ pub(crate) mod tests {
     #[test]
     fn empty_history_lists_nothing() {
         let h = fake(vec![]);
-        assert!(at_entries(&h, Limits::default()).unwrap().is_empty());
+        assert!(at_entries(&h, ListingLimits::default()).unwrap().is_empty());
         assert!(days(&h).unwrap().is_empty());
         assert!(day_entries(&h, Day::of(TimeNs(T0))).unwrap().is_empty());
         assert!(!day_has_writes(&h, Day::of(TimeNs(T0))).unwrap());
@@ -248,7 +251,7 @@ pub(crate) mod tests {
         // A write every second for 30 days: 2.6M seconds with writes.
         let n = 30 * 86_400;
         let h = fake((0..n).map(|i| T0 + i * S + 1).collect());
-        let limits = Limits::default();
+        let limits = ListingLimits::default();
         let e = at_entries(&h, limits).unwrap();
         // 3,600 seconds, then one per hour for the rest of the month.
         assert_eq!(e.len(), 3_600 + 30 * 24 - 1);
@@ -285,7 +288,7 @@ pub(crate) mod tests {
         let h = fake((0..100).map(|i| T0 + i * S).collect());
         let e = at_entries(
             &h,
-            Limits {
+            ListingLimits {
                 recent_seconds: 10,
                 max_entries: 15,
             },
@@ -298,7 +301,7 @@ pub(crate) mod tests {
         );
         let e = at_entries(
             &h,
-            Limits {
+            ListingLimits {
                 recent_seconds: 100,
                 max_entries: 15,
             },
@@ -328,7 +331,7 @@ pub(crate) mod tests {
         let start = std::time::Instant::now();
         let e = at_entries(
             &store,
-            Limits {
+            ListingLimits {
                 recent_seconds: 3_600,
                 max_entries: 20_000,
             },
@@ -382,7 +385,7 @@ pub(crate) mod tests {
 
         let store = Store::open(dir.path()).unwrap();
         assert!(store.record(Seq(1)).is_err(), "the damage must be visible");
-        let e = at_entries(&store, Limits::default()).unwrap();
+        let e = at_entries(&store, ListingLimits::default()).unwrap();
         assert_eq!(e.iter().map(|x| x.seq.0).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(owns_its_time(&store, Seq(1)).unwrap());
         assert!(ends_its_second(&store, Seq(1)).unwrap());
@@ -392,7 +395,7 @@ pub(crate) mod tests {
     #[test]
     fn times_before_1970_bucket_correctly() {
         let h = fake(vec![-S - 5, -S + 5, -3]);
-        let e = at_entries(&h, Limits::default()).unwrap();
+        let e = at_entries(&h, ListingLimits::default()).unwrap();
         assert_eq!(e.iter().map(|x| x.seq.0).collect::<Vec<_>>(), vec![1, 3]);
     }
 }

@@ -32,7 +32,7 @@
 //! the state's time, so file managers sort them.
 //!
 //! # Inodes and caching
-//! Inode numbers derive from the state's record number (tree.rs), so two
+//! Inode numbers derive from the state's record number (node.rs), so two
 //! spellings of one state share the kernel's page cache. A state never
 //! changes: files are opened with keep-cache and have long TTLs; only
 //! names that may still move (`latest`, the listings, a time at or after the
@@ -45,18 +45,30 @@
 //! The filesystem type is `fuse.diskhist`, so indexers can be told to stay
 //! out (updatedb's PRUNEFS).
 
+//!
+//! # Files
+//! - `run.rs`: mounting ([`mount_until_unmounted`]), unmounting on a signal.
+//! - `preflight.rs`: the checks before mounting, with messages that say
+//!   what to do.
+//! - `fuse.rs`: the FUSE adapter, a thin translation of the kernel's
+//!   requests into calls on the tree and of its answers into replies.
+//! - `tree.rs`: the tree's logic: which node a name or inode is, its
+//!   attributes, listings, link targets, `info` and file contents.
+//! - `node.rs`: the nodes and their inode numbers.
+//! - `names.rs`: state names, buckets and days; `listing.rs`: which states
+//!   a listing shows; `cache.rs`: reading an image through the block cache.
+
 mod cache;
-mod fs;
+mod fuse;
 mod listing;
 mod names;
-mod session;
+mod node;
+mod preflight;
+mod run;
 #[cfg(test)]
 mod test_data;
 mod tree;
 
-pub use fs::{DiskhistFs, TreeConfig};
-pub use listing::Limits;
-pub use session::{
-    check_empty, check_fuse_device, check_mountpoint, serve, MountError, MountOptions, FUSE_DEVICE,
-    SUBTYPE,
-};
+pub use listing::ListingLimits;
+pub use preflight::{check_empty, check_fuse_device, check_mountpoint};
+pub use run::{mount_until_unmounted, MountError, MountOptions, FUSE_DEVICE, SUBTYPE};

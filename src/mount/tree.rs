@@ -1,218 +1,533 @@
-//! The nodes of the mounted tree and their inode numbers.
+//! The mounted tree's logic, free of FUSE: which node a name or an inode
+//! is, its attributes, directory listings, symlink targets, the `info`
+//! text and the bytes of a file. The FUSE adapter (fuse.rs) only
+//! translates the kernel's requests into these calls and their answers
+//! into replies.
 //!
-//! ```text
-//! /                       Root
-//! /at/                    At          listing: see listing.rs
-//! /at/<canonical>/        AtState(s)  a real directory
-//! /at/<other spelling>    AtLink(s)   symlink to <canonical> (or ../seq/<s>)
-//! /seq/                   SeqRoot     lookup-only
-//! /seq/<n>/               SeqState(s)
-//! /by-day/                ByDay       one entry per UTC day with writes
-//! /by-day/<day>/          Day(d)      one entry per second with writes
-//! /by-day/<day>/<name>    DayLink(s)  symlink to ../../at/<name>
-//! /latest                 Latest      symlink to at/<canonical of head>
-//! <state dir>/disk.img    Image(s)
-//! <state dir>/info        Info(s)
-//! ```
-//!
-//! Inode numbers are a pure function of the node: no table, nothing to
-//! forget, and the same number after a remount. Everything below a state
-//! is keyed by the state's record number `s`, so every spelling that
-//! resolves to the same state reaches the same `disk.img` inode and shares
-//! the kernel's page cache. Directories are the exception on purpose: Linux
-//! allows a directory inode only one name, so a second spelling of a state
-//! under `/at` is a symlink to the canonical directory rather than another
-//! name for it (`readlink` then also tells the user which state they got).
-//!
-//! Layout of a number: the top 8 bits are the kind, the low 56 bits the
-//! payload (a record number, or a day offset by [`DAY_BIAS`]). Kind 0 holds
-//! the fixed nodes.
+//! Caching, and why it is safe: a state's content never changes, and every
+//! inode below a state is keyed by its record number (node.rs), so files
+//! are opened with keep-cache and get long attribute and entry TTLs.
+//! What can change is which state a *name* means: `/latest`, `/at/latest`,
+//! and a time name at or after the newest record (a record appended later
+//! may still fall at or before it). Those get short TTLs, and the store is
+//! re-read (rate-limited) whenever the kernel asks about them.
 
-use super::names::Day;
-use crate::units::Seq;
+use super::cache::BlockCache;
+use super::listing::{self, Entry, History, ListingLimits};
+use super::names::{parse_seq_name, seq_name, state_name, Day};
+use super::node::{Kind, Node, IMAGE_NAME, INFO_NAME, MAX_SEQ};
+use crate::store::{Store, StoreError};
+use crate::time::{format_rfc3339_ns, parse_time, TimeSpec};
+use crate::units::{Seq, TimeNs};
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-const KIND_SHIFT: u32 = 56;
-const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
-/// Days are signed; biasing keeps the payload positive. 2^40 days is far
-/// beyond the ±106,751 days an i64 of nanoseconds covers.
-const DAY_BIAS: i64 = 1 << 40;
+/// For what never changes: a state's directory, files and attributes.
+const TTL_FOREVER: Duration = Duration::from_secs(365 * 86_400);
+/// For what moves while a writer records: the listings, `/latest`.
+const TTL_LIVE: Duration = Duration::from_secs(1);
+/// How often at most lookups and listings re-read the store's head.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
-const INO_ROOT: u64 = 1;
-const INO_AT: u64 = 2;
-const INO_SEQ_ROOT: u64 = 3;
-const INO_LATEST: u64 = 4;
-const INO_BY_DAY: u64 = 5;
+/// How many states' `info` texts are kept (a few hundred bytes each).
+const INFO_CACHE_ENTRIES: usize = 4096;
 
-const K_AT_STATE: u64 = 1;
-const K_SEQ_STATE: u64 = 2;
-const K_IMAGE: u64 = 3;
-const K_INFO: u64 = 4;
-const K_AT_LINK: u64 = 5;
-const K_DAY: u64 = 6;
-const K_DAY_LINK: u64 = 7;
-
-/// Largest record number the scheme can name.
-pub const MAX_SEQ: u64 = PAYLOAD_MASK;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Node {
-    Root,
-    At,
-    SeqRoot,
-    Latest,
-    ByDay,
-    AtState(Seq),
-    SeqState(Seq),
-    Image(Seq),
-    Info(Seq),
-    AtLink(Seq),
-    Day(Day),
-    DayLink(Seq),
+/// The tree's permissions: read-only for everyone the mount admits.
+const DIR_PERM: u16 = 0o555;
+const FILE_PERM: u16 = 0o444;
+/// Settings that shape the tree (the CLI fills them).
+#[derive(Debug, Clone, Copy)]
+pub struct TreeConfig {
+    pub cache_bytes: u64,
+    pub limits: ListingLimits,
+    pub uid: u32,
+    pub gid: u32,
 }
 
-/// What kind of file a node is.
+/// The tree over one store.
+pub struct Tree {
+    store: Arc<Store>,
+    cache: BlockCache,
+    config: TreeConfig,
+    last_refresh: Mutex<Instant>,
+    /// `info` texts by state. A state never changes, and building its text
+    /// reads its whole record (for the chain hash), which getattr, open
+    /// and every read of `info` would otherwise repeat.
+    infos: Mutex<LruCache<u64, Arc<str>>>,
+}
+
+/// One entry of a directory listing.
+pub struct DirEntry {
+    pub node: Node,
+    pub name: String,
+}
+
+/// A node's attributes, as `stat` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Dir,
-    File,
-    Symlink,
+pub struct Attr {
+    pub node: Node,
+    pub size_bytes: u64,
+    /// The state's time: every timestamp of the node.
+    pub time: TimeNs,
+    pub nlink: u32,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// The store's block size, the preferred I/O size.
+    pub block_size: u32,
 }
 
-impl Node {
-    pub fn ino(self) -> u64 {
-        let tagged = |kind: u64, payload: u64| (kind << KIND_SHIFT) | (payload & PAYLOAD_MASK);
-        match self {
-            Node::Root => INO_ROOT,
-            Node::At => INO_AT,
-            Node::SeqRoot => INO_SEQ_ROOT,
-            Node::Latest => INO_LATEST,
-            Node::ByDay => INO_BY_DAY,
-            Node::AtState(s) => tagged(K_AT_STATE, s.0),
-            Node::SeqState(s) => tagged(K_SEQ_STATE, s.0),
-            Node::Image(s) => tagged(K_IMAGE, s.0),
-            Node::Info(s) => tagged(K_INFO, s.0),
-            Node::AtLink(s) => tagged(K_AT_LINK, s.0),
-            Node::Day(d) => tagged(K_DAY, (d.0 + DAY_BIAS) as u64),
-            Node::DayLink(s) => tagged(K_DAY_LINK, s.0),
+/// What a lookup found, and how long the kernel may keep it.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub attr: Attr,
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+}
+
+/// Why a request failed; the adapter turns it into an errno.
+#[derive(Debug)]
+pub enum Fail {
+    /// ENOENT.
+    NotFound,
+    /// ENOTDIR: a name looked up or listed in a file or a symlink.
+    NotADirectory,
+    /// EISDIR: a directory opened or read as a file.
+    IsADirectory,
+    /// EINVAL: a request that does not apply to the node.
+    Invalid,
+    /// EIO, with the store's error logged.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        match e {
+            StoreError::NoSuchState { .. } => Fail::NotFound,
+            e => Fail::Store(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Fail>;
+
+impl Tree {
+    pub fn new(store: Arc<Store>, config: TreeConfig) -> Tree {
+        let cache = BlockCache::new(store.geometry(), config.cache_bytes);
+        Tree {
+            store,
+            cache,
+            config,
+            last_refresh: Mutex::new(Instant::now()),
+            infos: Mutex::new(LruCache::new(
+                NonZeroUsize::new(INFO_CACHE_ENTRIES).expect("non-zero"),
+            )),
         }
     }
 
-    /// The node an inode number names, if any.
-    pub fn from_ino(ino: u64) -> Option<Node> {
-        let payload = ino & PAYLOAD_MASK;
-        let seq = Seq(payload);
-        Some(match ino >> KIND_SHIFT {
-            0 => match ino {
-                INO_ROOT => Node::Root,
-                INO_AT => Node::At,
-                INO_SEQ_ROOT => Node::SeqRoot,
-                INO_LATEST => Node::Latest,
-                INO_BY_DAY => Node::ByDay,
-                _ => return None,
-            },
-            K_AT_STATE => Node::AtState(seq),
-            K_SEQ_STATE => Node::SeqState(seq),
-            K_IMAGE => Node::Image(seq),
-            K_INFO => Node::Info(seq),
-            K_AT_LINK => Node::AtLink(seq),
-            K_DAY => Node::Day(Day(payload as i64 - DAY_BIAS)),
-            K_DAY_LINK => Node::DayLink(seq),
-            _ => return None,
+    /// The child `name` of `parent`, its attributes, and how long the
+    /// kernel may keep each.
+    pub fn lookup(&self, parent: Node, name: &str) -> Result<Found> {
+        let (node, entry_ttl) = self.child(parent, name)?;
+        Ok(Found {
+            attr: self.attr(node)?,
+            attr_ttl: self.attr_ttl(node),
+            entry_ttl,
         })
     }
 
-    pub fn kind(self) -> Kind {
-        match self {
-            Node::Root
-            | Node::At
-            | Node::SeqRoot
-            | Node::ByDay
-            | Node::AtState(_)
-            | Node::SeqState(_)
-            | Node::Day(_) => Kind::Dir,
-            Node::Image(_) | Node::Info(_) => Kind::File,
-            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => Kind::Symlink,
+    /// A node's attributes and how long the kernel may keep them.
+    pub fn getattr(&self, node: Node) -> Result<(Attr, Duration)> {
+        Ok((self.attr(node)?, self.attr_ttl(node)))
+    }
+
+    /// Check that `node` is a file that can be opened (its content then
+    /// never changes).
+    pub fn open(&self, node: Node) -> Result<()> {
+        match node {
+            Node::Image(s) | Node::Info(s) => self.check_state(s),
+            n if n.kind() == Kind::Dir => Err(Fail::IsADirectory),
+            _ => Err(Fail::Invalid),
         }
     }
 
-    /// The node `..` leads to, for directory listings.
-    pub fn parent(self) -> Node {
-        match self {
-            Node::Root | Node::At | Node::SeqRoot | Node::Latest | Node::ByDay => Node::Root,
-            Node::AtState(_) | Node::AtLink(_) => Node::At,
-            Node::SeqState(_) => Node::SeqRoot,
-            Node::Day(_) => Node::ByDay,
-            // Files are reachable from several directories; report /at's.
-            Node::Image(s) | Node::Info(s) => Node::AtState(s),
-            Node::DayLink(_) => Node::ByDay,
+    /// Bytes `offset_bytes..offset_bytes + len` of a file, cut short at
+    /// its end.
+    pub fn read(&self, node: Node, offset_bytes: u64, len: u32) -> Result<Vec<u8>> {
+        match node {
+            Node::Image(s) => Ok(self.cache.read(&self.store, s, offset_bytes, len)?),
+            Node::Info(s) => {
+                let text = self.info_text(s)?;
+                let text = text.as_bytes();
+                let start = usize::try_from(offset_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(text.len());
+                let end = start.saturating_add(len as usize).min(text.len());
+                Ok(text[start..end].to_vec())
+            }
+            _ => Err(Fail::IsADirectory),
         }
     }
 
-    /// The record number a node belongs to, if it belongs to one state.
-    pub fn state(self) -> Option<Seq> {
-        match self {
-            Node::AtState(s)
-            | Node::SeqState(s)
-            | Node::Image(s)
-            | Node::Info(s)
-            | Node::AtLink(s)
-            | Node::DayLink(s) => Some(s),
-            _ => None,
+    /// The store's block size, which statfs reports.
+    pub fn block_size(&self) -> u32 {
+        self.store.geometry().block_size
+    }
+
+    /// Pick up records a live writer appended, at most every REFRESH_INTERVAL.
+    fn refresh(&self) {
+        let mut last = self.last_refresh.lock();
+        if last.elapsed() < REFRESH_INTERVAL {
+            return;
         }
+        *last = Instant::now();
+        drop(last);
+        if let Err(e) = self.store.refresh() {
+            log::warn!("re-reading the store for new records: {e}; showing what was read before");
+        }
+    }
+
+    fn head(&self) -> Seq {
+        self.store.head().seq
+    }
+
+    fn check_state(&self, s: Seq) -> Result<()> {
+        if s > self.head() {
+            return Err(Fail::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The time a state is shown with (its directories' and files' times).
+    fn state_time(&self, s: Seq) -> Result<TimeNs> {
+        if s.0 > 0 {
+            return Ok(self.store.time_of(s)?);
+        }
+        // The empty disk: since the store was created, unless the history
+        // was recorded with earlier times (`import --at`, a stream from
+        // elsewhere); then since the first record, so that seq/0 never
+        // looks newer than the states that follow it.
+        let created = self.store.header().created_ns;
+        if self.head().0 == 0 {
+            return Ok(created);
+        }
+        Ok(created.min(self.store.time_of(Seq(1))?))
+    }
+
+    /// The path, relative to `/at`, that names state `s`: its time if that
+    /// time resolves to it, else `../seq/<s>`.
+    fn name_in_at(&self, s: Seq) -> Result<String> {
+        if listing::owns_its_time(&*self.store, s)? {
+            Ok(state_name(self.store.time_of(s)?))
+        } else {
+            Ok(format!("../seq/{}", seq_name(s)))
+        }
+    }
+
+    /// What a symlink points to.
+    pub fn link_target(&self, node: Node) -> Result<String> {
+        match node {
+            Node::Latest => {
+                self.refresh();
+                let target = self.name_in_at(self.head())?;
+                Ok(match target.strip_prefix("../") {
+                    Some(seq_path) => seq_path.to_string(),
+                    None => format!("at/{target}"),
+                })
+            }
+            Node::AtLink(s) => {
+                self.check_state(s)?;
+                self.name_in_at(s)
+            }
+            Node::DayLink(s) => {
+                self.check_state(s)?;
+                Ok(format!("../../at/{}", self.name_in_at(s)?))
+            }
+            _ => Err(Fail::Invalid),
+        }
+    }
+
+    /// The text of `<state>/info`, built once per state.
+    fn info_text(&self, s: Seq) -> Result<Arc<str>> {
+        if let Some(text) = self.infos.lock().get(&s.0) {
+            return Ok(text.clone());
+        }
+        let text: Arc<str> = self.build_info_text(s)?.into();
+        self.infos.lock().put(s.0, text.clone());
+        Ok(text)
+    }
+
+    fn build_info_text(&self, s: Seq) -> Result<String> {
+        let g = self.store.geometry();
+        let (time, chain) = if s.0 == 0 {
+            (
+                "none (the empty disk before the first record)".to_string(),
+                "0".repeat(64),
+            )
+        } else {
+            let r = self.store.record(s)?;
+            (format_rfc3339_ns(r.time_ns), r.chain.to_hex())
+        };
+        Ok(format!(
+            "time: {time}\nseq: {}\nchain: {chain}\nsize_bytes: {}\nblock_size: {}\n",
+            s.0, g.size_bytes, g.block_size
+        ))
+    }
+
+    fn attr(&self, node: Node) -> Result<Attr> {
+        let (mtime, size, nlink) = match node {
+            Node::Root | Node::At | Node::SeqRoot | Node::ByDay => {
+                (self.state_time(self.head())?, 0, 2)
+            }
+            Node::Day(d) => {
+                let end = d.end().ok_or(Fail::NotFound)?;
+                (self.state_time(self.store.last_at(end)?)?, 0, 2)
+            }
+            Node::AtState(s) | Node::SeqState(s) => {
+                self.check_state(s)?;
+                (self.state_time(s)?, 0, 2)
+            }
+            Node::Image(s) => {
+                self.check_state(s)?;
+                (self.state_time(s)?, self.store.geometry().size_bytes, 1)
+            }
+            Node::Info(s) => {
+                self.check_state(s)?;
+                (self.state_time(s)?, self.info_text(s)?.len() as u64, 1)
+            }
+            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => {
+                let target = self.link_target(node)?;
+                let s = match node.state() {
+                    Some(s) => s,
+                    None => self.head(),
+                };
+                (self.state_time(s)?, target.len() as u64, 1)
+            }
+        };
+        Ok(Attr {
+            node,
+            size_bytes: size,
+            time: mtime,
+            nlink,
+            perm: match node.kind() {
+                Kind::Dir => DIR_PERM,
+                Kind::File => FILE_PERM,
+                Kind::Symlink => 0o777,
+            },
+            uid: self.config.uid,
+            gid: self.config.gid,
+            block_size: self.block_size(),
+        })
+    }
+
+    /// How long the kernel may keep a node's attributes.
+    fn attr_ttl(&self, node: Node) -> Duration {
+        match node {
+            Node::Image(_) | Node::Info(_) | Node::AtState(_) | Node::SeqState(_) => TTL_FOREVER,
+            // A link's target settles once a later record exists.
+            Node::AtLink(s) | Node::DayLink(s) if s < self.head() => TTL_FOREVER,
+            _ => TTL_LIVE,
+        }
+    }
+
+    /// The child `name` of `parent`, and how long the name may be cached.
+    fn child(&self, parent: Node, name: &str) -> Result<(Node, Duration)> {
+        match parent {
+            Node::Root => {
+                let node = match name {
+                    "at" => Node::At,
+                    "seq" => Node::SeqRoot,
+                    "by-day" => Node::ByDay,
+                    "latest" => Node::Latest,
+                    _ => return Err(Fail::NotFound),
+                };
+                Ok((node, TTL_FOREVER))
+            }
+            Node::At => self.child_of_at(name),
+            Node::SeqRoot => {
+                self.refresh();
+                let s = parse_seq_name(name).ok_or(Fail::NotFound)?;
+                if s.0 > MAX_SEQ {
+                    return Err(Fail::NotFound);
+                }
+                self.check_state(s)?;
+                Ok((Node::SeqState(s), TTL_FOREVER))
+            }
+            Node::ByDay => {
+                self.refresh();
+                let day = Day::parse(name).ok_or(Fail::NotFound)?;
+                if !listing::day_has_writes(&*self.store, day)? {
+                    return Err(Fail::NotFound);
+                }
+                Ok((Node::Day(day), TTL_LIVE))
+            }
+            Node::Day(day) => {
+                self.refresh();
+                let Ok(TimeSpec::At(t)) = parse_time(name) else {
+                    return Err(Fail::NotFound);
+                };
+                let s = self.store.last_at(t)?;
+                let listed = s.0 > 0
+                    && state_name(self.store.time_of(s)?) == name
+                    && Day::of(t) == day
+                    && listing::ends_its_second(&*self.store, s)?;
+                if !listed {
+                    return Err(Fail::NotFound);
+                }
+                let ttl = if s < self.head() {
+                    TTL_FOREVER
+                } else {
+                    TTL_LIVE
+                };
+                Ok((Node::DayLink(s), ttl))
+            }
+            Node::AtState(s) | Node::SeqState(s) => match name {
+                IMAGE_NAME => Ok((Node::Image(s), TTL_FOREVER)),
+                INFO_NAME => Ok((Node::Info(s), TTL_FOREVER)),
+                _ => Err(Fail::NotFound),
+            },
+            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::DayLink(_) => {
+                Err(Fail::NotADirectory)
+            }
+        }
+    }
+
+    /// Any accepted spelling of a time under `/at`. The canonical name of a
+    /// state is its directory; every other spelling is a symlink to it.
+    fn child_of_at(&self, name: &str) -> Result<(Node, Duration)> {
+        self.refresh();
+        let spec = parse_time(name).map_err(|e| {
+            log::debug!("lookup in /at: {e}");
+            Fail::NotFound
+        })?;
+        let s = self.store.resolve(spec)?;
+        if s.0 > MAX_SEQ {
+            return Err(Fail::NotFound);
+        }
+        let settled = s < self.head();
+        match spec {
+            TimeSpec::Latest => Ok((Node::AtLink(s), TTL_LIVE)),
+            // A record number names the same state forever.
+            TimeSpec::AfterSeq(_) => Ok((Node::AtLink(s), TTL_FOREVER)),
+            TimeSpec::At(_) => {
+                let ttl = if settled { TTL_FOREVER } else { TTL_LIVE };
+                let canonical = s.0 > 0
+                    && listing::owns_its_time(&*self.store, s)?
+                    && state_name(self.store.time_of(s)?) == name;
+                if canonical {
+                    Ok((Node::AtState(s), ttl))
+                } else {
+                    Ok((Node::AtLink(s), ttl))
+                }
+            }
+        }
+    }
+
+    /// The entries of a directory (the adapter takes them once per
+    /// opendir, so that readdir offsets stay consistent).
+    pub fn list(&self, dir: Node) -> Result<Vec<DirEntry>> {
+        let entry = |node: Node, name: String| DirEntry { node, name };
+        let mut out = vec![entry(dir, ".".into()), entry(dir.parent(), "..".into())];
+        let states = |entries: Vec<Entry>, link: bool| {
+            entries.into_iter().map(move |e| {
+                let node = if link {
+                    Node::DayLink(e.seq)
+                } else {
+                    Node::AtState(e.seq)
+                };
+                entry(node, state_name(e.time))
+            })
+        };
+        match dir {
+            Node::Root => {
+                out.push(entry(Node::At, "at".into()));
+                out.push(entry(Node::ByDay, "by-day".into()));
+                out.push(entry(Node::SeqRoot, "seq".into()));
+                out.push(entry(Node::Latest, "latest".into()));
+            }
+            Node::At => {
+                self.refresh();
+                out.extend(states(
+                    listing::at_entries(&*self.store, self.config.limits)?,
+                    false,
+                ));
+            }
+            Node::SeqRoot => {} // lookup-only: listing every record would not be bounded
+            Node::ByDay => {
+                self.refresh();
+                for day in listing::days(&*self.store)? {
+                    out.push(entry(Node::Day(day), day.name()));
+                }
+            }
+            Node::Day(day) => {
+                self.refresh();
+                out.extend(states(listing::day_entries(&*self.store, day)?, true));
+            }
+            Node::AtState(s) | Node::SeqState(s) => {
+                self.check_state(s)?;
+                out.push(entry(Node::Image(s), IMAGE_NAME.into()));
+                out.push(entry(Node::Info(s), INFO_NAME.into()));
+            }
+            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::DayLink(_) => {
+                return Err(Fail::NotADirectory)
+            }
+        }
+        Ok(out)
     }
 }
-
-/// The files inside every state directory.
-pub const IMAGE_NAME: &str = "disk.img";
-pub const INFO_NAME: &str = "info";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Op, OpFlags, Writer};
 
+    /// Regression: getattr, open and every read of `info` each re-read the
+    /// state's whole record (up to 128 MiB) for its chain hash. Now the
+    /// text is built once: after the record's data is damaged behind the
+    /// mount's back, `info` still answers from what it built.
     #[test]
-    fn inode_numbers_round_trip_and_never_collide() {
-        let mut nodes = vec![
-            Node::Root,
-            Node::At,
-            Node::SeqRoot,
-            Node::Latest,
-            Node::ByDay,
-        ];
-        for s in [0, 1, 2, 42, 1 << 40, MAX_SEQ] {
-            let s = Seq(s);
-            nodes.extend([
-                Node::AtState(s),
-                Node::SeqState(s),
-                Node::Image(s),
-                Node::Info(s),
-                Node::AtLink(s),
-                Node::DayLink(s),
-            ]);
-        }
-        for d in [-106_751, -1, 0, 1, 20_780, 106_751] {
-            nodes.push(Node::Day(Day(d)));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for n in &nodes {
-            let ino = n.ino();
-            assert_ne!(ino, 0, "{n:?}");
-            assert!(seen.insert(ino), "{n:?} collides");
-            assert_eq!(Node::from_ino(ino), Some(*n));
-        }
-        assert_eq!(Node::Root.ino(), 1, "FUSE's root inode");
-        assert_eq!(Node::from_ino(0), None);
-        assert_eq!(Node::from_ino(99), None);
-        assert_eq!(Node::from_ino(200 << KIND_SHIFT), None);
-    }
+    fn info_is_built_once_per_state() {
+        let dir = tempfile::tempdir().unwrap();
+        Writer::init(dir.path(), 1 << 20, 4096).unwrap();
+        let mut w = Writer::open(dir.path()).unwrap();
+        let data = crate::mount::test_data::incompressible(64 << 10, 0x9e37_79b9_7f4a_7c15);
+        let op = Op::Write {
+            offset_bytes: 0,
+            data: &data,
+        };
+        w.append(TimeNs(1_795_415_415_000_000_000), op, OpFlags::default())
+            .unwrap();
+        w.close().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let tree = Tree::new(
+            store.clone(),
+            TreeConfig {
+                cache_bytes: 1 << 20,
+                limits: ListingLimits::default(),
+                uid: 0,
+                gid: 0,
+            },
+        );
+        let first = tree.info_text(Seq(1)).unwrap();
+        assert!(first.contains("seq: 1\n"), "{first}");
+        assert!(first.contains(&store.head().chain.to_hex()), "{first}");
 
-    #[test]
-    fn every_spelling_of_a_state_shares_its_image_inode() {
-        // Directories differ per parent; the image does not.
-        let s = Seq(7);
-        assert_ne!(Node::AtState(s).ino(), Node::SeqState(s).ino());
-        assert_eq!(Node::Image(s).ino(), Node::Image(Seq(7)).ino());
-        assert_eq!(Node::Image(s).kind(), Kind::File);
-        assert_eq!(Node::AtLink(s).kind(), Kind::Symlink);
+        let log = dir.path().join("log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        let at = bytes
+            .windows(32)
+            .position(|win| win == &data[5000..5032])
+            .expect("the data is stored raw");
+        bytes[at] ^= 0xff;
+        std::fs::write(&log, &bytes).unwrap();
+        assert!(store.record(Seq(1)).is_err(), "the damage must be visible");
+        assert_eq!(tree.info_text(Seq(1)).unwrap(), first);
+        assert_eq!(
+            tree.attr(Node::Info(Seq(1))).unwrap().size_bytes,
+            first.len() as u64
+        );
     }
 }

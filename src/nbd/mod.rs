@@ -4,7 +4,8 @@
 //! Layers: [`proto`] (wire format, pure), [`negotiate`] (handshake),
 //! [`transmission`] (requests against an [`export::Export`]),
 //! [`store_export`] (the store as an export), [`server`] (sockets, threads,
-//! stop), [`session`] (the `STORE/sessions` evidence file).
+//! stop). The `STORE/sessions` evidence file each run appends to is
+//! [`crate::sessions`], which `info` and `verify` read too.
 //!
 //! # Serving
 //!
@@ -79,12 +80,11 @@
 //! Every session's start and end (time, diskhist version, pid, listener,
 //! sync mode, the clock's synchronisation state and error bounds from
 //! `adjtimex`, the store's head seq and chain) are appended to
-//! `STORE/sessions`; see [`session`] and [`session::read_sessions`].
+//! `STORE/sessions`; see [`crate::sessions`].
 
 pub mod export;
 pub mod negotiate;
 pub mod proto;
 pub mod server;
-pub mod session;
 pub mod store_export;
 pub mod transmission;

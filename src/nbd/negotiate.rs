@@ -157,10 +157,6 @@ fn answer_option(
     no_zeroes: bool,
     out: &mut Vec<u8>,
 ) -> Step {
-    let error = |out: &mut Vec<u8>, reply_type: u32, message: String| {
-        proto::encode_option_reply(out, option, reply_type, message.as_bytes());
-        Step::Continue
-    };
     match option {
         proto::OPT_EXPORT_NAME => {
             if !is_our_name(data, export) {
@@ -180,8 +176,9 @@ fn answer_option(
         }
         proto::OPT_LIST => {
             if !data.is_empty() {
-                return error(
+                return refuse_option(
                     out,
+                    option,
                     proto::REP_ERR_INVALID,
                     "NBD_OPT_LIST takes no data".into(),
                 );
@@ -191,42 +188,10 @@ fn answer_option(
             proto::encode_option_reply(out, option, proto::REP_ACK, &[]);
             Step::Continue
         }
-        proto::OPT_INFO | proto::OPT_GO => {
-            let req = match proto::parse_info_request(data) {
-                Ok(req) => req,
-                Err(why) => return error(out, proto::REP_ERR_INVALID, why.into()),
-            };
-            if !is_our_name(req.name, export) {
-                let message = format!(
-                    "no export named {:?}; this server has one export, {:?} (the empty name works too)",
-                    String::from_utf8_lossy(req.name),
-                    export.name
-                );
-                return error(out, proto::REP_ERR_UNKNOWN, message);
-            }
-            let info = proto::encode_info_export(export.size_bytes, export.transmission_flags);
-            proto::encode_option_reply(out, option, proto::REP_INFO, &info);
-            // Sent whether asked for or not: the minimum is the default (1),
-            // so a client that ignores it breaks nothing.
-            let sizes = proto::encode_info_block_size(export.block_sizes);
-            proto::encode_option_reply(out, option, proto::REP_INFO, &sizes);
-            if req.info_types.contains(&proto::INFO_NAME) {
-                let d = proto::encode_info_string(proto::INFO_NAME, &export.name);
-                proto::encode_option_reply(out, option, proto::REP_INFO, &d);
-            }
-            if req.info_types.contains(&proto::INFO_DESCRIPTION) {
-                let d = proto::encode_info_string(proto::INFO_DESCRIPTION, &export.description);
-                proto::encode_option_reply(out, option, proto::REP_INFO, &d);
-            }
-            proto::encode_option_reply(out, option, proto::REP_ACK, &[]);
-            if option == proto::OPT_GO {
-                Step::Transmission
-            } else {
-                Step::Continue
-            }
-        }
-        proto::OPT_STARTTLS => error(
+        proto::OPT_INFO | proto::OPT_GO => answer_info_or_go(option, data, export, out),
+        proto::OPT_STARTTLS => refuse_option(
             out,
+            option,
             proto::REP_ERR_UNSUP,
             "TLS is not implemented by diskhist serve; it listens on a Unix socket or on \
              loopback by default"
@@ -235,16 +200,62 @@ fn answer_option(
         proto::OPT_STRUCTURED_REPLY
         | proto::OPT_LIST_META_CONTEXT
         | proto::OPT_SET_META_CONTEXT
-        | proto::OPT_EXTENDED_HEADERS => error(
+        | proto::OPT_EXTENDED_HEADERS => refuse_option(
             out,
+            option,
             proto::REP_ERR_UNSUP,
             format!("option {option} is not supported; diskhist serve uses simple replies"),
         ),
-        _ => error(
+        _ => refuse_option(
             out,
+            option,
             proto::REP_ERR_UNSUP,
             format!("unknown option {option}"),
         ),
+    }
+}
+
+/// Refuse `option` with an error reply that says why; the client may go on.
+fn refuse_option(out: &mut Vec<u8>, option: u32, reply_type: u32, message: String) -> Step {
+    proto::encode_option_reply(out, option, reply_type, message.as_bytes());
+    Step::Continue
+}
+
+/// Answer `NBD_OPT_INFO` or `NBD_OPT_GO`: the export's size, flags and
+/// block sizes, its name and description if asked for; GO then starts
+/// transmission.
+fn answer_info_or_go(option: u32, data: &[u8], export: &ExportInfo, out: &mut Vec<u8>) -> Step {
+    let req = match proto::parse_info_request(data) {
+        Ok(req) => req,
+        Err(why) => return refuse_option(out, option, proto::REP_ERR_INVALID, why.to_string()),
+    };
+    if !is_our_name(req.name, export) {
+        let message = format!(
+            "no export named {:?}; this server has one export, {:?} (the empty name works too)",
+            String::from_utf8_lossy(req.name),
+            export.name
+        );
+        return refuse_option(out, option, proto::REP_ERR_UNKNOWN, message);
+    }
+    let info = proto::encode_info_export(export.size_bytes, export.transmission_flags);
+    proto::encode_option_reply(out, option, proto::REP_INFO, &info);
+    // Sent whether asked for or not: the minimum is the default (1),
+    // so a client that ignores it breaks nothing.
+    let sizes = proto::encode_info_block_size(export.block_sizes);
+    proto::encode_option_reply(out, option, proto::REP_INFO, &sizes);
+    if req.info_types.contains(&proto::INFO_NAME) {
+        let d = proto::encode_info_string(proto::INFO_NAME, &export.name);
+        proto::encode_option_reply(out, option, proto::REP_INFO, &d);
+    }
+    if req.info_types.contains(&proto::INFO_DESCRIPTION) {
+        let d = proto::encode_info_string(proto::INFO_DESCRIPTION, &export.description);
+        proto::encode_option_reply(out, option, proto::REP_INFO, &d);
+    }
+    proto::encode_option_reply(out, option, proto::REP_ACK, &[]);
+    if option == proto::OPT_GO {
+        Step::Transmission
+    } else {
+        Step::Continue
     }
 }
 

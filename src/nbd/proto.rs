@@ -255,23 +255,35 @@ pub struct InfoRequest<'a> {
     pub info_types: Vec<u16>,
 }
 
+/// Why `NBD_OPT_INFO` / `NBD_OPT_GO` data is malformed (answered with
+/// `NBD_REP_ERR_INVALID` and this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InfoRequestError {
+    #[error("INFO/GO data shorter than 6 bytes")]
+    Short,
+    #[error("export name length runs past the option data")]
+    NameLength,
+    #[error("number of information requests does not match the option length")]
+    RequestCount,
+}
+
 /// Parse `NBD_OPT_INFO` / `NBD_OPT_GO` data: u32 name length, name,
 /// u16 count, count × u16 information types. The lengths must add up
-/// exactly; anything else is `NBD_REP_ERR_INVALID`.
-pub fn parse_info_request(data: &[u8]) -> Result<InfoRequest<'_>, &'static str> {
+/// exactly.
+pub fn parse_info_request(data: &[u8]) -> Result<InfoRequest<'_>, InfoRequestError> {
     if data.len() < 6 {
-        return Err("INFO/GO data shorter than 6 bytes");
+        return Err(InfoRequestError::Short);
     }
     let name_len = be_u32(data, 0) as usize;
     if name_len > data.len() - 6 {
-        return Err("export name length runs past the option data");
+        return Err(InfoRequestError::NameLength);
     }
     let name = &data[4..4 + name_len];
     let count_at = 4 + name_len;
     let count = usize::from(be_u16(data, count_at));
     let list = &data[count_at + 2..];
     if list.len() != 2 * count {
-        return Err("number of information requests does not match the option length");
+        return Err(InfoRequestError::RequestCount);
     }
     let info_types = list
         .chunks_exact(2)
@@ -325,7 +337,7 @@ pub fn encode_simple_reply(error: u32, handle: u64) -> [u8; SIMPLE_REPLY_LEN] {
 
 /// What the export is and what the server will accept in one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct RequestLimits {
     pub size_bytes: u64,
     /// Largest READ or WRITE payload; also advertised as the maximum block size.
     pub max_payload_bytes: u32,
@@ -372,7 +384,7 @@ pub struct Rejection {
 /// Check a request against the limits. Errors follow the protocol:
 /// EINVAL for unknown commands and flags, for reads and trims past the end
 /// and for payloads over the maximum; ENOSPC for writes past the end.
-pub fn classify(h: &RequestHeader, limits: &Limits) -> Result<Command, Rejection> {
+pub fn classify(h: &RequestHeader, limits: &RequestLimits) -> Result<Command, Rejection> {
     let payload = if h.kind == CMD_WRITE {
         h.length_bytes
     } else {
@@ -465,7 +477,7 @@ pub fn classify(h: &RequestHeader, limits: &Limits) -> Result<Command, Rejection
 #[allow(clippy::type_complexity)]
 pub fn parse_request(
     bytes: &[u8],
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<(Command, usize), Result<Rejection, WireError>> {
     let head: &[u8; REQUEST_LEN] = bytes
         .get(..REQUEST_LEN)
@@ -495,7 +507,7 @@ pub fn parse_request(
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: RequestLimits = RequestLimits {
         size_bytes: 1 << 20,
         max_payload_bytes: 32 << 20,
     };
@@ -565,7 +577,7 @@ mod tests {
         let e = ok(req(CMD_TRIM, 0, u64::MAX - 10, 100)).unwrap_err();
         assert_eq!(e.errno, NbdErrno::Inval);
         // Over the maximum payload, even inside a (huge) export.
-        let big = Limits {
+        let big = RequestLimits {
             size_bytes: u64::MAX,
             max_payload_bytes: 32 << 20,
         };

@@ -21,10 +21,10 @@ use parking_lot::Mutex;
 
 use super::export::Export;
 use super::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
-use super::proto::{self, BlockSizes, Limits};
-use super::session::{clock_state, SessionEnd, SessionError, SessionLog};
+use super::proto::{self, BlockSizes, RequestLimits};
 use super::store_export::{StoreExport, SyncMode};
-use super::transmission::{self, Counters, TransmissionError};
+use super::transmission::{handle_requests, Counters, TransmissionError};
+use crate::sessions::{clock_state, ClockState, SessionEnd, SessionError, SessionLog};
 use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
 
@@ -105,32 +105,17 @@ pub enum ServeError {
     Fatal(String),
 }
 
-/// Serve the store until `stop` is set (by a signal handler) or the store
-/// fails. Returns after the writer is closed and the socket removed.
-pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
+/// Serve the store over NBD, recording what clients write, until `stop` is
+/// set (by a signal handler) or the store fails. Returns after the writer
+/// is closed and the socket removed.
+pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
     let writer = Writer::open_with(&config.store_dir, config.writer)?;
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
     let export = StoreExport::new(writer, config.sync);
     let geometry = (export.size_bytes(), export.preferred_block_size());
     let head = export.head();
-    let clock = match clock_state() {
-        Ok(c) => {
-            if !c.synchronised {
-                log::warn!(
-                    "the system clock is not synchronised (estimated error {} µs, maximum {} µs); \
-                     recorded times are only as good as this clock",
-                    c.est_error_us,
-                    c.max_error_us
-                );
-            }
-            Some(c)
-        }
-        Err(e) => {
-            log::warn!("cannot read the clock's synchronisation state (adjtimex): {e}");
-            None
-        }
-    };
+    let clock = checked_clock();
     let listen = config.listen.to_string();
     let id = sessions.start(
         time::now(),
@@ -140,20 +125,7 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> 
         head.seq,
         head.chain,
     )?;
-    let info = ExportInfo {
-        name: EXPORT_NAME.to_string(),
-        description: format!(
-            "diskhist store {} (every write is recorded)",
-            config.store_dir.display()
-        ),
-        size_bytes: geometry.0,
-        transmission_flags: TRANSMISSION_FLAGS,
-        block_sizes: BlockSizes {
-            minimum: 1,
-            preferred: geometry.1,
-            maximum: MAX_PAYLOAD_BYTES,
-        },
-    };
+    let info = export_info(&config.store_dir, geometry.0, geometry.1);
     log::info!(
         "recording {} ({} bytes, block size {}, sync {}); serving {} — stop with Ctrl-C or SIGTERM",
         config.store_dir.display(),
@@ -191,6 +163,47 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> 
     Ok(())
 }
 
+/// The clock's synchronisation state, for the session's start line; a
+/// clock that is not synchronised (or cannot be asked) is worth a warning,
+/// since every recorded time comes from it.
+fn checked_clock() -> Option<ClockState> {
+    match clock_state() {
+        Ok(c) => {
+            if !c.synchronised {
+                log::warn!(
+                    "the system clock is not synchronised (estimated error {} µs, maximum {} µs); \
+                     recorded times are only as good as this clock",
+                    c.est_error_us,
+                    c.max_error_us
+                );
+            }
+            Some(c)
+        }
+        Err(e) => {
+            log::warn!("cannot read the clock's synchronisation state (adjtimex): {e}");
+            None
+        }
+    }
+}
+
+/// What the handshake tells clients about the store's one export.
+fn export_info(store_dir: &Path, size_bytes: u64, preferred_block_size: u32) -> ExportInfo {
+    ExportInfo {
+        name: EXPORT_NAME.to_string(),
+        description: format!(
+            "diskhist store {} (every write is recorded)",
+            store_dir.display()
+        ),
+        size_bytes,
+        transmission_flags: TRANSMISSION_FLAGS,
+        block_sizes: BlockSizes {
+            minimum: 1,
+            preferred: preferred_block_size,
+            maximum: MAX_PAYLOAD_BYTES,
+        },
+    }
+}
+
 /// Accept connections until `stop` is set or a connection hits a fatal
 /// export error; returns that error. Every connection thread has ended when
 /// this returns.
@@ -201,7 +214,7 @@ pub fn accept_loop<E: Export>(
     handshake_timeout: Duration,
     stop: &AtomicBool,
 ) -> Option<String> {
-    let limits = Limits {
+    let limits = RequestLimits {
         size_bytes: info.size_bytes,
         max_payload_bytes: info.block_sizes.maximum,
     };
@@ -242,7 +255,9 @@ pub fn accept_loop<E: Export>(
             }
             let (fatal, live, limits) = (&fatal, &live, &limits);
             s.spawn(move || {
-                if let Some(why) = handle(id, conn, export, info, limits, handshake_timeout) {
+                if let Some(why) =
+                    handle_connection(id, conn, export, info, limits, handshake_timeout)
+                {
                     fatal.lock().get_or_insert(why);
                     // Wake the others: nothing more can be acknowledged.
                     for c in live.lock().values() {
@@ -263,12 +278,12 @@ pub fn accept_loop<E: Export>(
 }
 
 /// One connection, from handshake to close. Returns a fatal export error.
-fn handle<E: Export>(
+fn handle_connection<E: Export>(
     id: u64,
     conn: Conn,
     export: &E,
     info: &ExportInfo,
-    limits: &Limits,
+    limits: &RequestLimits,
     handshake_timeout: Duration,
 ) -> Option<String> {
     let peer = conn.peer();
@@ -295,7 +310,7 @@ fn handle<E: Export>(
     log::info!("connection {id} ({peer}) started");
     let mut r = BufReader::with_capacity(256 << 10, &conn);
     let mut c = Counters::default();
-    let res = transmission::serve(&mut r, &mut w, export, limits, &mut c);
+    let res = handle_requests(&mut r, &mut w, export, limits, &mut c);
     let summary = format!(
         "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors \
          ({} for want of space)",

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 
 use super::export::{Export, ExportError};
 use super::negotiate::read_or_eof;
-use super::proto::{self, Command, Limits, NbdErrno, WireError};
+use super::proto::{self, Command, NbdErrno, Rejection, RequestHeader, RequestLimits, WireError};
 
 /// How a connection ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,69 +47,121 @@ pub struct Counters {
     pub no_space: u64,
 }
 
-/// Serve requests from `r`, replying on `w`, until the client leaves.
-pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
+/// Handle requests from `r`, replying on `w`, until the client leaves.
+pub fn handle_requests<R: Read, W: Write, E: Export + ?Sized>(
     r: &mut R,
     w: &mut W,
     export: &E,
-    limits: &Limits,
+    limits: &RequestLimits,
     counters: &mut Counters,
 ) -> Result<End, TransmissionError> {
-    // Reused for every request: READ replies are built as header + data in
-    // one buffer (one write), WRITE payloads land here.
-    let mut buf: Vec<u8> = Vec::new();
-    // ENOSPC refusals since the last write-like request that succeeded.
-    let mut refused_for_space = 0u64;
+    let mut t = Transmission {
+        r,
+        w,
+        export,
+        counters,
+        buf: Vec::new(),
+        refused_for_space: 0,
+    };
     loop {
         let mut head = [0u8; proto::REQUEST_LEN];
-        if !read_or_eof(r, &mut head)? {
+        if !read_or_eof(t.r, &mut head)? {
             return Ok(End::Closed);
         }
         let h = proto::decode_request_header(&head)?;
-        counters.requests += 1;
-        let cmd = match proto::classify(&h, limits) {
-            Ok(cmd) => cmd,
-            Err(rej) => {
-                log::debug!("request {h:?} refused: {}", rej.reason);
-                skip(r, rej.skip_bytes)?;
-                counters.errors += 1;
-                w.write_all(&proto::encode_simple_reply(rej.errno as u32, h.handle))?;
-                continue;
-            }
-        };
-        let is_read = matches!(cmd, Command::Read { .. });
-        let result = match cmd {
-            Command::Read {
+        t.counters.requests += 1;
+        match proto::classify(&h, limits) {
+            Ok(Command::Disc) => return Ok(End::Disconnect),
+            Ok(Command::Read {
                 offset_bytes,
                 length_bytes,
-            } => {
-                let len = length_bytes as usize;
-                let buf = sized(&mut buf, proto::SIMPLE_REPLY_LEN + len);
-                match export.read(offset_bytes, &mut buf[proto::SIMPLE_REPLY_LEN..]) {
-                    Ok(()) => {
-                        counters.reads += 1;
-                        counters.bytes_read += len as u64;
-                        buf[..proto::SIMPLE_REPLY_LEN]
-                            .copy_from_slice(&proto::encode_simple_reply(0, h.handle));
-                        w.write_all(buf)?;
-                        continue;
-                    }
-                    Err(e) => Err((e, NbdErrno::Inval)),
-                }
+            }) => t.read(&h, offset_bytes, length_bytes)?,
+            Ok(cmd) => {
+                let outcome = t.write_like(cmd)?;
+                t.reply(&h, outcome)?;
             }
+            Err(rejection) => t.refuse(&h, &rejection)?,
+        }
+    }
+}
+
+/// What a write-like request came to: done, or the export's error and the
+/// errno to send if that error is [`ExportError::OutOfRange`].
+type Outcome = Result<(), (ExportError, NbdErrno)>;
+
+/// One connection's transmission phase.
+struct Transmission<'a, R, W, E: ?Sized> {
+    r: &'a mut R,
+    w: &'a mut W,
+    export: &'a E,
+    counters: &'a mut Counters,
+    /// Reused for every request: READ replies are built as header + data
+    /// in one buffer (one write), WRITE payloads land here.
+    buf: Vec<u8>,
+    /// ENOSPC refusals since the last write-like request that succeeded.
+    refused_for_space: u64,
+}
+
+impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, R, W, E> {
+    /// Answer a request `classify` refused, reading past its payload so the
+    /// connection stays in step.
+    fn refuse(
+        &mut self,
+        h: &RequestHeader,
+        rejection: &Rejection,
+    ) -> Result<(), TransmissionError> {
+        log::debug!("request {h:?} refused: {}", rejection.reason);
+        skip(self.r, rejection.skip_bytes)?;
+        self.counters.errors += 1;
+        self.w.write_all(&proto::encode_simple_reply(
+            rejection.errno as u32,
+            h.handle,
+        ))?;
+        Ok(())
+    }
+
+    /// READ: the reply header and the data go out in one write.
+    fn read(
+        &mut self,
+        h: &RequestHeader,
+        offset_bytes: u64,
+        length_bytes: u32,
+    ) -> Result<(), TransmissionError> {
+        let len = length_bytes as usize;
+        let buf = sized(&mut self.buf, proto::SIMPLE_REPLY_LEN + len);
+        match self
+            .export
+            .read(offset_bytes, &mut buf[proto::SIMPLE_REPLY_LEN..])
+        {
+            Ok(()) => {
+                self.counters.reads += 1;
+                self.counters.bytes_read += len as u64;
+                buf[..proto::SIMPLE_REPLY_LEN]
+                    .copy_from_slice(&proto::encode_simple_reply(0, h.handle));
+                self.w.write_all(buf)?;
+                Ok(())
+            }
+            Err(e) => self.fail(h, e, NbdErrno::Inval),
+        }
+    }
+
+    /// Apply a WRITE (once its whole payload has arrived), WRITE_ZEROES,
+    /// TRIM or FLUSH to the export.
+    fn write_like(&mut self, cmd: Command) -> Result<Outcome, TransmissionError> {
+        Ok(match cmd {
             Command::Write {
                 offset_bytes,
                 length_bytes,
                 fua,
             } => {
-                let data = sized(&mut buf, length_bytes as usize);
-                r.read_exact(data)?;
-                counters.writes += 1;
-                counters.bytes_written += u64::from(length_bytes);
+                let data = sized(&mut self.buf, length_bytes as usize);
+                self.r.read_exact(data)?;
+                self.counters.writes += 1;
+                self.counters.bytes_written += u64::from(length_bytes);
                 if data.is_empty() {
                     Ok(())
                 } else {
-                    export
+                    self.export
                         .write(offset_bytes, data, fua)
                         .map_err(|e| (e, NbdErrno::NoSpc))
                 }
@@ -124,7 +176,8 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
                 // payload either way, and later writes cannot run out of space
                 // in a way a hole would cause.
                 nonempty(length_bytes, || {
-                    export.write_zeroes(offset_bytes, u64::from(length_bytes), fua)
+                    self.export
+                        .write_zeroes(offset_bytes, u64::from(length_bytes), fua)
                 })
                 .map_err(|e| (e, NbdErrno::NoSpc))
             }
@@ -133,58 +186,77 @@ pub fn serve<R: Read, W: Write, E: Export + ?Sized>(
                 length_bytes,
                 fua,
             } => nonempty(length_bytes, || {
-                export.trim(offset_bytes, u64::from(length_bytes), fua)
+                self.export.trim(offset_bytes, u64::from(length_bytes), fua)
             })
             .map_err(|e| (e, NbdErrno::Inval)),
             Command::Flush => {
-                counters.flushes += 1;
-                export.flush().map_err(|e| (e, NbdErrno::Inval))
+                self.counters.flushes += 1;
+                self.export.flush().map_err(|e| (e, NbdErrno::Inval))
             }
-            Command::Disc => return Ok(End::Disconnect),
-        };
-        match result {
+            Command::Read { .. } | Command::Disc => {
+                unreachable!("handle_requests answers READ and DISC itself")
+            }
+        })
+    }
+
+    /// Reply to a write-like request.
+    fn reply(&mut self, h: &RequestHeader, outcome: Outcome) -> Result<(), TransmissionError> {
+        match outcome {
             Ok(()) => {
-                if refused_for_space > 0 && !is_read {
+                if self.refused_for_space > 0 {
                     log::info!(
-                        "recording again after {refused_for_space} requests refused for want \
-                         of space"
+                        "recording again after {} requests refused for want of space",
+                        self.refused_for_space
                     );
-                    refused_for_space = 0;
+                    self.refused_for_space = 0;
                 }
-                w.write_all(&proto::encode_simple_reply(0, h.handle))?
+                self.w.write_all(&proto::encode_simple_reply(0, h.handle))?;
+                Ok(())
             }
-            Err((e, out_of_range)) => {
-                counters.errors += 1;
-                let errno = match e {
-                    ExportError::OutOfRange => out_of_range,
-                    ExportError::NoSpace(_)
-                    | ExportError::Fatal {
-                        out_of_space: true, ..
-                    } => NbdErrno::NoSpc,
-                    ExportError::Io(_) | ExportError::Fatal { .. } => NbdErrno::Io,
-                };
-                w.write_all(&proto::encode_simple_reply(errno as u32, h.handle))?;
-                match e {
-                    ExportError::Fatal { why, .. } => {
-                        let _ = w.flush();
-                        return Err(TransmissionError::Fatal(why));
-                    }
-                    ExportError::NoSpace(why) => {
-                        // A client may retry in a loop while the disk is
-                        // full: say it once per spell, count the rest.
-                        counters.no_space += 1;
-                        refused_for_space += 1;
-                        if refused_for_space == 1 {
-                            log::warn!(
-                                "request {h:?} refused with ENOSPC: {why}; further refusals \
-                                 are counted until a write succeeds again"
-                            );
-                        }
-                    }
-                    other => log::warn!("request {h:?} failed: {other}"),
-                }
-            }
+            Err((e, out_of_range)) => self.fail(h, e, out_of_range),
         }
+    }
+
+    /// Reply with the errno for the export's error `e` (`out_of_range` if
+    /// it is [`ExportError::OutOfRange`]). A fatal error ends the
+    /// connection once the client has its reply.
+    fn fail(
+        &mut self,
+        h: &RequestHeader,
+        e: ExportError,
+        out_of_range: NbdErrno,
+    ) -> Result<(), TransmissionError> {
+        self.counters.errors += 1;
+        let errno = match e {
+            ExportError::OutOfRange => out_of_range,
+            ExportError::NoSpace(_)
+            | ExportError::Fatal {
+                out_of_space: true, ..
+            } => NbdErrno::NoSpc,
+            ExportError::Io(_) | ExportError::Fatal { .. } => NbdErrno::Io,
+        };
+        self.w
+            .write_all(&proto::encode_simple_reply(errno as u32, h.handle))?;
+        match e {
+            ExportError::Fatal { why, .. } => {
+                let _ = self.w.flush();
+                return Err(TransmissionError::Fatal(why));
+            }
+            ExportError::NoSpace(why) => {
+                // A client may retry in a loop while the disk is full: say
+                // it once per spell, count the rest.
+                self.counters.no_space += 1;
+                self.refused_for_space += 1;
+                if self.refused_for_space == 1 {
+                    log::warn!(
+                        "request {h:?} refused with ENOSPC: {why}; further refusals \
+                         are counted until a write succeeds again"
+                    );
+                }
+            }
+            other => log::warn!("request {h:?} failed: {other}"),
+        }
+        Ok(())
     }
 }
 
@@ -229,7 +301,7 @@ mod tests {
     use crate::nbd::proto::*;
 
     const SIZE: u64 = 1 << 20;
-    const LIMITS: Limits = Limits {
+    const LIMITS: RequestLimits = RequestLimits {
         size_bytes: SIZE,
         max_payload_bytes: 32 << 20,
     };
@@ -255,7 +327,7 @@ mod tests {
         let mut r = io::Cursor::new(input);
         let mut w = Vec::new();
         let mut c = Counters::default();
-        let res = serve(&mut r, &mut w, export, &LIMITS, &mut c);
+        let res = handle_requests(&mut r, &mut w, export, &LIMITS, &mut c);
         (res, w)
     }
 

@@ -1,7 +1,16 @@
 //! Unit tests of the dm-log-writes reader and ingest, on logs built in code.
 
+use super::reader::DmlogReader;
+use super::resume::suffix_prefix_overlap;
 use super::*;
-use std::sync::Mutex;
+use crate::store::format::MAX_OP_BYTES;
+use crate::store::op::{Op, OpFlags, OwnedOp};
+use crate::store::Writer;
+use crate::units::{Seq, TimeNs};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Writes logs in the format the kernel and QEMU write.
 struct LogBuilder {

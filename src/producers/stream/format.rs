@@ -95,8 +95,6 @@ pub enum StreamVersion {
 }
 
 impl StreamVersion {
-    pub const CURRENT: StreamVersion = StreamVersion::V2;
-
     pub fn number(self) -> u32 {
         self as u32
     }

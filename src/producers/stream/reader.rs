@@ -150,11 +150,6 @@ impl<R: Read> StreamReader<R> {
         self.end
     }
 
-    /// Operation records returned so far.
-    pub fn records_read(&self) -> u64 {
-        self.records
-    }
-
     /// Byte offset of the next record.
     pub fn position_bytes(&self) -> u64 {
         self.offset
@@ -249,48 +244,103 @@ impl<R: Read> StreamReader<R> {
         if self.end.is_some() {
             return Ok(None);
         }
-        let index = self.records + 1;
-        let at = self.offset;
-        let bad = |what: String| StreamError::BadRecord {
-            index,
-            offset: at,
-            what,
+        let at = At {
+            index: self.records + 1,
+            offset: self.offset,
         };
         let f = self.read_frame().map_err(|fault| match fault {
             Fault::Io(e) => StreamError::Io(e),
             Fault::Truncated => StreamError::Truncated {
                 records: self.records,
-                offset: at,
+                offset: at.offset,
             },
-            Fault::Bad(what) => bad(what),
+            Fault::Bad(what) => at.bad(what),
         })?;
         self.offset += f.frame_len;
         match f.kind {
-            KIND_START => return Err(bad("a second start record".into())),
+            KIND_START => Err(at.bad("a second start record".into())),
             KIND_END => {
-                if f.seq != self.records {
-                    return Err(bad(format!(
-                        "end record counts {} records, the stream held {}",
-                        f.seq, self.records
-                    )));
-                }
-                let chain = match f.chain {
-                    Some(c) if c != self.chain => {
-                        return Err(bad(
-                            "the end record's chain hash is not the last record's".into()
-                        ))
-                    }
-                    Some(c) => c,
-                    None => Hash32(f.payload.try_into().expect("32 bytes")),
-                };
-                self.end = Some(StreamEnd {
-                    records: f.seq,
-                    chain,
-                });
-                return Ok(None);
+                self.end = Some(self.check_end(f, at)?);
+                Ok(None)
             }
-            _ => {}
+            _ => {
+                let rec = self.check_op(f, at)?;
+                self.records += 1;
+                self.last_seq = Some(rec.seq);
+                self.last_time = Some(rec.time_ns);
+                Ok(Some(rec))
+            }
         }
+    }
+
+    /// The end record: it must count the records the stream held and carry
+    /// (version 2) the last one's chain.
+    fn check_end(&self, f: Frame, at: At) -> Result<StreamEnd, StreamError> {
+        if f.seq != self.records {
+            return Err(at.bad(format!(
+                "end record counts {} records, the stream held {}",
+                f.seq, self.records
+            )));
+        }
+        let chain = match f.chain {
+            Some(c) if c != self.chain => {
+                return Err(at.bad("the end record's chain hash is not the last record's".into()))
+            }
+            Some(c) => c,
+            None => Hash32(f.payload.try_into().expect("32 bytes")),
+        };
+        Ok(StreamEnd {
+            records: f.seq,
+            chain,
+        })
+    }
+
+    /// An operation record: it must follow the last one (seq and time), lie
+    /// inside the disk and, in version 2, give the chain hash it carries,
+    /// which then becomes the chain the next record follows.
+    fn check_op(&mut self, f: Frame, at: At) -> Result<StreamRecord, StreamError> {
+        self.check_follows(&f, at)?;
+        let size = self.header.size_bytes;
+        let kind = RecordKind::from_u8(f.kind)
+            .ok_or_else(|| at.bad(format!("record #{}: unknown kind {}", f.seq, f.kind)))?;
+        let ranged = matches!(
+            kind,
+            RecordKind::Write | RecordKind::Zero | RecordKind::Trim
+        );
+        if ranged && f.off.checked_add(f.len).is_none_or(|e| e > size) {
+            return Err(at.bad(format!(
+                "record #{}: {} bytes at offset {} end past the end of the {size}-byte disk \
+                 the stream header describes",
+                f.seq, f.len, f.off
+            )));
+        }
+        // The frame's fields were checked against its kind: only a mark
+        // name that is not UTF-8 is left to refuse.
+        let op = OwnedOp::from_parts(kind, f.off, f.len, f.payload)
+            .ok_or_else(|| at.bad("mark name is not UTF-8".into()))?;
+        let rec = StreamRecord {
+            seq: Seq(f.seq),
+            time_ns: TimeNs(f.time),
+            flags: OpFlags(f.flags),
+            op,
+            chain: f.chain,
+        };
+        if let Some(carried) = rec.chain {
+            if rec.chain_from(&self.chain) != carried {
+                return Err(StreamError::Chain {
+                    index: at.index,
+                    offset: at.offset,
+                    seq: rec.seq,
+                });
+            }
+            self.chain = carried;
+        }
+        Ok(rec)
+    }
+
+    /// Sequence numbers are consecutive (from the start record's, or from
+    /// 1 on in version 1) and times never decrease.
+    fn check_follows(&self, f: &Frame, at: At) -> Result<(), StreamError> {
         let follows = match (self.last_seq, self.start) {
             (Some(last), _) | (None, Some(StreamStart { seq: last, .. })) => {
                 last.0.checked_add(1) == Some(f.seq)
@@ -304,56 +354,33 @@ impl<R: Read> StreamReader<R> {
                 .map_or("a record from #1 on".to_string(), |l| {
                     format!("record #{}", l.0.wrapping_add(1))
                 });
-            return Err(bad(format!(
-                "record #{} where {expected} must follow",
-                f.seq
-            )));
+            return Err(at.bad(format!("record #{} where {expected} must follow", f.seq)));
         }
         if let Some(last) = self.last_time.filter(|t| f.time < t.0) {
-            return Err(bad(format!(
+            return Err(at.bad(format!(
                 "record #{}: time {} ns is earlier than the previous record's, {} ns",
                 f.seq, f.time, last.0
             )));
         }
-        let size = self.header.size_bytes;
-        let kind = RecordKind::from_u8(f.kind)
-            .ok_or_else(|| bad(format!("record #{}: unknown kind {}", f.seq, f.kind)))?;
-        let ranged = matches!(
-            kind,
-            RecordKind::Write | RecordKind::Zero | RecordKind::Trim
-        );
-        if ranged && f.off.checked_add(f.len).is_none_or(|e| e > size) {
-            return Err(bad(format!(
-                "record #{}: {} bytes at offset {} end past the end of the {size}-byte disk \
-                 the stream header describes",
-                f.seq, f.len, f.off
-            )));
+        Ok(())
+    }
+}
+
+/// Where a record starts: its index in the stream (from 1) and its byte
+/// offset, which every error about it names.
+#[derive(Clone, Copy)]
+struct At {
+    index: u64,
+    offset: u64,
+}
+
+impl At {
+    fn bad(self, what: String) -> StreamError {
+        StreamError::BadRecord {
+            index: self.index,
+            offset: self.offset,
+            what,
         }
-        // The frame's fields were checked against its kind: only a mark
-        // name that is not UTF-8 is left to refuse.
-        let op = OwnedOp::from_parts(kind, f.off, f.len, f.payload)
-            .ok_or_else(|| bad("mark name is not UTF-8".into()))?;
-        let rec = StreamRecord {
-            seq: Seq(f.seq),
-            time_ns: TimeNs(f.time),
-            flags: OpFlags(f.flags),
-            op,
-            chain: f.chain,
-        };
-        if let Some(carried) = rec.chain {
-            if rec.chain_from(&self.chain) != carried {
-                return Err(StreamError::Chain {
-                    index,
-                    offset: at,
-                    seq: rec.seq,
-                });
-            }
-            self.chain = carried;
-        }
-        self.records += 1;
-        self.last_seq = Some(rec.seq);
-        self.last_time = Some(rec.time_ns);
-        Ok(Some(rec))
     }
 }
 

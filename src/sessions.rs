@@ -3,6 +3,10 @@
 //! clock could be trusted when it started. The times in the store are only
 //! as good as that clock; this file is the evidence of how good it was.
 //!
+//! The NBD server writes it ([`SessionLog`]); `info` and `verify` read it
+//! ([`read_sessions`]). It lives beside the store's files, not in the
+//! store: the store records writes and knows nothing of who served them.
+//!
 //! # Format
 //!
 //! Append-only text, file mode 0600, one event per line:

@@ -1,0 +1,218 @@
+//! The nodes of the mounted tree and their inode numbers.
+//!
+//! ```text
+//! /                       Root
+//! /at/                    At          listing: see listing.rs
+//! /at/<canonical>/        AtState(s)  a real directory
+//! /at/<other spelling>    AtLink(s)   symlink to <canonical> (or ../seq/<s>)
+//! /seq/                   SeqRoot     lookup-only
+//! /seq/<n>/               SeqState(s)
+//! /by-day/                ByDay       one entry per UTC day with writes
+//! /by-day/<day>/          Day(d)      one entry per second with writes
+//! /by-day/<day>/<name>    DayLink(s)  symlink to ../../at/<name>
+//! /latest                 Latest      symlink to at/<canonical of head>
+//! <state dir>/disk.img    Image(s)
+//! <state dir>/info        Info(s)
+//! ```
+//!
+//! Inode numbers are a pure function of the node: no table, nothing to
+//! forget, and the same number after a remount. Everything below a state
+//! is keyed by the state's record number `s`, so every spelling that
+//! resolves to the same state reaches the same `disk.img` inode and shares
+//! the kernel's page cache. Directories are the exception on purpose: Linux
+//! allows a directory inode only one name, so a second spelling of a state
+//! under `/at` is a symlink to the canonical directory rather than another
+//! name for it (`readlink` then also tells the user which state they got).
+//!
+//! Layout of a number: the top 8 bits are the kind, the low 56 bits the
+//! payload (a record number, or a day offset by [`DAY_BIAS`]). Kind 0 holds
+//! the fixed nodes.
+
+use super::names::Day;
+use crate::units::Seq;
+
+const KIND_SHIFT: u32 = 56;
+const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
+/// Days are signed; biasing keeps the payload positive. 2^40 days is far
+/// beyond the ±106,751 days an i64 of nanoseconds covers.
+const DAY_BIAS: i64 = 1 << 40;
+
+const INO_ROOT: u64 = 1;
+const INO_AT: u64 = 2;
+const INO_SEQ_ROOT: u64 = 3;
+const INO_LATEST: u64 = 4;
+const INO_BY_DAY: u64 = 5;
+
+const K_AT_STATE: u64 = 1;
+const K_SEQ_STATE: u64 = 2;
+const K_IMAGE: u64 = 3;
+const K_INFO: u64 = 4;
+const K_AT_LINK: u64 = 5;
+const K_DAY: u64 = 6;
+const K_DAY_LINK: u64 = 7;
+
+/// Largest record number the scheme can name.
+pub const MAX_SEQ: u64 = PAYLOAD_MASK;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    At,
+    SeqRoot,
+    Latest,
+    ByDay,
+    AtState(Seq),
+    SeqState(Seq),
+    Image(Seq),
+    Info(Seq),
+    AtLink(Seq),
+    Day(Day),
+    DayLink(Seq),
+}
+
+/// What kind of file a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+impl Node {
+    pub fn ino(self) -> u64 {
+        let tagged = |kind: u64, payload: u64| (kind << KIND_SHIFT) | (payload & PAYLOAD_MASK);
+        match self {
+            Node::Root => INO_ROOT,
+            Node::At => INO_AT,
+            Node::SeqRoot => INO_SEQ_ROOT,
+            Node::Latest => INO_LATEST,
+            Node::ByDay => INO_BY_DAY,
+            Node::AtState(s) => tagged(K_AT_STATE, s.0),
+            Node::SeqState(s) => tagged(K_SEQ_STATE, s.0),
+            Node::Image(s) => tagged(K_IMAGE, s.0),
+            Node::Info(s) => tagged(K_INFO, s.0),
+            Node::AtLink(s) => tagged(K_AT_LINK, s.0),
+            Node::Day(d) => tagged(K_DAY, (d.0 + DAY_BIAS) as u64),
+            Node::DayLink(s) => tagged(K_DAY_LINK, s.0),
+        }
+    }
+
+    /// The node an inode number names, if any.
+    pub fn from_ino(ino: u64) -> Option<Node> {
+        let payload = ino & PAYLOAD_MASK;
+        let seq = Seq(payload);
+        Some(match ino >> KIND_SHIFT {
+            0 => match ino {
+                INO_ROOT => Node::Root,
+                INO_AT => Node::At,
+                INO_SEQ_ROOT => Node::SeqRoot,
+                INO_LATEST => Node::Latest,
+                INO_BY_DAY => Node::ByDay,
+                _ => return None,
+            },
+            K_AT_STATE => Node::AtState(seq),
+            K_SEQ_STATE => Node::SeqState(seq),
+            K_IMAGE => Node::Image(seq),
+            K_INFO => Node::Info(seq),
+            K_AT_LINK => Node::AtLink(seq),
+            K_DAY => Node::Day(Day(payload as i64 - DAY_BIAS)),
+            K_DAY_LINK => Node::DayLink(seq),
+            _ => return None,
+        })
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Node::Root
+            | Node::At
+            | Node::SeqRoot
+            | Node::ByDay
+            | Node::AtState(_)
+            | Node::SeqState(_)
+            | Node::Day(_) => Kind::Dir,
+            Node::Image(_) | Node::Info(_) => Kind::File,
+            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => Kind::Symlink,
+        }
+    }
+
+    /// The node `..` leads to, for directory listings.
+    pub fn parent(self) -> Node {
+        match self {
+            Node::Root | Node::At | Node::SeqRoot | Node::Latest | Node::ByDay => Node::Root,
+            Node::AtState(_) | Node::AtLink(_) => Node::At,
+            Node::SeqState(_) => Node::SeqRoot,
+            Node::Day(_) => Node::ByDay,
+            // Files are reachable from several directories; report /at's.
+            Node::Image(s) | Node::Info(s) => Node::AtState(s),
+            Node::DayLink(_) => Node::ByDay,
+        }
+    }
+
+    /// The record number a node belongs to, if it belongs to one state.
+    pub fn state(self) -> Option<Seq> {
+        match self {
+            Node::AtState(s)
+            | Node::SeqState(s)
+            | Node::Image(s)
+            | Node::Info(s)
+            | Node::AtLink(s)
+            | Node::DayLink(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The files inside every state directory.
+pub const IMAGE_NAME: &str = "disk.img";
+pub const INFO_NAME: &str = "info";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_round_trip_and_never_collide() {
+        let mut nodes = vec![
+            Node::Root,
+            Node::At,
+            Node::SeqRoot,
+            Node::Latest,
+            Node::ByDay,
+        ];
+        for s in [0, 1, 2, 42, 1 << 40, MAX_SEQ] {
+            let s = Seq(s);
+            nodes.extend([
+                Node::AtState(s),
+                Node::SeqState(s),
+                Node::Image(s),
+                Node::Info(s),
+                Node::AtLink(s),
+                Node::DayLink(s),
+            ]);
+        }
+        for d in [-106_751, -1, 0, 1, 20_780, 106_751] {
+            nodes.push(Node::Day(Day(d)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &nodes {
+            let ino = n.ino();
+            assert_ne!(ino, 0, "{n:?}");
+            assert!(seen.insert(ino), "{n:?} collides");
+            assert_eq!(Node::from_ino(ino), Some(*n));
+        }
+        assert_eq!(Node::Root.ino(), 1, "FUSE's root inode");
+        assert_eq!(Node::from_ino(0), None);
+        assert_eq!(Node::from_ino(99), None);
+        assert_eq!(Node::from_ino(200 << KIND_SHIFT), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_state_shares_its_image_inode() {
+        // Directories differ per parent; the image does not.
+        let s = Seq(7);
+        assert_ne!(Node::AtState(s).ino(), Node::SeqState(s).ino());
+        assert_eq!(Node::Image(s).ino(), Node::Image(Seq(7)).ino());
+        assert_eq!(Node::Image(s).kind(), Kind::File);
+        assert_eq!(Node::AtLink(s).kind(), Kind::Symlink);
+    }
+}
