@@ -27,13 +27,6 @@ impl Geometry {
     pub fn block_of(&self, offset_bytes: u64) -> BlockNo {
         BlockNo(offset_bytes / u64::from(self.block_size))
     }
-    pub fn block_offset_bytes(&self, block: BlockNo) -> u64 {
-        block.0 * u64::from(self.block_size)
-    }
-    /// Number of blocks, the last one possibly partial.
-    pub fn block_count(&self) -> u64 {
-        self.size_bytes.div_ceil(u64::from(self.block_size))
-    }
 }
 
 impl fmt::Display for Seq {
