@@ -80,6 +80,9 @@ test: deps-test
 	$(MAKE) fuzz-short
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@echo "== the library alone: no FUSE, no NBD, no command line"
+	$(CARGO) build --no-default-features
+	$(CARGO) clippy --no-default-features -- -D warnings
 
 install: build
 	install -d $(BINDIR) $(MAN1DIR)

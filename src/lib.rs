@@ -12,7 +12,9 @@
 //! - [`time`]: every accepted spelling of a moment.
 
 mod le;
+#[cfg(feature = "fuse")]
 pub mod mount;
+#[cfg(feature = "nbd")]
 pub mod nbd;
 pub mod producers;
 pub mod sessions;
