@@ -97,10 +97,10 @@ impl Drop for Mounted {
     }
 }
 
-/// `diskhist mount STORE DIR` that must fail: its exit code and standard
-/// error. A panic if it mounts after all (it is unmounted again first) or
-/// exits 0.
-pub fn mount_fails(store: &Path, dir: &Path) -> (Option<i32>, String) {
+/// `diskhist mount STORE DIR` that must fail: its exit code (-1 if a
+/// signal ended it) and standard error. A panic if it mounts after all (it
+/// is unmounted again first) or exits 0.
+pub fn mount_fails(store: &Path, dir: &Path) -> (i32, String) {
     let mut daemon = Spawned::start(&mut diskhist_cmd([
         OsStr::new("mount"),
         store.as_os_str(),
@@ -117,7 +117,7 @@ pub fn mount_fails(store: &Path, dir: &Path) -> (Option<i32>, String) {
         store.display(),
         dir.display()
     );
-    (st.code(), daemon.stderr())
+    (st.code().unwrap_or(-1), daemon.stderr())
 }
 
 /// A filesystem mounted with `mount ARGS SOURCE DIR`; unmounted on drop

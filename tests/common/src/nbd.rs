@@ -92,14 +92,6 @@ fn read_reply(sock: &mut UnixStream) -> io::Result<(u32, u64)> {
     Ok((be_u32(&r[4..]), be_u64(&r[8..])))
 }
 
-/// One reply to an option.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OptionReply {
-    pub option: u32,
-    pub kind: u32,
-    pub data: Vec<u8>,
-}
-
 /// A connection to the server, driven step by step. Panics on I/O errors
 /// (the server hanging up where the test did not expect it).
 pub struct Conn {
@@ -147,8 +139,9 @@ impl Conn {
         self.sock.write_all(&v).unwrap();
     }
 
-    /// The next option reply (its magic checked).
-    pub fn option_reply(&mut self) -> OptionReply {
+    /// The next option reply (its magic checked): (option, reply type,
+    /// data).
+    pub fn option_reply(&mut self) -> (u32, u32, Vec<u8>) {
         let mut h = [0u8; OPTION_REPLY_HEADER_LEN];
         self.sock.read_exact(&mut h).expect("an option reply");
         assert_eq!(be_u64(&h), OPT_REPLY_MAGIC, "option reply magic: {h:02x?}");
@@ -156,11 +149,7 @@ impl Conn {
         self.sock
             .read_exact(&mut data)
             .expect("an option reply's data");
-        OptionReply {
-            option: be_u32(&h[8..]),
-            kind: be_u32(&h[12..]),
-            data,
-        }
+        (be_u32(&h[8..]), be_u32(&h[12..]), data)
     }
 
     /// `NBD_OPT_GO` on the default export with no information requests,
@@ -172,12 +161,12 @@ impl Conn {
         self.send_option(OPT_GO, &[0; 6]);
         let mut size = None;
         loop {
-            let r = self.option_reply();
-            assert_eq!(r.option, OPT_GO, "a reply to another option: {r:?}");
-            match r.kind {
+            let (option, kind, data) = self.option_reply();
+            assert_eq!(option, OPT_GO, "a reply to another option");
+            match kind {
                 REP_ACK => break,
-                REP_INFO if r.data.len() >= 10 && r.data[..2] == INFO_EXPORT.to_be_bytes() => {
-                    size = Some(be_u64(&r.data[2..]));
+                REP_INFO if data.len() >= 10 && data[..2] == INFO_EXPORT.to_be_bytes() => {
+                    size = Some(be_u64(&data[2..]));
                 }
                 REP_INFO => {}
                 other => panic!("NBD_OPT_GO refused: {other:#x}"),

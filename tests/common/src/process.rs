@@ -154,7 +154,7 @@ pub fn ok(mut cmd: impl BorrowMut<Command>) -> Output {
 
 /// `cmd` must exit 0; its standard output.
 pub fn run(cmd: impl BorrowMut<Command>) -> String {
-    String::from_utf8_lossy(&ok(cmd).stdout).into_owned()
+    stdout_of(&ok(cmd))
 }
 
 /// `cmd` must exit with `code` and say `needle` on standard error; what it
@@ -178,6 +178,11 @@ pub fn failed_with(out: &Output, code: i32, needle: &str) -> String {
     assert_eq!(out.status.code(), Some(code), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     err
+}
+
+/// Standard output as text (invalid UTF-8 replaced).
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Standard error as text (invalid UTF-8 replaced).
