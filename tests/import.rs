@@ -18,7 +18,7 @@ const BIG: usize = 384 * MIB;
 
 /// What an analyst can see of a store: every record and the chain head.
 fn history(store: &Path) -> (String, String) {
-    (diskhist(["log", p(store)]), chain_head(store))
+    (diskhist(&["log", p(store)]), chain_head(store))
 }
 
 /// A store of `size` bytes holding one import of a small image at T0, and
@@ -106,7 +106,7 @@ fn a_killed_import_is_cut_by_the_next_writer_and_never_seen() {
     child.kill9();
     assert!(std::fs::metadata(store.join("log")).unwrap().len() > log_before.len() as u64);
     // Readers see the state before the import, and say nothing of damage.
-    let info = diskhist_output(["info", p(&store)]);
+    let info = diskhist_output(&["info", p(&store)]);
     assert!(info.status.success());
     let itext = String::from_utf8_lossy(&info.stdout);
     assert!(!itext.contains("warning"), "{itext}");
@@ -116,13 +116,13 @@ fn a_killed_import_is_cut_by_the_next_writer_and_never_seen() {
         "{itext}"
     );
     assert_eq!(history(&store), seen_before);
-    let v = diskhist_output(["verify", p(&store)]);
+    let v = diskhist_output(&["verify", p(&store)]);
     let vtext =
         String::from_utf8_lossy(&v.stdout).into_owned() + &String::from_utf8_lossy(&v.stderr);
     assert!(v.status.success(), "{vtext}");
     assert!(vtext.contains("did not finish"), "{vtext}");
     // The next writer cuts it, and says so.
-    let again = diskhist_output(["import", p(&store), p(&dir.path().join("first.img"))]);
+    let again = diskhist_output(&["import", p(&store), p(&dir.path().join("first.img"))]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
     assert!(err.contains("cut an unfinished batch"), "{err}");
@@ -196,7 +196,7 @@ fn an_import_names_its_image_also_from_standard_input() {
     let dir = tempfile::tempdir().unwrap();
     let (store, second) = setup(dir.path(), 8 * MIB);
     let data = std::fs::read(&second).unwrap();
-    let pipe = |input: &[u8]| diskhist_with_input(["import", p(&store), "-"], input);
+    let pipe = |input: &[u8]| diskhist_with_input(&["import", p(&store), "-"], input);
     // Short and long streams are refused, nothing recorded.
     let before = history(&store);
     for bad in [&data[..data.len() - 512], &[&data[..], b"x"].concat()[..]] {
@@ -246,7 +246,7 @@ fn a_time_far_in_the_future_needs_allow_future() {
     let dir = tempfile::tempdir().unwrap();
     let (store, second) = setup(dir.path(), 4 * MIB);
     let before = history(&store);
-    let out = diskhist_output([
+    let out = diskhist_output(&[
         "import",
         p(&store),
         p(&second),

@@ -224,7 +224,7 @@ fn a_second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
     let s = Served::start(&store, &dir.path().join("a.sock"), &[]);
-    let out = diskhist_output([
+    let out = diskhist_output(&[
         "serve",
         p(&store),
         "--socket",

@@ -60,7 +60,7 @@ fn flipped_byte_is_reported(store: &Path) {
     let mut b = [0u8; 1];
     log.read_exact_at(&mut b, at).unwrap();
     log.write_all_at(&[b[0] ^ 0x20], at).unwrap();
-    let o = diskhist_output(["verify", p(store)]);
+    let o = diskhist_output(&["verify", p(store)]);
     log.write_all_at(&b, at).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
@@ -97,7 +97,7 @@ fn readers_beside_imports_never_raise_a_false_alarm() {
         std::thread::spawn(move || {
             for round in 0..3 {
                 for img in &images[1..] {
-                    let o = diskhist_output(["import", p(&store), p(img)]);
+                    let o = diskhist_output(&["import", p(&store), p(img)]);
                     assert!(
                         o.status.success(),
                         "import {round}: {}",

@@ -386,7 +386,7 @@ fn restore(path: &Path, offset: u64, byte: u8) {
 
 /// `diskhist verify` on the command line: exit status and stderr.
 fn cli_verify(store: &Path) -> (Option<i32>, String) {
-    let out = diskhist_output(["verify", p(store)]);
+    let out = diskhist_output(&["verify", p(store)]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -24,7 +24,7 @@ mod stores;
 pub use mount::{ext4_image, is_mounted, mount_fails, mount_line, KernelMount, Mounted};
 pub use process::{
     bin, diskhist, diskhist_cmd, diskhist_fails, diskhist_ok, diskhist_output, diskhist_with_input,
-    failed_with, fails, ok, output, output_with_input, run, stderr_of, stdout_of,
+    failed_with, fails, ok, on_a_terminal, output, output_with_input, run, stderr_of, stdout_of,
 };
 pub use random::{incompressible, incompressible_xorshift64, seed_from_env, text_like, Rng};
 pub use serve::{free_port, Served};

@@ -50,60 +50,36 @@ where
 }
 
 /// `diskhist ARGS` for one run to its end: warnings and errors only.
-fn one_shot<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+fn one_shot(args: &[&str]) -> Command {
     let mut cmd = diskhist_cmd(args);
     cmd.env("RUST_LOG", "warn");
     cmd
 }
 
 /// `diskhist ARGS` must succeed; its standard output.
-pub fn diskhist<I, S>(args: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+pub fn diskhist(args: &[&str]) -> String {
     run(one_shot(args))
 }
 
 /// `diskhist ARGS` must succeed; all it wrote.
-pub fn diskhist_ok<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+pub fn diskhist_ok(args: &[&str]) -> Output {
     ok(one_shot(args))
 }
 
 /// `diskhist ARGS` must exit with `code` and say `needle` on standard
 /// error; what it said there.
-pub fn diskhist_fails<I, S>(args: I, code: i32, needle: &str) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+pub fn diskhist_fails(args: &[&str], code: i32, needle: &str) -> String {
     fails(one_shot(args), code, needle)
 }
 
 /// `diskhist ARGS`, whatever its outcome.
-pub fn diskhist_output<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+pub fn diskhist_output(args: &[&str]) -> Output {
     output(one_shot(args))
 }
 
 /// `diskhist ARGS` reading `input` on its standard input, whatever its
 /// outcome.
-pub fn diskhist_with_input<I, S>(args: I, input: &[u8]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+pub fn diskhist_with_input(args: &[&str], input: &[u8]) -> Output {
     output_with_input(one_shot(args), input)
 }
 
@@ -178,6 +154,19 @@ pub fn failed_with(out: &Output, code: i32, needle: &str) -> String {
     assert_eq!(out.status.code(), Some(code), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     err
+}
+
+/// Run the shell command `command` under script(1), which gives it a
+/// terminal: what the terminal showed, and its exit status. `diskhist` in
+/// it logs warnings and errors only, as in one-shot runs.
+pub fn on_a_terminal(command: &str) -> (String, Option<i32>) {
+    let o = output(
+        Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null()),
+    );
+    (stdout_of(&o), o.status.code())
 }
 
 /// Standard output as text (invalid UTF-8 replaced).

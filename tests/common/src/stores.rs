@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 /// A new store of `size` (e.g. "64M") at `dir/store`.
 pub fn init_store(dir: &Path, size: &str) -> PathBuf {
     let store = dir.join("store");
-    diskhist(["init", p(&store), "--size", size]);
+    diskhist(&["init", p(&store), "--size", size]);
     store
 }
 
 /// `diskhist import STORE IMAGE --at AT`.
 pub fn import(store: &Path, image: &Path, at: &str) {
-    diskhist(["import", p(store), p(image), "--at", at]);
+    diskhist(&["import", p(store), p(image), "--at", at]);
 }
 
 /// The disk at `at` (any accepted time spelling), exported with
@@ -25,7 +25,7 @@ pub fn export_at(store: &Path, at: &str, dir: &Path) -> Vec<u8> {
         "export-{}.img",
         at.replace(['/', ':', '#', '@'], "_")
     ));
-    diskhist(["export", p(store), "--at", at, "-o", p(&out)]);
+    diskhist(&["export", p(store), "--at", at, "-o", p(&out)]);
     let data = std::fs::read(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
     data
@@ -34,7 +34,7 @@ pub fn export_at(store: &Path, at: &str, dir: &Path) -> Vec<u8> {
 /// `diskhist verify STORE` must pass; `when` says at which point of the
 /// test, should it not.
 pub fn verify_ok(store: &Path, when: &str) {
-    let o = diskhist_output(["verify", p(store)]);
+    let o = diskhist_output(&["verify", p(store)]);
     assert!(
         o.status.success(),
         "verify failed {when}:\nstdout: {}\nstderr: {}",
@@ -45,7 +45,7 @@ pub fn verify_ok(store: &Path, when: &str) {
 
 /// The chain head `diskhist info` prints, as hex.
 pub fn chain_head(store: &Path) -> String {
-    let out = diskhist(["info", p(store)]);
+    let out = diskhist(&["info", p(store)]);
     out.lines()
         .find_map(|l| l.strip_prefix("chain head:"))
         .unwrap_or_else(|| panic!("no chain head in `diskhist info`:\n{out}"))
@@ -66,7 +66,7 @@ pub struct LogRecord {
 
 /// Every record of `diskhist log STORE --json`.
 pub fn log_records(store: &Path) -> Vec<LogRecord> {
-    diskhist(["log", p(store), "--json"])
+    diskhist(&["log", p(store), "--json"])
         .lines()
         .map(|l| LogRecord {
             seq: json_field(l, "seq").parse().unwrap(),
