@@ -344,10 +344,6 @@ impl Sender {
         self.sock
             .write_all(&request_header(CMD_FLUSH, 0, handle, 0, 0))
     }
-
-    pub fn disconnect(&mut self) -> io::Result<()> {
-        self.sock.write_all(&request_header(CMD_DISC, 0, 0, 0, 0))
-    }
 }
 
 /// The receiving half of a [`Client`].
