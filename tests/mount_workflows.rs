@@ -3,8 +3,8 @@
 //! times mounted at once, read old states while a writer records.
 
 use diskhist_test_common::{
-    export_at, ext4_image, import, incompressible_xorshift64, init_store, output, run, sha256_hex,
-    KernelMount, Mounted, Served, MIB,
+    export_at, ext4_image, import, incompressible_xorshift64, init_store, output,
+    output_with_input, run, sha256_hex, KernelMount, Mounted, Served, MIB,
 };
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -67,20 +67,11 @@ fn sleuthkit_reads_the_images_directly() {
     ext4_image(&part, 60, &[("secret.txt", "the answer is 42\n")]);
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 64 * MIB]).unwrap();
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped());
-    let mut child = sfdisk.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, size=122880, type=83\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "sfdisk");
+    let sfdisk = output_with_input(
+        Command::new("sfdisk").arg("-q").arg(&disk),
+        b"label: dos\nstart=2048, size=122880, type=83\n",
+    );
+    assert!(sfdisk.status.success(), "sfdisk");
     run(Command::new("dd")
         .arg(format!("if={}", part.display()))
         .arg(format!("of={}", disk.display()))
