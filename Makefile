@@ -73,13 +73,14 @@ deps-demo:
 deps-bench:
 	$(call need-packages,$(BENCH_PACKAGES))
 
-# Release mode: the FUSE and NBD tests move real data.
+# Release mode: the FUSE and NBD tests move real data. --workspace: the
+# test support crate (tests/common) has unit tests of its own.
 test: deps-test
 	$(CARGO) build --release
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 	$(MAKE) fuzz-short
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@echo "== the library alone: no FUSE, no NBD, no command line"
 	$(CARGO) build --no-default-features
 	$(CARGO) clippy --no-default-features -- -D warnings

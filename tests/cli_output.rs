@@ -4,64 +4,14 @@
 //! to a terminal; an output that fails or is interrupted leaves nothing
 //! that looks complete; devices are written in place.
 
+use diskhist_test_common::{
+    bin, chain_head, diskhist_cmd, diskhist_fails, diskhist_ok, on_a_terminal, p, Spawned, MIB,
+};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
-const MIB: usize = 1 << 20;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diskhist")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-/// Run `args`, expect exit status `code` and `needle` in standard error.
-fn fails(args: &[&str], code: i32, needle: &str) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert!(
-        err.contains(needle),
-        "{args:?}: expected {needle:?} in: {err}"
-    );
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Run `command` under script(1), which gives it a terminal; return what
-/// the terminal showed and the command's exit status.
-fn on_a_terminal(command: &str) -> (String, Option<i32>) {
-    let o = Command::new("script")
-        .args(["-qec", command, "/dev/null"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("script(1) from util-linux");
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        o.status.code(),
-    )
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -82,16 +32,16 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let img = dir.path().join("disk.img");
-    ok(&["init", s(&store), "--size", "1M", "--block-size", "4096"]);
+    diskhist_ok(&["init", p(&store), "--size", "1M", "--block-size", "4096"]);
     let mut disk = vec![0u8; MIB];
     for (i, b) in disk[8192..20480].iter_mut().enumerate() {
         *b = (i * 7 % 251) as u8;
     }
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", "2026-11-23T06:30:15Z"]);
+    diskhist_ok(&["import", p(&store), p(&img), "--at", "2026-11-23T06:30:15Z"]);
     disk[900_000..900_005].copy_from_slice(b"hello");
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", "2026-11-23T06:30:16Z"]);
+    diskhist_ok(&["import", p(&store), p(&img), "--at", "2026-11-23T06:30:16Z"]);
     std::fs::remove_file(&img).unwrap();
     Fixture { dir, store, disk }
 }
@@ -132,21 +82,29 @@ fn export_into_the_stores_own_log_is_refused_and_the_log_survives() {
     let before = snapshot(&f.store);
     let log = f.store.join("log");
     for force in [false, true] {
-        let mut args = vec!["export", s(&f.store), "--at", "latest", "-o", s(&log)];
+        let mut args = vec!["export", p(&f.store), "--at", "latest", "-o", p(&log)];
         if force {
             args.push("--force");
         }
-        fails(&args, 1, "inside the diskhist store");
+        diskhist_fails(&args, 1, "inside the diskhist store");
     }
     for inside in ["index/MANIFEST", "index/new.img", "new.img"] {
-        let p = f.store.join(inside);
-        fails(
-            &["export", s(&f.store), "--at", "#1", "-o", s(&p), "--force"],
+        let target = f.store.join(inside);
+        diskhist_fails(
+            &[
+                "export",
+                p(&f.store),
+                "--at",
+                "#1",
+                "-o",
+                p(&target),
+                "--force",
+            ],
             1,
             "inside the diskhist store",
         );
-        fails(
-            &["dump", s(&f.store), "-o", s(&p), "--force"],
+        diskhist_fails(
+            &["dump", p(&f.store), "-o", p(&target), "--force"],
             1,
             "inside the diskhist store",
         );
@@ -154,44 +112,45 @@ fn export_into_the_stores_own_log_is_refused_and_the_log_survives() {
     // Through a symbolic link from outside, and into another store.
     let link = f.path("innocent.img");
     std::os::unix::fs::symlink(&log, &link).unwrap();
-    fails(
+    diskhist_fails(
         &[
             "export",
-            s(&f.store),
+            p(&f.store),
             "--at",
             "latest",
             "-o",
-            s(&link),
+            p(&link),
             "--force",
         ],
         1,
         "inside the diskhist store",
     );
     let other = f.path("other");
-    ok(&["init", s(&other), "--size", "1M"]);
+    diskhist_ok(&["init", p(&other), "--size", "1M"]);
     std::fs::create_dir(other.join("sub")).unwrap();
-    for p in [other.join("sub/x.img"), other.join("x.img")] {
-        fails(
-            &["export", s(&f.store), "--at", "latest", "-o", s(&p)],
+    for target in [other.join("sub/x.img"), other.join("x.img")] {
+        diskhist_fails(
+            &["export", p(&f.store), "--at", "latest", "-o", p(&target)],
             1,
             "inside the diskhist store",
         );
     }
     assert!(!other.join("x.img").exists() && !other.join("sub/x.img").exists());
     // A shell redirection into the store: nothing more is written there.
+    let exe = p(bin());
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{BIN} export {} --at latest >> {}",
-            s(&f.store),
-            s(&log)
+            "{exe} export {} --at latest >> {}",
+            p(&f.store),
+            p(&log)
         ))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("inside the diskhist store"));
     assert_eq!(snapshot(&f.store), before, "the store changed");
-    ok(&["verify", s(&f.store)]);
+    diskhist_ok(&["verify", p(&f.store)]);
 }
 
 #[test]
@@ -199,8 +158,8 @@ fn an_existing_file_is_refused_without_force_and_replaced_with_it() {
     let f = fixture();
     let out = f.path("out.img");
     std::fs::write(&out, b"an earlier export, or a case note").unwrap();
-    let err = fails(
-        &["export", s(&f.store), "--at", "latest", "-o", s(&out)],
+    let err = diskhist_fails(
+        &["export", p(&f.store), "--at", "latest", "-o", p(&out)],
         1,
         "exists",
     );
@@ -211,23 +170,23 @@ fn an_existing_file_is_refused_without_force_and_replaced_with_it() {
     );
     let stream = f.path("h.stream");
     std::fs::write(&stream, b"keep").unwrap();
-    fails(&["dump", s(&f.store), "-o", s(&stream)], 1, "exists");
+    diskhist_fails(&["dump", p(&f.store), "-o", p(&stream)], 1, "exists");
     assert_eq!(std::fs::read(&stream).unwrap(), b"keep");
     assert_eq!(names_in(f.dir.path()), ["h.stream", "out.img", "store"]);
 
-    let o = ok(&[
+    let o = diskhist_ok(&[
         "export",
-        s(&f.store),
+        p(&f.store),
         "--at",
         "latest",
         "-o",
-        s(&out),
+        p(&out),
         "--force",
     ]);
     assert_eq!(std::fs::read(&out).unwrap(), f.disk);
     let line = String::from_utf8(o.stdout).unwrap();
-    assert!(line.ends_with(&format!("  {}\n", s(&out))), "{line}");
-    ok(&["dump", s(&f.store), "-o", s(&stream), "--force"]);
+    assert!(line.ends_with(&format!("  {}\n", p(&out))), "{line}");
+    diskhist_ok(&["dump", p(&f.store), "-o", p(&stream), "--force"]);
     assert!(std::fs::read(&stream).unwrap().starts_with(b"DHSTREAM"));
     // No temporary file is left beside them.
     assert_eq!(names_in(f.dir.path()), ["h.stream", "out.img", "store"]);
@@ -237,7 +196,7 @@ fn an_existing_file_is_refused_without_force_and_replaced_with_it() {
 fn a_new_export_is_whole_private_and_sparse() {
     let f = fixture();
     let out = f.path("new.img");
-    ok(&["export", s(&f.store), "--at", "latest", "-o", s(&out)]);
+    diskhist_ok(&["export", p(&f.store), "--at", "latest", "-o", p(&out)]);
     let meta = std::fs::metadata(&out).unwrap();
     assert_eq!(meta.len(), MIB as u64);
     assert_eq!(std::fs::read(&out).unwrap(), f.disk);
@@ -249,18 +208,11 @@ fn a_new_export_is_whole_private_and_sparse() {
     );
     // A dumped stream written to a file carries the whole history.
     let stream = f.path("h.stream");
-    ok(&["dump", s(&f.store), "-o", s(&stream)]);
+    diskhist_ok(&["dump", p(&f.store), "-o", p(&stream)]);
     let copy = f.path("copy");
-    ok(&["init", s(&copy), "--size", "1M"]);
-    ok(&["ingest", s(&copy), "--format", "stream", s(&stream)]);
-    let chain = |p: &Path| {
-        let info = String::from_utf8(ok(&["info", s(p)]).stdout).unwrap();
-        info.lines()
-            .find(|l| l.starts_with("chain head"))
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(chain(&f.store), chain(&copy));
+    diskhist_ok(&["init", p(&copy), "--size", "1M"]);
+    diskhist_ok(&["ingest", p(&copy), "--format", "stream", p(&stream)]);
+    assert_eq!(chain_head(&f.store), chain_head(&copy));
     assert_eq!(
         names_in(f.dir.path()),
         ["copy", "h.stream", "new.img", "store"]
@@ -273,17 +225,17 @@ fn a_new_export_is_whole_private_and_sparse() {
 fn dev_full_says_no_space_and_dev_null_works() {
     let f = fixture();
     for cmd in [
-        vec!["export", s(&f.store), "--at", "latest", "-o", "/dev/full"],
-        vec!["dump", s(&f.store), "-o", "/dev/full"],
+        vec!["export", p(&f.store), "--at", "latest", "-o", "/dev/full"],
+        vec!["dump", p(&f.store), "-o", "/dev/full"],
     ] {
-        let err = fails(&cmd, 1, "no space left on device");
+        let err = diskhist_fails(&cmd, 1, "no space left on device");
         assert!(err.contains("/dev/full"), "{err}");
     }
-    let o = ok(&["export", s(&f.store), "--at", "latest", "-o", "/dev/null"]);
+    let o = diskhist_ok(&["export", p(&f.store), "--at", "latest", "-o", "/dev/null"]);
     assert!(String::from_utf8(o.stdout)
         .unwrap()
         .ends_with("  /dev/null\n"));
-    ok(&["dump", s(&f.store), "-o", "/dev/null"]);
+    diskhist_ok(&["dump", p(&f.store), "-o", "/dev/null"]);
 }
 
 /// SIGTERM in the middle of a long export: the target never appears, the
@@ -294,18 +246,19 @@ fn sigterm_during_a_large_export_leaves_no_file() {
     let store = dir.path().join("store");
     // An empty 64 GiB disk: exporting it takes far longer than the test
     // waits, yet costs no space (the export is sparse).
-    ok(&["init", s(&store), "--size", "64G"]);
+    diskhist_ok(&["init", p(&store), "--size", "64G"]);
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let target = out_dir.join("big.img");
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let child = Command::new(BIN)
-            .args(["export", s(&store), "--at", "latest", "-o", s(&target)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Spawned::start(&mut diskhist_cmd([
+            "export",
+            p(&store),
+            "--at",
+            "latest",
+            "-o",
+            p(&target),
+        ]));
         let start = Instant::now();
         while std::fs::read_dir(&out_dir).unwrap().next().is_none() {
             assert!(
@@ -315,11 +268,10 @@ fn sigterm_during_a_large_export_leaves_no_file() {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: kill(2) on our own child's pid; no memory involved.
-        unsafe { libc::kill(child.id() as i32, sig) };
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "signal {sig}: {err}");
+        child.signal(sig);
+        let status = child.wait();
+        let err = child.stderr();
+        assert_eq!(status.code(), Some(1), "signal {sig}: {err}");
         assert!(err.contains("interrupted"), "signal {sig}: {err}");
         assert!(
             names_in(&out_dir).is_empty(),
@@ -332,9 +284,10 @@ fn sigterm_during_a_large_export_leaves_no_file() {
 #[test]
 fn binary_output_to_a_terminal_is_refused_and_to_a_pipe_written() {
     let f = fixture();
+    let exe = p(bin());
     for cmd in [
-        format!("{BIN} export {} --at latest", s(&f.store)),
-        format!("{BIN} dump {}", s(&f.store)),
+        format!("{exe} export {} --at latest", p(&f.store)),
+        format!("{exe} dump {}", p(&f.store)),
     ] {
         let (tty, code) = on_a_terminal(&cmd);
         assert_eq!(code, Some(1), "{cmd}: {tty}");
@@ -348,14 +301,13 @@ fn binary_output_to_a_terminal_is_refused_and_to_a_pipe_written() {
             tty.len()
         );
     }
-    let o = ok(&["export", s(&f.store), "--at", "latest"]);
+    let o = diskhist_ok(&["export", p(&f.store), "--at", "latest"]);
     assert_eq!(o.stdout, f.disk);
-    let o = ok(&["dump", s(&f.store)]);
+    let o = diskhist_ok(&["dump", p(&f.store)]);
     assert!(o.stdout.starts_with(b"DHSTREAM"));
     // To a file through a redirection, too.
     let out = f.path("redirected.img");
-    let st = Command::new(BIN)
-        .args(["export", s(&f.store), "--at", "latest"])
+    let st = diskhist_cmd(["export", p(&f.store), "--at", "latest"])
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null())
         .status()
@@ -368,21 +320,21 @@ fn binary_output_to_a_terminal_is_refused_and_to_a_pipe_written() {
 fn an_output_in_a_missing_directory_or_on_a_directory_is_refused() {
     let f = fixture();
     let missing = f.path("no/such/dir/x.img");
-    fails(
-        &["export", s(&f.store), "--at", "latest", "-o", s(&missing)],
+    diskhist_fails(
+        &["export", p(&f.store), "--at", "latest", "-o", p(&missing)],
         1,
         "no/such/dir",
     );
     let d = f.path("adir");
     std::fs::create_dir(&d).unwrap();
-    fails(
+    diskhist_fails(
         &[
             "export",
-            s(&f.store),
+            p(&f.store),
             "--at",
             "latest",
             "-o",
-            s(&d),
+            p(&d),
             "--force",
         ],
         1,

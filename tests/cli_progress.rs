@@ -3,45 +3,14 @@
 //! gives them one), print nothing extra when it is not, and nothing with
 //! `--quiet`.
 
+use diskhist_test_common::{bin, diskhist_ok, on_a_terminal, p};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diskhist")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Run `command` under script(1) with its standard output sent to
 /// /dev/null, so that the terminal shows only its standard error.
 fn stderr_on_a_terminal(command: &str) -> String {
-    let o = Command::new("script")
-        .args(["-qec", &format!("{command} >/dev/null"), "/dev/null"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("script(1) from util-linux");
-    let tty = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{command}: {tty}");
+    let (tty, code) = on_a_terminal(&format!("{command} >/dev/null"));
+    assert!(code == Some(0), "{command}: {tty}");
     tty
 }
 
@@ -50,32 +19,33 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let img = dir.path().join("disk.img");
-    ok(&["init", s(&store), "--size", "4M"]);
+    diskhist_ok(&["init", p(&store), "--size", "4M"]);
     let disk: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", "2026-11-23T06:30:15Z"]);
+    diskhist_ok(&["import", p(&store), p(&img), "--at", "2026-11-23T06:30:15Z"]);
     (dir, store)
 }
 
 #[test]
 fn a_terminal_gets_a_progress_bar_with_total_rate_and_time_left() {
+    let exe = p(bin());
     let (dir, store) = fixture();
     let out = dir.path().join("x.img");
     let tty = stderr_on_a_terminal(&format!(
-        "{BIN} export {} --at latest -o {}",
-        s(&store),
-        s(&out)
+        "{exe} export {} --at latest -o {}",
+        p(&store),
+        p(&out)
     ));
     assert!(tty.contains("4.00 MiB/4.00 MiB"), "{tty:?}");
     assert!(tty.contains("MiB/s") && tty.contains("left"), "{tty:?}");
     let tty = stderr_on_a_terminal(&format!(
-        "{BIN} dump {} -o {}",
-        s(&store),
-        s(&dir.path().join("h.stream"))
+        "{exe} dump {} -o {}",
+        p(&store),
+        p(&dir.path().join("h.stream"))
     ));
     // One import: its extent and its mark.
     assert!(tty.contains("2/2 records"), "{tty:?}");
-    let tty = stderr_on_a_terminal(&format!("{BIN} verify {}", s(&store)));
+    let tty = stderr_on_a_terminal(&format!("{exe} verify {}", p(&store)));
     let log_bytes = std::fs::metadata(store.join("log")).unwrap().len();
     assert!(log_bytes > 1024, "{log_bytes}");
     assert!(
@@ -86,19 +56,20 @@ fn a_terminal_gets_a_progress_bar_with_total_rate_and_time_left() {
 
 #[test]
 fn quiet_silences_the_bar_on_a_terminal() {
+    let exe = p(bin());
     let (dir, store) = fixture();
     for cmd in [
         format!(
-            "{BIN} export {} --at latest -o {} --quiet",
-            s(&store),
-            s(&dir.path().join("x.img"))
+            "{exe} export {} --at latest -o {} --quiet",
+            p(&store),
+            p(&dir.path().join("x.img"))
         ),
         format!(
-            "{BIN} dump {} -o {} -q",
-            s(&store),
-            s(&dir.path().join("h.stream"))
+            "{exe} dump {} -o {} -q",
+            p(&store),
+            p(&dir.path().join("h.stream"))
         ),
-        format!("{BIN} verify {} --quiet", s(&store)),
+        format!("{exe} verify {} --quiet", p(&store)),
     ] {
         let tty = stderr_on_a_terminal(&cmd);
         assert_eq!(tty, "", "{cmd}");
@@ -108,21 +79,21 @@ fn quiet_silences_the_bar_on_a_terminal() {
 #[test]
 fn no_terminal_no_progress_output() {
     let (dir, store) = fixture();
-    let o = ok(&[
+    let o = diskhist_ok(&[
         "export",
-        s(&store),
+        p(&store),
         "--at",
         "latest",
         "-o",
-        s(&dir.path().join("x.img")),
+        p(&dir.path().join("x.img")),
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
-    let o = ok(&["dump", s(&store), "-o", s(&dir.path().join("h.stream"))]);
+    let o = diskhist_ok(&["dump", p(&store), "-o", p(&dir.path().join("h.stream"))]);
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
-    let o = ok(&["verify", s(&store)]);
+    let o = diskhist_ok(&["verify", p(&store)]);
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
     // To a pipe, export prints only the image's SHA-256 on standard error.
-    let o = ok(&["export", s(&store), "--at", "latest"]);
+    let o = diskhist_ok(&["export", p(&store), "--at", "latest"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.ends_with("  -\n"), "{err}");
@@ -130,27 +101,28 @@ fn no_terminal_no_progress_output() {
 
 #[test]
 fn import_and_ingest_show_progress_on_a_terminal_only() {
+    let exe = p(bin());
     let (dir, store) = fixture();
     let bar = |tty: &str| tty.contains("[=") && tty.contains("/s");
     // import: over the disk's size.
     let img = dir.path().join("other.img");
     std::fs::write(&img, vec![0x42u8; 4 << 20]).unwrap();
-    let tty = stderr_on_a_terminal(&format!("{BIN} import {} {}", s(&store), s(&img)));
+    let tty = stderr_on_a_terminal(&format!("{exe} import {} {}", p(&store), p(&img)));
     assert!(bar(&tty) && tty.contains("4.00 MiB/4.00 MiB"), "{tty:?}");
-    let tty = stderr_on_a_terminal(&format!("{BIN} import {} {} -q", s(&store), s(&img)));
+    let tty = stderr_on_a_terminal(&format!("{exe} import {} {} -q", p(&store), p(&img)));
     assert!(!bar(&tty) && tty.contains("recorded mark"), "{tty:?}");
-    let o = ok(&["import", s(&store), s(&img)]);
+    let o = diskhist_ok(&["import", p(&store), p(&img)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     // ingest of a stream file: over the file's size.
     let stream = dir.path().join("h.stream");
-    ok(&["dump", s(&store), "-o", s(&stream)]);
+    diskhist_ok(&["dump", p(&store), "-o", p(&stream)]);
     let copy = dir.path().join("copy");
-    ok(&["init", s(&copy), "--size", "4M"]);
+    diskhist_ok(&["init", p(&copy), "--size", "4M"]);
     let tty = stderr_on_a_terminal(&format!(
-        "{BIN} ingest {} --format stream {}",
-        s(&copy),
-        s(&stream)
+        "{exe} ingest {} --format stream {}",
+        p(&copy),
+        p(&stream)
     ));
     let len = std::fs::metadata(&stream).unwrap().len();
     assert!(bar(&tty) && tty.contains("left"), "{tty:?}");
@@ -165,12 +137,12 @@ fn import_and_ingest_show_progress_on_a_terminal_only() {
     // ingest of a dm-log-writes log: over the log's size.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ext4-history.dmlog");
     let dm = dir.path().join("dm");
-    ok(&["init", s(&dm), "--size", "16M"]);
-    let tty = stderr_on_a_terminal(&format!("{BIN} ingest {} {}", s(&dm), s(&fixture)));
+    diskhist_ok(&["init", p(&dm), "--size", "16M"]);
+    let tty = stderr_on_a_terminal(&format!("{exe} ingest {} {}", p(&dm), p(&fixture)));
     assert!(bar(&tty) && tty.contains("left"), "{tty:?}");
     let dm2 = dir.path().join("dm2");
-    ok(&["init", s(&dm2), "--size", "16M"]);
-    let o = ok(&["ingest", s(&dm2), s(&fixture)]);
+    diskhist_ok(&["init", p(&dm2), "--size", "16M"]);
+    let o = diskhist_ok(&["ingest", p(&dm2), p(&fixture)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!bar(&err), "{err}");
 }

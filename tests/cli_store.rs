@@ -1,42 +1,11 @@
 //! The store's command line, end to end with the real binary: init, import,
 //! export, log, diff, dump/ingest, verify, info, and how each treats bad input.
 
+use diskhist_test_common::{
+    bin, chain_head, diskhist, diskhist_fails, diskhist_output, p, sha256_hex,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run diskhist")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str], code: i32, needle: &str) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert!(
-        err.contains(needle),
-        "{args:?}: expected {needle:?} in: {err}"
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::Command;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -51,25 +20,25 @@ fn fixture() -> Fixture {
     let root = dir.path().to_path_buf();
     let store = root.join("store");
     let img = root.join("disk.img");
-    ok(&["init", s(&store), "--size", "1M", "--block-size", "4096"]);
+    diskhist(&["init", p(&store), "--size", "1M", "--block-size", "4096"]);
     let mut disk = vec![0u8; 1 << 20];
     for (i, b) in disk[8192..20480].iter_mut().enumerate() {
         *b = (i * 7 % 251) as u8;
     }
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", "2026-11-23T06:30:15Z"]);
+    diskhist(&["import", p(&store), p(&img), "--at", "2026-11-23T06:30:15Z"]);
     disk[100_000..100_005].copy_from_slice(b"hello");
     std::fs::write(&img, &disk).unwrap();
-    ok(&[
+    diskhist(&[
         "import",
-        s(&store),
-        s(&img),
+        p(&store),
+        p(&img),
         "--at",
         "2026-11-23T06:30:16.5Z",
     ]);
     disk[8192..12288].fill(0);
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", "@1795415420"]);
+    diskhist(&["import", p(&store), p(&img), "--at", "@1795415420"]);
     Fixture {
         _dir: dir,
         store,
@@ -81,7 +50,7 @@ fn fixture() -> Fixture {
 #[test]
 fn log_lists_one_line_per_record_and_json() {
     let f = fixture();
-    let log = ok(&["log", s(&f.store)]);
+    let log = diskhist(&["log", p(&f.store)]);
     let lines: Vec<&str> = log.lines().collect();
     // Each import: its changed extent, then the mark naming the image.
     assert_eq!(lines.len(), 6, "{log}");
@@ -94,7 +63,7 @@ fn log_lists_one_line_per_record_and_json() {
     );
     assert!(
         lines[1].contains(" mark \"import sha256=")
-            && lines[1].contains(&format!(" size=1048576 path={}\"", s(&f.img))),
+            && lines[1].contains(&format!(" size=1048576 path={}\"", p(&f.img))),
         "{}",
         lines[1]
     );
@@ -103,9 +72,9 @@ fn log_lists_one_line_per_record_and_json() {
         "{}",
         lines[2]
     );
-    let json = ok(&[
+    let json = diskhist(&[
         "log",
-        s(&f.store),
+        p(&f.store),
         "--json",
         "--from",
         "2026-11-23T06-30-16Z",
@@ -117,19 +86,20 @@ fn log_lists_one_line_per_record_and_json() {
 
 #[test]
 fn log_into_a_closed_pipe_exits_quietly() {
+    let exe = p(bin());
     let f = fixture();
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{BIN} log {} | head -1 >/dev/null; echo ${{PIPESTATUS:-}}",
-            s(&f.store)
+            "{exe} log {} | head -1 >/dev/null; echo ${{PIPESTATUS:-}}",
+            p(&f.store)
         ))
         .output()
         .unwrap();
     assert!(o.status.success());
     // Plenty of records so the pipe closes while diskhist still writes.
     let big = f.root.join("big");
-    ok(&["init", s(&big), "--size", "64K", "--block-size", "512"]);
+    diskhist(&["init", p(&big), "--size", "64K", "--block-size", "512"]);
     let mut img = vec![0u8; 65536];
     for round in 0..40u8 {
         for b in img.iter_mut() {
@@ -137,13 +107,13 @@ fn log_into_a_closed_pipe_exits_quietly() {
         }
         img[..(round as usize + 1) * 512].fill(0);
         std::fs::write(&f.img, &img).unwrap();
-        ok(&["import", s(&big), s(&f.img)]);
+        diskhist(&["import", p(&big), p(&f.img)]);
     }
     let o = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "{BIN} log {} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}",
-            s(&big)
+            "{exe} log {} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            p(&big)
         ))
         .output()
         .unwrap();
@@ -162,38 +132,34 @@ fn log_into_a_closed_pipe_exits_quietly() {
 
 #[test]
 fn export_prints_the_sha256_and_matches_each_state() {
-    use sha2::Digest;
     let f = fixture();
     let out = f.root.join("x.img");
-    let line = ok(&["export", s(&f.store), "--at", "#6", "-o", s(&out)]);
+    let line = diskhist(&["export", p(&f.store), "--at", "#6", "-o", p(&out)]);
     let data = std::fs::read(&out).unwrap();
     assert_eq!(data, std::fs::read(&f.img).unwrap());
-    let hex: String = sha2::Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(line.trim(), format!("{hex}  {}", s(&out)));
+    let hex = sha256_hex(&data);
+    assert_eq!(line.trim(), format!("{hex}  {}", p(&out)));
     // Between the first two imports the disk still had no "hello".
-    ok(&[
+    diskhist(&[
         "export",
-        s(&f.store),
+        p(&f.store),
         "--at",
         "2026-11-23T15:30:16.4+09:00",
         "-o",
-        s(&out),
+        p(&out),
         "--force",
     ]);
     let mid = std::fs::read(&out).unwrap();
     assert_eq!(&mid[100_000..100_005], &[0u8; 5]);
     assert_ne!(mid[8193], 0);
     // Before the first record: the empty disk.
-    ok(&[
+    diskhist(&[
         "export",
-        s(&f.store),
+        p(&f.store),
         "--at",
         "@0",
         "-o",
-        s(&out),
+        p(&out),
         "--force",
     ]);
     assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
@@ -201,7 +167,7 @@ fn export_prints_the_sha256_and_matches_each_state() {
 
 /// `diff` that finds differences: exit status 1, its standard output.
 fn differs(args: &[&str]) -> String {
-    let o = run(args);
+    let o = diskhist_output(args);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -215,11 +181,11 @@ fn differs(args: &[&str]) -> String {
 fn diff_prints_the_changed_byte_ranges() {
     let f = fixture();
     assert_eq!(
-        differs(&["diff", s(&f.store), "#2", "#4", "--bytes"]),
+        differs(&["diff", p(&f.store), "#2", "#4", "--bytes"]),
         "100000 5\n"
     );
     // The zeroed block: the bytes of pattern that were not already zero.
-    let d = differs(&["diff", s(&f.store), "#4", "latest", "--bytes"]);
+    let d = differs(&["diff", p(&f.store), "#4", "latest", "--bytes"]);
     let ranges: Vec<(u64, u64)> = d
         .lines()
         .map(|l| {
@@ -233,27 +199,23 @@ fn diff_prints_the_changed_byte_ranges() {
         "{d}"
     );
     // The import's mark changes no block.
-    assert_eq!(ok(&["diff", s(&f.store), "#5", "latest"]), "");
+    assert_eq!(diskhist(&["diff", p(&f.store), "#5", "latest"]), "");
 }
 
 #[test]
 fn importing_the_same_image_twice_records_only_its_mark() {
-    use sha2::Digest;
     let f = fixture();
-    let o = run(&["import", s(&f.store), s(&f.img)]);
+    let o = diskhist_output(&["import", p(&f.store), p(&f.img)]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no block differs"));
-    let log = ok(&["log", s(&f.store)]);
+    let log = diskhist(&["log", p(&f.store)]);
     assert_eq!(log.lines().count(), 7);
-    let hex: String = sha2::Sha256::digest(std::fs::read(&f.img).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = sha256_hex(&std::fs::read(&f.img).unwrap());
     let last = log.lines().last().unwrap();
     assert!(
         last.contains(&format!(
             "mark \"import sha256={hex} size=1048576 path={}\"",
-            s(&f.img)
+            p(&f.img)
         )),
         "{last}"
     );
@@ -263,81 +225,66 @@ fn importing_the_same_image_twice_records_only_its_mark() {
 fn dump_and_ingest_round_trip_is_lossless() {
     let f = fixture();
     let stream = f.root.join("h.stream");
-    let o = Command::new(BIN)
-        .args(["dump", s(&f.store)])
-        .output()
-        .unwrap();
+    let o = diskhist_output(&["dump", p(&f.store)]);
     assert!(o.status.success());
     std::fs::write(&stream, &o.stdout).unwrap();
     let copy = f.root.join("copy");
-    ok(&["init", s(&copy), "--size", "1M"]);
-    ok(&["ingest", s(&copy), "--format", "stream", s(&stream)]);
-    let head = |p: &Path| {
-        ok(&["info", s(p)])
-            .lines()
-            .find(|l| l.starts_with("chain head"))
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(head(&f.store), head(&copy));
+    diskhist(&["init", p(&copy), "--size", "1M"]);
+    diskhist(&["ingest", p(&copy), "--format", "stream", p(&stream)]);
+    assert_eq!(chain_head(&f.store), chain_head(&copy));
     for at in ["#0", "#1", "#2", "#4", "#6", "2026-11-23T06:30:16Z"] {
-        let a = Command::new(BIN)
-            .args(["export", s(&f.store), "--at", at])
-            .output()
-            .unwrap()
-            .stdout;
-        let b = Command::new(BIN)
-            .args(["export", s(&copy), "--at", at])
-            .output()
-            .unwrap()
-            .stdout;
+        let a = diskhist_output(&["export", p(&f.store), "--at", at]).stdout;
+        let b = diskhist_output(&["export", p(&copy), "--at", at]).stdout;
         assert!(
             a == b && a.len() == 1 << 20,
             "state {at} differs after the round trip"
         );
     }
-    assert_eq!(ok(&["log", s(&f.store)]), ok(&["log", s(&copy)]));
+    assert_eq!(
+        diskhist(&["log", p(&f.store)]),
+        diskhist(&["log", p(&copy)])
+    );
     // A truncated stream: the whole records before the cut are kept.
     let bytes = std::fs::read(&stream).unwrap();
     std::fs::write(&stream, &bytes[..bytes.len() - 40]).unwrap();
     let cut = f.root.join("cut");
-    ok(&["init", s(&cut), "--size", "1M"]);
-    fails(
-        &["ingest", s(&cut), "--format", "stream", s(&stream)],
+    diskhist(&["init", p(&cut), "--size", "1M"]);
+    diskhist_fails(
+        &["ingest", p(&cut), "--format", "stream", p(&stream)],
         1,
         "truncated after 6 whole records",
     );
-    assert_eq!(ok(&["log", s(&cut)]).lines().count(), 6);
-    ok(&["verify", s(&cut)]);
+    assert_eq!(diskhist(&["log", p(&cut)]).lines().count(), 6);
+    diskhist(&["verify", p(&cut)]);
 }
 
 #[test]
 fn bad_input_is_named_and_loses_nothing() {
     let f = fixture();
-    fails(
-        &["export", s(&f.store), "--at", "yesterday"],
+    diskhist_fails(
+        &["export", p(&f.store), "--at", "yesterday"],
         2,
         "accepted forms",
     );
-    fails(
-        &["export", s(&f.store), "--at", "#99", "-o", "/dev/null"],
+    diskhist_fails(
+        &["export", p(&f.store), "--at", "#99", "-o", "/dev/null"],
         1,
         "the history ends at record #6",
     );
-    fails(&["init", s(&f.store), "--size", "1M"], 1, "not empty");
+    diskhist_fails(&["init", p(&f.store), "--size", "1M"], 1, "not empty");
     // A mistyped parent is reported, not created (regression: init made
     // the whole path).
     let typo = f.root.join("no-such-case-dir").join("store");
-    fails(
-        &["init", s(&typo), "--size", "1M"],
+    diskhist_fails(
+        &["init", p(&typo), "--size", "1M"],
         1,
         "no-such-case-dir does not exist; create it first",
     );
     assert!(!f.root.join("no-such-case-dir").exists());
-    fails(
+    diskhist_fails(
         &[
             "init",
-            s(&f.root.join("n")),
+            p(&f.root.join("n")),
             "--size",
             "1M",
             "--block-size",
@@ -346,16 +293,16 @@ fn bad_input_is_named_and_loses_nothing() {
         1,
         "power of two",
     );
-    fails(
-        &["init", s(&f.root.join("n2")), "--size", "12Q"],
+    diskhist_fails(
+        &["init", p(&f.root.join("n2")), "--size", "12Q"],
         2,
         "unknown suffix",
     );
-    fails(
+    diskhist_fails(
         &[
             "import",
-            s(&f.store),
-            s(&f.img),
+            p(&f.store),
+            p(&f.img),
             "--at",
             "2026-11-23T06:30:00Z",
         ],
@@ -364,14 +311,14 @@ fn bad_input_is_named_and_loses_nothing() {
     );
     let small = f.root.join("small.img");
     std::fs::write(&small, vec![1u8; 4096]).unwrap();
-    fails(
-        &["import", s(&f.store), s(&small)],
+    diskhist_fails(
+        &["import", p(&f.store), p(&small)],
         1,
         "the image is 4096 bytes but the store's disk is 1048576 bytes",
     );
-    fails(&["info", s(&f.root)], 1, "not a diskhist store");
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
-    ok(&["verify", s(&f.store)]);
+    diskhist_fails(&["info", p(&f.root)], 1, "not a diskhist store");
+    assert_eq!(diskhist(&["log", p(&f.store)]).lines().count(), 6);
+    diskhist(&["verify", p(&f.store)]);
 }
 
 #[test]
@@ -381,9 +328,9 @@ fn a_store_of_another_format_version_is_refused() {
     let mut b = std::fs::read(&h).unwrap();
     b[8] = 9;
     std::fs::write(&h, &b).unwrap();
-    fails(&["info", s(&f.store)], 1, "store format version 9");
-    fails(
-        &["import", s(&f.store), s(&f.img)],
+    diskhist_fails(&["info", p(&f.store)], 1, "store format version 9");
+    diskhist_fails(
+        &["import", p(&f.store), p(&f.img)],
         1,
         "store format version 9",
     );
@@ -392,7 +339,7 @@ fn a_store_of_another_format_version_is_refused() {
 #[test]
 fn verify_names_the_first_damaged_record() {
     let f = fixture();
-    let verify = ok(&["verify", s(&f.store)]);
+    let verify = diskhist(&["verify", p(&f.store)]);
     assert!(verify.starts_with("ok: 6 records"), "{verify}");
     let log = f.store.join("log");
     let orig = std::fs::read(&log).unwrap();
@@ -401,28 +348,28 @@ fn verify_names_the_first_damaged_record() {
     let mut bad = orig.clone();
     bad[len1 + 150] ^= 0x01;
     std::fs::write(&log, &bad).unwrap();
-    fails(&["verify", s(&f.store)], 1, "record #2 at log byte");
+    diskhist_fails(&["verify", p(&f.store)], 1, "record #2 at log byte");
     std::fs::write(&log, &orig).unwrap();
-    ok(&["verify", s(&f.store)]);
+    diskhist(&["verify", p(&f.store)]);
     // The index is derived: without it, readers scan the log and the next
     // writer rebuilds it.
     std::fs::remove_dir_all(f.store.join("index")).unwrap();
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
+    assert_eq!(diskhist(&["log", p(&f.store)]).lines().count(), 6);
     // info too (regression: it failed reading the missing index/).
-    let info = ok(&["info", s(&f.store)]);
+    let info = diskhist(&["info", p(&f.store)]);
     assert!(
         info.contains("records:        6") && info.contains("+ 0 (index)"),
         "{info}"
     );
-    ok(&["import", s(&f.store), s(&f.img)]);
-    assert!(ok(&["verify", s(&f.store)]).starts_with("ok: 7 records"));
+    diskhist(&["import", p(&f.store), p(&f.img)]);
+    assert!(diskhist(&["verify", p(&f.store)]).starts_with("ok: 7 records"));
     // Damage in the middle of what a writer must scan is never cut away.
     std::fs::remove_dir_all(f.store.join("index")).unwrap();
     std::fs::write(&log, &bad).unwrap();
-    fails(&["import", s(&f.store), s(&f.img)], 1, "refusing to cut");
+    diskhist_fails(&["import", p(&f.store), p(&f.img)], 1, "refusing to cut");
     assert_eq!(std::fs::read(&log).unwrap(), bad);
     // Readers still read what precedes the damage.
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 1);
+    assert_eq!(diskhist(&["log", p(&f.store)]).lines().count(), 1);
 }
 
 #[test]
@@ -434,10 +381,10 @@ fn a_torn_tail_is_reported_then_cut_by_the_next_writer() {
     let mut torn = orig.clone();
     torn.extend_from_slice(&orig[..60]);
     std::fs::write(&log, &torn).unwrap();
-    fails(&["verify", s(&f.store)], 1, "record #7");
+    diskhist_fails(&["verify", p(&f.store)], 1, "record #7");
     // Readers see the six whole records.
-    assert_eq!(ok(&["log", s(&f.store)]).lines().count(), 6);
-    let o = run(&["import", s(&f.store), s(&f.img)]);
+    assert_eq!(diskhist(&["log", p(&f.store)]).lines().count(), 6);
+    let o = diskhist_output(&["import", p(&f.store), p(&f.img)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("cut a torn tail"),
@@ -445,14 +392,14 @@ fn a_torn_tail_is_reported_then_cut_by_the_next_writer() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(std::fs::read(&log).unwrap()[..orig.len()], orig[..]);
-    let v = ok(&["verify", s(&f.store)]);
+    let v = diskhist(&["verify", p(&f.store)]);
     assert!(v.starts_with("ok: 7 records"), "{v}");
 }
 
 #[test]
 fn info_reports_space_and_chain() {
     let f = fixture();
-    let info = ok(&["info", s(&f.store)]);
+    let info = diskhist(&["info", p(&f.store)]);
     for needle in [
         "disk size:      1048576 bytes",
         "block size:     4096 bytes",

@@ -6,37 +6,14 @@
 //! to other users is warned about once; every argument is described in
 //! `--help`, and the docs quote `#SEQ` so examples paste into a shell.
 
-mod mount_support;
-
-use mount_support::Mounted;
+use diskhist_test_common::{
+    diskhist, diskhist_ok, diskhist_output, mount_fails, p, stderr_of, stdout_of, Mounted,
+};
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diskhist")
-}
-
-/// Standard output and standard error of a command that must succeed.
-fn ok(args: &[&str]) -> (String, String) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{args:?} failed: {err}");
-    (String::from_utf8(o.stdout).unwrap(), err)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::Command;
+use std::time::Duration;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -54,7 +31,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let img = dir.path().join("disk.img");
-    ok(&["init", s(&store), "--size", "1M", "--block-size", "4096"]);
+    diskhist_ok(&["init", p(&store), "--size", "1M", "--block-size", "4096"]);
     let mut disks = vec![vec![0u8; 1 << 20]];
     let mut disk = disks[0].clone();
     for (i, b) in disk[8192..20480].iter_mut().enumerate() {
@@ -67,7 +44,7 @@ fn fixture() -> Fixture {
     disks.push(disk);
     for (state, at) in disks[1..].iter().zip([T1, T2, T3]) {
         std::fs::write(&img, state).unwrap();
-        ok(&["import", s(&store), s(&img), "--at", at]);
+        diskhist_ok(&["import", p(&store), p(&img), "--at", at]);
     }
     std::fs::remove_file(&img).unwrap();
     Fixture { dir, store, disks }
@@ -76,12 +53,12 @@ fn fixture() -> Fixture {
 #[test]
 fn a_time_outside_the_history_says_which_state_it_gives() {
     let f = fixture();
-    let st = s(&f.store);
+    let st = p(&f.store);
     let before = "diskhist: 2020-01-01T00:00:00Z is before the first record: the empty disk\n";
     let after = "diskhist: 2030-01-01T00:00:00Z is after the last record: the state at #6 \
                  (2026-11-23T06:30:20Z)\n";
     let export = |at: &str| {
-        let o = run(&["export", st, "--at", at]);
+        let o = diskhist_output(&["export", st, "--at", at]);
         assert!(o.status.success());
         (o.stdout, String::from_utf8(o.stderr).unwrap())
     };
@@ -98,14 +75,15 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
         assert_eq!(err.lines().count(), 1, "--at {at}: {err}");
     }
 
-    let o = run(&["diff", st, "2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z"]);
+    let o = diskhist_output(&["diff", st, "2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(o.stderr).unwrap(),
         format!("{before}{after}")
     );
 
-    let (out, err) = ok(&["log", st, "--from", "2020-01-01T00:00:00Z"]);
+    let o = diskhist_ok(&["log", st, "--from", "2020-01-01T00:00:00Z"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     // Three imports: an extent and a mark each.
     assert_eq!(out.lines().count(), 6);
     assert_eq!(
@@ -113,7 +91,8 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
         "diskhist: --from 2020-01-01T00:00:00Z is before the first record: from #1 \
          (2026-11-23T06:30:15Z)\n"
     );
-    let (out, err) = ok(&["log", st, "--to", "2030-01-01T00:00:00Z"]);
+    let o = diskhist_ok(&["log", st, "--to", "2030-01-01T00:00:00Z"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     // Three imports: an extent and a mark each.
     assert_eq!(out.lines().count(), 6);
     assert_eq!(
@@ -121,38 +100,40 @@ fn a_time_outside_the_history_says_which_state_it_gives() {
         "diskhist: --to 2030-01-01T00:00:00Z is after the last record: up to #6 \
          (2026-11-23T06:30:20Z)\n"
     );
-    let (out, err) = ok(&["log", st, "--from", "2030-01-01T00:00:00Z"]);
+    let o = diskhist_ok(&["log", st, "--from", "2030-01-01T00:00:00Z"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     assert_eq!(out, "");
     assert_eq!(
         err,
         "diskhist: --from 2030-01-01T00:00:00Z is after the last record (#6, \
          2026-11-23T06:30:20Z): no records\n"
     );
-    let (out, err) = ok(&["log", st, "--to", "2020-01-01T00:00:00Z"]);
+    let o = diskhist_ok(&["log", st, "--to", "2020-01-01T00:00:00Z"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     assert_eq!(out, "");
     assert_eq!(
         err,
         "diskhist: --to 2020-01-01T00:00:00Z is before the first record: no records\n"
     );
-    let (_, err) = ok(&["log", st, "--from", T2, "--to", T3]);
+    let err = stderr_of(&diskhist_ok(&["log", st, "--from", T2, "--to", T3]));
     assert_eq!(err, "");
-    let (_, err) = ok(&[
+    let err = stderr_of(&diskhist_ok(&[
         "dump",
         st,
         "--from",
         "2020-01-01T00:00:00Z",
         "-o",
         "/dev/null",
-    ]);
+    ]));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("before the first record: from #1"), "{err}");
 }
 
 /// `diff` output and status: (stdout, exit code).
 fn diff(store: &Path, args: &[&str]) -> (String, Option<i32>) {
-    let mut all = vec!["diff", s(store)];
+    let mut all = vec!["diff", p(store)];
     all.extend_from_slice(args);
-    let o = run(&all);
+    let o = diskhist_output(&all);
     (String::from_utf8(o.stdout).unwrap(), o.status.code())
 }
 
@@ -240,13 +221,13 @@ fn a_large_scattered_change_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let img = dir.path().join("disk.img");
-    ok(&["init", s(&store), "--size", "8M"]);
+    diskhist_ok(&["init", p(&store), "--size", "8M"]);
     let mut disk = vec![0u8; 8 << 20];
     for b in disk[(1 << 20)..(5 << 20)].iter_mut().step_by(2) {
         *b = 0x5a;
     }
     std::fs::write(&img, &disk).unwrap();
-    ok(&["import", s(&store), s(&img), "--at", T1]);
+    diskhist_ok(&["import", p(&store), p(&img), "--at", T1]);
     let (out, code) = diff(&store, &["#0", "#1"]);
     assert_eq!((out.as_str(), code), ("1048576 4194304\n", Some(1)));
     let (out, _) = diff(&store, &["#0", "#1", "--summary"]);
@@ -264,8 +245,9 @@ fn json(text: &str) -> Value {
 #[test]
 fn info_json_says_what_the_text_says() {
     let f = fixture();
-    let (text, _) = ok(&["info", s(&f.store)]);
-    let (out, err) = ok(&["info", s(&f.store), "--json"]);
+    let text = diskhist(&["info", p(&f.store)]);
+    let o = diskhist_ok(&["info", p(&f.store), "--json"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     assert_eq!(err, "");
     let v = json(&out);
     let field = |name: &str| {
@@ -275,7 +257,7 @@ fn info_json_says_what_the_text_says() {
             .trim()
             .to_string()
     };
-    assert_eq!(v["store"], s(&f.store));
+    assert_eq!(v["store"], p(&f.store));
     assert_eq!(v["size_bytes"], 1 << 20);
     assert_eq!(v["block_size"], 4096);
     assert_eq!(v["records"], 6);
@@ -293,14 +275,15 @@ fn info_json_says_what_the_text_says() {
 #[test]
 fn verify_json_carries_the_findings_and_the_status() {
     let f = fixture();
-    let (out, err) = ok(&["verify", s(&f.store), "--json"]);
+    let o = diskhist_ok(&["verify", p(&f.store), "--json"]);
+    let (out, err) = (stdout_of(&o), stderr_of(&o));
     assert_eq!(err, "");
     let v = json(&out);
     assert_eq!(v["ok"], true);
     assert_eq!(v["records"], 6);
     assert_eq!(v["problem"], Value::Null);
     assert_eq!(v["index_problems"], serde_json::json!([]));
-    let (text, _) = ok(&["info", s(&f.store)]);
+    let text = diskhist(&["info", p(&f.store)]);
     assert!(text.contains(v["chain_head"].as_str().unwrap()));
 
     // A flipped byte in record 2: exit 1, the finding in the object and
@@ -310,7 +293,7 @@ fn verify_json_carries_the_findings_and_the_status() {
     let len1 = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
     bytes[len1 + 150] ^= 1;
     std::fs::write(&log, &bytes).unwrap();
-    let o = run(&["verify", s(&f.store), "--json"]);
+    let o = diskhist_output(&["verify", p(&f.store), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
     let v = json(&String::from_utf8(o.stdout).unwrap());
@@ -321,39 +304,14 @@ fn verify_json_carries_the_findings_and_the_status() {
     assert!(v["problem"]["what"].as_str().unwrap().len() > 3);
 }
 
-/// `diskhist mount` that is expected to fail: its stderr, or a panic if
-/// it mounted (after unmounting it again).
-fn mount_fails(store: &Path, dir: &Path) -> String {
-    let mut child = Command::new(BIN)
-        .args(["mount", s(store), s(dir)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            // SAFETY: kill(2) on our own child's pid; SIGTERM unmounts.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-            panic!("mount on {} did not fail", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    err
-}
-
 #[test]
 fn mount_refuses_a_non_empty_mountpoint_unless_told() {
     let f = fixture();
     let mnt = f.dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     std::fs::write(mnt.join("case-notes.txt"), b"mine").unwrap();
-    let err = mount_fails(&f.store, &mnt);
+    let (code, err) = mount_fails(&f.store, &mnt);
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("not empty") && err.contains("--nonempty"),
         "{err}"
@@ -385,14 +343,14 @@ fn seq_0_is_dated_by_creation_or_the_first_record_whichever_is_older() {
     let img = dir.path().join("disk.img");
     std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
     let old = dir.path().join("old");
-    ok(&["init", s(&old), "--size", "1M"]);
-    ok(&["import", s(&old), s(&img), "--at", "@1000000000"]);
+    diskhist_ok(&["init", p(&old), "--size", "1M"]);
+    diskhist_ok(&["import", p(&old), p(&img), "--at", "@1000000000"]);
     let new = dir.path().join("new");
-    ok(&["init", s(&new), "--size", "1M"]);
+    diskhist_ok(&["init", p(&new), "--size", "1M"]);
     std::thread::sleep(Duration::from_millis(50));
-    ok(&["import", s(&new), s(&img)]);
+    diskhist_ok(&["import", p(&new), p(&img)]);
     let created = |store: &Path| {
-        let (out, _) = ok(&["info", s(store), "--json"]);
+        let out = diskhist(&["info", p(store), "--json"]);
         i128::from(json(&out)["created_ns"].as_i64().unwrap())
     };
     let m = Mounted::start(&old, &dir.path().join("m-old"), &[]);
@@ -413,8 +371,8 @@ fn warnings(err: &str) -> Vec<&str> {
 #[test]
 fn a_store_open_to_others_is_warned_about_once() {
     let f = fixture();
-    let st = s(&f.store);
-    let (_, err) = ok(&["log", st]);
+    let st = p(&f.store);
+    let err = stderr_of(&diskhist_ok(&["log", st]));
     assert_eq!(err, "");
     let chmod = |p: &Path, mode: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
@@ -430,9 +388,9 @@ fn a_store_open_to_others_is_warned_about_once() {
         vec!["verify", st],
         vec!["export", st, "--at", "#1", "-o", "/dev/null"],
         vec!["diff", st, "#1", "#1"],
-        vec!["import", st, s(&img)],
+        vec!["import", st, p(&img)],
     ] {
-        let o = run(&args);
+        let o = diskhist_output(&args);
         assert!(o.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         let w = warnings(&err);
@@ -450,7 +408,7 @@ fn a_store_open_to_others_is_warned_about_once() {
         .status()
         .unwrap();
     assert!(o.success());
-    let (_, err) = ok(&["info", st]);
+    let err = stderr_of(&diskhist_ok(&["info", st]));
     assert_eq!(err, "");
 }
 
@@ -489,7 +447,7 @@ fn undescribed(help: &str) -> Vec<String> {
 
 #[test]
 fn every_argument_and_option_has_a_description() {
-    let (top, _) = ok(&["--help"]);
+    let top = diskhist(&["--help"]);
     let commands: Vec<String> = top
         .lines()
         .skip_while(|l| *l != "Commands:")
@@ -501,7 +459,7 @@ fn every_argument_and_option_has_a_description() {
     assert!(commands.len() >= 11, "{commands:?}");
     for c in &commands {
         for flag in ["-h", "--help"] {
-            let (help, _) = ok(&[c, flag]);
+            let help = diskhist(&[c, flag]);
             assert!(help.contains("<STORE>"), "{c} {flag}:\n{help}");
             assert_eq!(
                 undescribed(&help),
@@ -543,6 +501,6 @@ fn the_docs_quote_every_seq_in_a_command_and_name_every_size_suffix() {
     );
     let man = doc("man/diskhist.1");
     assert!(man.contains(".BR T ,\n.B P\n"), "man: size suffixes");
-    let (help, _) = ok(&["init", "--help"]);
+    let help = diskhist(&["init", "--help"]);
     assert!(help.contains("K, M, G, T or P suffix"), "{help}");
 }

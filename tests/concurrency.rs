@@ -30,19 +30,17 @@
 //! `DISKHIST_CONCURRENCY_SCALE=<k>` records k times as many operations
 //! (and reads for k times as long), for a soak run.
 
-mod mount_support;
-mod nbd_util;
-
-use diskhist::nbd::proto::*;
-use diskhist::store::{Op, OpFlags, WriterOptions};
+use diskhist::store::{OpFlags, OwnedOp, RecordKind, WriterOptions};
 use diskhist::{Seq, Store, TimeNs, TimeSpec, Writer};
-use mount_support::{p, Mounted};
+use diskhist_test_common::nbd::Client;
+use diskhist_test_common::{
+    diskhist, env_number, log_records, p, seed_from_env, verify_ok, Mounted, Rng, Served,
+};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,61 +61,24 @@ const WHOLE_READS: usize = 12;
 // ---------------------------------------------------------------------------
 // The plan and its reference.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Write,
-    Zero,
-    Trim,
-    Flush,
-}
-
 /// Operation `i` of the plan becomes record `i + 1`.
 #[derive(Debug, Clone, Copy)]
 struct Planned {
-    kind: Kind,
+    /// Write, zero, trim or flush (the plan has no marks).
+    kind: RecordKind,
     offset: u64,
     len: u64,
     /// Which data a write carries (`byte_of`); equal for a rewrite.
     content: u64,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 fn seed() -> u64 {
-    let s = std::env::var("DISKHIST_CONCURRENCY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    s | 1
+    seed_from_env("DISKHIST_CONCURRENCY_SEED") | 1
 }
 
 /// How many times the default number of operations to record.
 fn scale() -> usize {
-    std::env::var("DISKHIST_CONCURRENCY_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1)
+    env_number("DISKHIST_CONCURRENCY_SCALE").unwrap_or(1).max(1) as usize
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -173,7 +134,7 @@ fn plan(n: usize, rng: &mut Rng) -> Vec<Planned> {
             let count = 2 + rng.below(15);
             let first = rng.below(blocks - count + 1);
             Planned {
-                kind: Kind::Write,
+                kind: RecordKind::Write,
                 offset: first * BS,
                 len: count * BS,
                 content,
@@ -181,7 +142,7 @@ fn plan(n: usize, rng: &mut Rng) -> Vec<Planned> {
         } else if r < 78 {
             let (offset, len) = random_range(rng, 3 * BS);
             Planned {
-                kind: Kind::Write,
+                kind: RecordKind::Write,
                 offset,
                 len,
                 content,
@@ -189,11 +150,11 @@ fn plan(n: usize, rng: &mut Rng) -> Vec<Planned> {
         } else if r < 86 && i > 0 {
             // The same data again where it was: stored once, referenced.
             let earlier = ops[rng.below(i as u64) as usize];
-            if earlier.kind == Kind::Write {
+            if earlier.kind == RecordKind::Write {
                 earlier
             } else {
                 Planned {
-                    kind: Kind::Flush,
+                    kind: RecordKind::Flush,
                     offset: 0,
                     len: 0,
                     content: 0,
@@ -207,14 +168,18 @@ fn plan(n: usize, rng: &mut Rng) -> Vec<Planned> {
                 random_range(rng, 3 * BS)
             };
             Planned {
-                kind: if r < 91 { Kind::Zero } else { Kind::Trim },
+                kind: if r < 91 {
+                    RecordKind::Zero
+                } else {
+                    RecordKind::Trim
+                },
                 offset,
                 len,
                 content: 0,
             }
         } else {
             Planned {
-                kind: Kind::Flush,
+                kind: RecordKind::Flush,
                 offset: 0,
                 len: 0,
                 content: 0,
@@ -248,9 +213,9 @@ fn apply(op: &Planned, offset: u64, out: &mut [u8]) {
     };
     let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
     match op.kind {
-        Kind::Write => fill_content(op.content, lo, dst),
-        Kind::Zero | Kind::Trim => dst.fill(0),
-        Kind::Flush => {}
+        RecordKind::Write => fill_content(op.content, lo, dst),
+        RecordKind::Zero | RecordKind::Trim => dst.fill(0),
+        RecordKind::Flush | RecordKind::Mark => {}
     }
 }
 
@@ -258,7 +223,7 @@ fn apply(op: &Planned, offset: u64, out: &mut [u8]) {
 fn expected_source(ops: &[Planned], seq: u64, x: u64) -> u64 {
     (0..seq as usize)
         .rev()
-        .find(|&i| ops[i].kind != Kind::Flush && overlap(&ops[i], x, 1).is_some())
+        .find(|&i| ops[i].kind != RecordKind::Flush && overlap(&ops[i], x, 1).is_some())
         .map_or(0, |i| i as u64 + 1)
 }
 
@@ -277,9 +242,9 @@ fn actual_source(
         let op = &ops[i];
         overlap(op, x, 1).is_some()
             && match op.kind {
-                Kind::Write => byte_of(op.content, x) == value,
-                Kind::Zero | Kind::Trim => value == 0,
-                Kind::Flush => false,
+                RecordKind::Write => byte_of(op.content, x) == value,
+                RecordKind::Zero | RecordKind::Trim => value == 0,
+                RecordKind::Flush | RecordKind::Mark => false,
             }
     };
     // A zero byte nothing earlier explains is simply the never-written disk.
@@ -417,7 +382,7 @@ impl History {
     fn new(ops: Vec<Planned>, times: Vec<i64>) -> History {
         let mut by_block = vec![Vec::new(); (DISK_BYTES / BS) as usize];
         for (i, op) in ops.iter().enumerate() {
-            if op.kind != Kind::Flush && op.len > 0 {
+            if op.kind != RecordKind::Flush && op.len > 0 {
                 for b in op.offset / BS..=(op.offset + op.len - 1) / BS {
                     by_block[b as usize].push(i as u32);
                 }
@@ -459,7 +424,7 @@ impl History {
                     left.push((lo, hi));
                     continue;
                 }
-                if op.kind == Kind::Write {
+                if op.kind == RecordKind::Write {
                     let dst = &mut out[(x - offset) as usize..(y - offset) as usize];
                     fill_content(op.content, x, dst);
                 } // zeroes and trims: `out` starts zeroed
@@ -727,7 +692,7 @@ fn mount_reader(
     done: Arc<AtomicBool>,
     seed: u64,
 ) -> (Log, Listed) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut log = Log::default();
     let mut listed = Listed::new();
     let who = format!("mount reader {kind:?}");
@@ -816,7 +781,7 @@ fn mount_reader(
 // Reading through the library.
 
 fn store_reader(store: Arc<Store>, done: Arc<AtomicBool>, seed: u64, who: String) -> Log {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut log = Log::default();
     let mut rounds = 0;
     while !done.load(Ordering::Relaxed) || rounds < 5 {
@@ -868,7 +833,7 @@ fn start_readers(store_dir: &Path, mnt: &Path, done: &Arc<AtomicBool>, rng: &mut
         MountReader::Listed,
         MountReader::Latest,
     ] {
-        let (mnt, done, seed) = (mnt.to_path_buf(), done.clone(), rng.next() | 1);
+        let (mnt, done, seed) = (mnt.to_path_buf(), done.clone(), rng.next_u64() | 1);
         handles.push(std::thread::spawn(move || {
             mount_reader(kind, mnt, done, seed)
         }));
@@ -882,7 +847,7 @@ fn start_readers(store_dir: &Path, mnt: &Path, done: &Arc<AtomicBool>, rng: &mut
     .into_iter()
     .enumerate()
     {
-        let (done, seed) = (done.clone(), rng.next() | 1);
+        let (done, seed) = (done.clone(), rng.next_u64() | 1);
         let who = format!("store reader {i}");
         handles.push(std::thread::spawn(move || {
             (store_reader(store, done, seed, who), Listed::new())
@@ -894,7 +859,7 @@ fn start_readers(store_dir: &Path, mnt: &Path, done: &Arc<AtomicBool>, rng: &mut
 /// Unmount; the daemon must have had nothing to warn about (a failed
 /// re-read of the store, a read error).
 fn mount_quiet(m: Mounted) {
-    let log = m.stderr_text();
+    let log = m.stderr();
     drop(m);
     let bad: Vec<&str> = log
         .lines()
@@ -1006,7 +971,7 @@ fn library_writer_readers_see_whole_states() {
     let started = Instant::now();
     let seed = seed();
     eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let ops = plan(1200 * scale(), &mut rng);
     // Times: 4 ms apart on average, some equal (a held clock), spanning
     // a few seconds so `at/` lists several entries.
@@ -1031,25 +996,16 @@ fn library_writer_readers_see_whole_states() {
     )
     .unwrap();
     let append = |w: &mut Writer, i: usize, op: &Planned, t: i64| {
-        let data = data_of(op);
-        let o = match op.kind {
-            Kind::Write => Op::Write {
-                offset_bytes: op.offset,
-                data: &data,
-            },
-            Kind::Zero => Op::Zero {
-                offset_bytes: op.offset,
-                length_bytes: op.len,
-            },
-            Kind::Trim => Op::Trim {
-                offset_bytes: op.offset,
-                length_bytes: op.len,
-            },
-            Kind::Flush => Op::Flush,
+        let payload = if op.kind == RecordKind::Write {
+            data_of(op)
+        } else {
+            Vec::new()
         };
-        let a = w.append(TimeNs(t), o, OpFlags::default()).unwrap();
+        let o = OwnedOp::from_parts(op.kind, op.offset, op.len, payload)
+            .unwrap_or_else(|| panic!("{op:?} is no operation"));
+        let a = w.append(TimeNs(t), o.as_op(), OpFlags::default()).unwrap();
         assert_eq!((a.seq.0, a.time_ns.0), (i as u64 + 1, t));
-        if op.kind == Kind::Flush {
+        if op.kind == RecordKind::Flush {
             w.sync().unwrap();
         }
     };
@@ -1062,7 +1018,7 @@ fn library_writer_readers_see_whole_states() {
     let writer = {
         let (ops, times) = (ops.clone(), times.clone());
         std::thread::spawn(move || {
-            let mut rng = Rng(seed ^ 0xabcdef);
+            let mut rng = Rng::new(seed ^ 0xabcdef);
             for (i, (op, &t)) in ops.iter().zip(&times).enumerate().skip(1) {
                 append(&mut w, i, op, t);
                 std::thread::sleep(Duration::from_micros(1000 + rng.below(6000)));
@@ -1101,7 +1057,7 @@ fn check_after_the_fact(
     let compared = history.check(logs);
     let checked = t.elapsed();
     let moved = listed_entries_unchanged(&history, store, mnt, listed);
-    diskhist_verify(store);
+    verify_ok(store, "after recording");
     eprintln!(
         "recording {recording:.1?}, readers joined at {joined:.1?}, comparison {checked:.1?}, \
          re-reads and verify {:.1?}",
@@ -1117,90 +1073,26 @@ fn check_after_the_fact(
     compared
 }
 
-fn diskhist_verify(store: &Path) {
-    mount_support::diskhist(&["verify", p(store)]);
-}
-
 // ---------------------------------------------------------------------------
 // `diskhist serve` driven over NBD.
 
-/// A minimal NBD client: fixed newstyle, OPT_GO, one request at a time.
-struct Nbd {
-    sock: UnixStream,
-    handle: u64,
-}
-
-impl Nbd {
-    fn connect(socket: &Path) -> Nbd {
-        let mut sock = UnixStream::connect(socket).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut g = [0u8; GREETING_LEN];
-        sock.read_exact(&mut g).unwrap();
-        assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes(), "not an NBD server");
-        sock.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-            .unwrap();
-        let mut opt = IHAVEOPT.to_be_bytes().to_vec();
-        opt.extend_from_slice(&OPT_GO.to_be_bytes());
-        opt.extend_from_slice(&6u32.to_be_bytes());
-        opt.extend_from_slice(&[0; 6]); // default export, no info requests
-        sock.write_all(&opt).unwrap();
-        loop {
-            let mut h = [0u8; OPTION_REPLY_HEADER_LEN];
-            sock.read_exact(&mut h).unwrap();
-            let ty = u32::from_be_bytes(h[12..16].try_into().unwrap());
-            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
-            let mut data = vec![0u8; len as usize];
-            sock.read_exact(&mut data).unwrap();
-            match ty {
-                REP_INFO => continue,
-                REP_ACK => break,
-                other => panic!("OPT_GO refused: {other:#x}"),
-            }
-        }
-        Nbd { sock, handle: 0 }
-    }
-
-    fn request(&mut self, kind: u16, flags: u16, offset: u64, len: u64, data: &[u8]) {
-        self.handle += 1;
-        let h = RequestHeader {
-            flags,
-            kind,
-            handle: self.handle,
-            offset_bytes: offset,
-            length_bytes: len as u32,
-        };
-        let mut msg = encode_request_header(&h).to_vec();
-        msg.extend_from_slice(data);
-        self.sock.write_all(&msg).unwrap();
-        let mut r = [0u8; SIMPLE_REPLY_LEN];
-        self.sock.read_exact(&mut r).unwrap();
-        let error = u32::from_be_bytes(r[4..8].try_into().unwrap());
-        let handle = u64::from_be_bytes(r[8..16].try_into().unwrap());
-        assert_eq!(handle, self.handle);
-        assert_eq!(error, 0, "NBD request {kind} {offset}+{len} failed");
-    }
-
-    fn send(&mut self, op: &Planned, fua: bool) {
-        let flags = if fua { CMD_FLAG_FUA } else { 0 };
-        match op.kind {
-            Kind::Write => self.request(CMD_WRITE, flags, op.offset, op.len, &data_of(op)),
-            Kind::Zero => self.request(CMD_WRITE_ZEROES, flags, op.offset, op.len, &[]),
-            Kind::Trim => self.request(CMD_TRIM, 0, op.offset, op.len, &[]),
-            Kind::Flush => self.request(CMD_FLUSH, 0, 0, 0, &[]),
-        }
-    }
-
-    fn disconnect(mut self) {
-        let h = RequestHeader {
-            flags: 0,
-            kind: CMD_DISC,
-            handle: 0,
-            offset_bytes: 0,
-            length_bytes: 0,
-        };
-        let _ = self.sock.write_all(&encode_request_header(&h));
-    }
+/// Send `op` as its NBD request; the server must accept it.
+fn send(c: &mut Client, op: &Planned, fua: bool) {
+    let error = match op.kind {
+        RecordKind::Write => c.write(op.offset, &data_of(op), fua),
+        RecordKind::Zero => c.write_zeroes(op.offset, op.len, fua),
+        RecordKind::Trim => c.trim(op.offset, op.len),
+        RecordKind::Flush => c.flush(),
+        RecordKind::Mark => unreachable!("the plan has no marks"),
+    };
+    assert_eq!(
+        error,
+        0,
+        "NBD request {} {}+{} failed",
+        op.kind.name(),
+        op.offset,
+        op.len
+    );
 }
 
 #[test]
@@ -1208,16 +1100,16 @@ fn nbd_served_writes_readers_see_whole_states() {
     let started = Instant::now();
     let seed = seed();
     eprintln!("DISKHIST_CONCURRENCY_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let ops = plan(700 * scale(), &mut rng);
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("S");
-    mount_support::diskhist(&["init", p(&store), "--size", &DISK_BYTES.to_string()]);
-    let served = nbd_util::Served::start(&store, &dir.path().join("nbd.sock"), &[]);
-    let mut nbd = Nbd::connect(&served.socket);
+    diskhist(&["init", p(&store), "--size", &DISK_BYTES.to_string()]);
+    let served = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+    let mut nbd = Client::connect(&served.socket);
     // A first write, so readers have a state to read from the start.
-    nbd.send(&ops[0], false);
+    send(&mut nbd, &ops[0], false);
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
     let done = Arc::new(AtomicBool::new(false));
     let readers = start_readers(&store, &m.dir, &done, &mut rng);
@@ -1230,10 +1122,10 @@ fn nbd_served_writes_readers_see_whole_states() {
             nbd.disconnect();
             let (status, stderr) = served.stop();
             assert!(status.success(), "serve: {status}\n{stderr}");
-            served = nbd_util::Served::start(&store, &dir.path().join("nbd.sock"), &[]);
-            nbd = Nbd::connect(&served.socket);
+            served = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+            nbd = Client::connect(&served.socket);
         }
-        nbd.send(op, rng.chance(10));
+        send(&mut nbd, op, rng.chance(10));
         std::thread::sleep(Duration::from_micros(3000 + rng.below(12_000)));
     }
     nbd.disconnect();
@@ -1246,17 +1138,11 @@ fn nbd_served_writes_readers_see_whole_states() {
     assert!(status.success(), "serve: {status}\n{stderr}");
 
     // The records are the plan, one for one, in order.
-    let records = nbd_util::log_records(&store);
+    let records = log_records(&store);
     assert_eq!(records.len(), ops.len(), "records: one per NBD request");
-    let kinds = |k: Kind| match k {
-        Kind::Write => "write",
-        Kind::Zero => "zero",
-        Kind::Trim => "trim",
-        Kind::Flush => "flush",
-    };
     for (r, op) in records.iter().zip(&ops) {
-        assert_eq!(r.kind, kinds(op.kind), "record {}", r.seq);
-        if op.kind != Kind::Flush {
+        assert_eq!(r.kind, op.kind.name(), "record {}", r.seq);
+        if op.kind != RecordKind::Flush {
             assert_eq!(
                 (r.offset, r.length),
                 (op.offset, op.len),
@@ -1280,7 +1166,7 @@ fn nbd_served_writes_readers_see_whole_states() {
 /// range gives what replaying the whole plan gives.
 #[test]
 fn the_block_index_replays_like_the_whole_plan() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let ops = plan(800, &mut rng);
     let times = (0..ops.len() as i64).collect();
     let h = History::new(ops, times);

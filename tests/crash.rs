@@ -9,20 +9,57 @@
 //! number of kills across the file, 70% serve and 30% ingest
 //! (`make soak` runs 500).
 
-mod crash_support;
-
-use crash_support::dmlog::{self as dl, Entry};
-use crash_support::*;
 use diskhist::store::{OpFlags, RecordKind, Seq, Store, TailStop};
+use diskhist_test_common::dmlog::{self as dl, Entry};
+use diskhist_test_common::nbd::{Client, Receiver, Sender};
+use diskhist_test_common::{
+    diskhist, diskhist_cmd, diskhist_output, env_number, p, seed_from_env, stderr_of, verify_ok,
+    wait_until, Rng, Served, Spawned,
+};
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- helpers
+
+/// The sector size of the test's dm-log-writes logs.
+const SECTOR: usize = 512;
+
+/// The generator of `seed`, seeded as these tests always have been, so that
+/// a seed printed by an earlier run still replays that run.
+fn seeded_rng(seed: u64) -> Rng {
+    Rng::from_state(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x2545_F491_4F6C_DD1D)
+}
+
+/// Total SIGKILLs for the suite (`DISKHIST_KILLS`, default 50), split
+/// between `serve` and `ingest --follow` as (serve, ingest), 70/30.
+fn kill_budget() -> (usize, usize) {
+    let total = env_number("DISKHIST_KILLS").unwrap_or(50) as usize;
+    let serve = (total * 7).div_ceil(10);
+    (serve, total - serve)
+}
+
+/// Bytes of write number `index`: every 512-byte piece starts with the
+/// index and the piece's number, so any block read back names the write
+/// that put it there; the rest does not compress and never repeats.
+fn content(seed: u64, index: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut rng = seeded_rng(seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    rng.fill(&mut out);
+    for (piece, c) in out.chunks_mut(512).enumerate() {
+        let tag = [index.to_le_bytes(), (piece as u64).to_le_bytes()].concat();
+        let n = c.len().min(16);
+        c[..n].copy_from_slice(&tag[..n]);
+    }
+    out
+}
+
+/// Which write's piece a 512-byte-aligned piece of the disk holds (0: none).
+fn tag_of(piece: &[u8]) -> u64 {
+    u64::from_le_bytes(piece[..8].try_into().unwrap())
+}
 
 /// Where a reader's scan of the log stops short of its end, if it does.
 fn tail_stop(store: &Path) -> Option<TailStop> {
@@ -56,25 +93,6 @@ fn check_cut_reported(stderr: &str, expect: Option<&TailStop>, who: &str) {
             !stderr.contains("torn tail"),
             "{who} reported a cut where the log was whole:\n{stderr}"
         ),
-    }
-}
-
-/// Wait until a starting `serve` accepts connections.
-fn wait_listening(p: &mut Proc, socket: &Path, what: &str) {
-    let t0 = Instant::now();
-    while UnixStream::connect(socket).is_err() {
-        if let Some(st) = p.exited() {
-            panic!(
-                "{what}: serve exited ({st}) before listening:\n{}",
-                p.stderr()
-            );
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{what}: serve not listening after 20 s:\n{}",
-            p.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -170,7 +188,7 @@ struct SendCtl {
 }
 
 fn send_writes(
-    mut tx: crash_support::nbd::Sender,
+    mut tx: Sender,
     seed: u64,
     mut rng: Rng,
     first: u64,
@@ -207,7 +225,7 @@ fn send_writes(
     sent
 }
 
-fn read_replies(mut rx: crash_support::nbd::Receiver) -> Acks {
+fn read_replies(mut rx: Receiver) -> Acks {
     let mut a = Acks::default();
     while let Ok((error, handle)) = rx.reply() {
         let i = handle & INDEX_MASK;
@@ -231,7 +249,6 @@ fn read_replies(mut rx: crash_support::nbd::Receiver) -> Acks {
 
 /// One store's life across kills: what the test knows it holds.
 struct ServeStore {
-    dir: PathBuf,
     store: PathBuf,
     socket: PathBuf,
     /// Writes applied so far (the store holds exactly writes 1..=applied).
@@ -240,7 +257,6 @@ struct ServeStore {
     disk: Vec<u8>,
     /// Records checked so far.
     head: Seq,
-    starts: usize,
 }
 
 #[derive(Default, Debug)]
@@ -261,38 +277,22 @@ impl ServeStore {
         let dir = root.join(format!("serve-{n}"));
         std::fs::create_dir(&dir).unwrap();
         let store = dir.join("store");
-        let (code, _, err) = diskhist(&[&"init", &store, &"--size", &SERVE_DISK.to_string()]);
-        assert_eq!(code, Some(0), "init: {err}");
+        diskhist(&["init", p(&store), "--size", &SERVE_DISK.to_string()]);
         ServeStore {
             socket: dir.join("nbd.sock"),
-            dir,
             store,
             applied: 0,
             disk: vec![0; SERVE_DISK as usize],
             head: Seq(0),
-            starts: 0,
         }
-    }
-
-    fn spawn(&mut self) -> Proc {
-        self.starts += 1;
-        let log = self.dir.join(format!("serve-{}.stderr", self.starts));
-        Proc::spawn(
-            Command::new(bin())
-                .arg("serve")
-                .arg(&self.store)
-                .arg("--socket")
-                .arg(&self.socket),
-            &log,
-        )
     }
 
     /// Start serve after a kill (sometimes killing it again while it opens
     /// the store and recovers); check it reported any torn tail it cut.
-    fn restart(&mut self, rng: &mut Rng, stats: &mut ServeStats, kills_left: &mut usize) -> Proc {
+    fn restart(&mut self, rng: &mut Rng, stats: &mut ServeStats, kills_left: &mut usize) -> Served {
         loop {
             let tail = tail_stop(&self.store);
-            let mut p = self.spawn();
+            let mut p = Served::spawn(&self.store, &self.socket, &[]);
             if *kills_left > 1 && rng.one_in(12) {
                 std::thread::sleep(Duration::from_micros(rng.below(15_000)));
                 p.kill9();
@@ -301,7 +301,7 @@ impl ServeStore {
                 stats.kills_at_start += 1;
                 continue;
             }
-            wait_listening(&mut p, &self.socket, "after a kill");
+            p.wait_listening("after a kill");
             if tail.is_some() {
                 stats.torn_tails_cut += 1;
             }
@@ -390,7 +390,7 @@ impl SeedCell {
 static SEED: SeedCell = SeedCell(std::sync::OnceLock::new());
 
 fn run_seed() -> u64 {
-    *SEED.0.get_or_init(seed)
+    *SEED.0.get_or_init(|| seed_from_env("DISKHIST_CRASH_SEED"))
 }
 
 #[test]
@@ -400,7 +400,7 @@ fn serve_keeps_every_acknowledged_write_across_sigkills() {
     let (kills, _) = kill_budget();
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(seed ^ 0x5e4e);
+    let mut rng = seeded_rng(seed ^ 0x5e4e);
     let mut stats = ServeStats::default();
     let mut st = ServeStore::new(tmp.path(), 0);
     stats.stores = 1;
@@ -417,15 +417,16 @@ fn serve_keeps_every_acknowledged_write_across_sigkills() {
             stats.stores += 1;
             server = st.restart(&mut rng, &mut stats, &mut kills_left);
         }
-        let (tx, rx, size) = crash_support::nbd::connect(&st.socket).expect("connect");
-        assert_eq!(size, SERVE_DISK);
+        let client = Client::connect(&st.socket);
+        assert_eq!(client.size(), SERVE_DISK);
+        let (tx, rx) = client.split();
         let ctl = Arc::new(SendCtl {
             stop: AtomicBool::new(false),
             flush_now: AtomicBool::new(false),
         });
         let (flushed_tx, flushed_rx) = mpsc::channel();
         let sender = {
-            let (ctl, srng, first) = (Arc::clone(&ctl), Rng::new(rng.next_u64()), st.applied + 1);
+            let (ctl, srng, first) = (Arc::clone(&ctl), seeded_rng(rng.next_u64()), st.applied + 1);
             std::thread::spawn(move || send_writes(tx, seed, srng, first, ctl, flushed_tx))
         };
         let receiver = std::thread::spawn(move || read_replies(rx));
@@ -469,7 +470,7 @@ fn serve_keeps_every_acknowledged_write_across_sigkills() {
 // ----------------------------------------------------------------- ingest
 
 const INGEST_DISK: u64 = 256 << 10;
-const INGEST_SECTORS: u64 = INGEST_DISK / dl::SECTOR as u64;
+const INGEST_SECTORS: u64 = INGEST_DISK / SECTOR as u64;
 
 /// Entry `index` (from 1) of the test's log.
 fn make_entry(rng: &mut Rng, seed: u64, index: u64, mark_base_ns: i64) -> Entry {
@@ -484,7 +485,7 @@ fn make_entry(rng: &mut Rng, seed: u64, index: u64, mark_base_ns: i64) -> Entry 
             };
             Entry::Write {
                 sector,
-                data: content(seed, index, nr as usize * dl::SECTOR),
+                data: content(seed, index, nr as usize * SECTOR),
                 flags,
             }
         }
@@ -520,7 +521,7 @@ fn append_entries(
     while !stop.load(Ordering::Relaxed) {
         let index = first + out.len() as u64;
         let e = make_entry(&mut rng, seed, index, mark_base_ns);
-        let bytes = dl::encode(&e);
+        let bytes = dl::encode(SECTOR, &e);
         if rng.one_in(5) {
             let cut = rng.range(1, bytes.len() as u64 - 1) as usize;
             f.write_all(&bytes[..cut]).unwrap();
@@ -531,7 +532,8 @@ fn append_entries(
         }
         out.push(e);
         if rng.one_in(40) {
-            sup.write_all_at(&dl::super_block(index), 0).unwrap();
+            sup.write_all_at(&dl::super_block(SECTOR, index), 0)
+                .unwrap();
         }
         std::thread::sleep(Duration::from_micros(rng.below(3000)));
     }
@@ -555,32 +557,32 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let (code, _, err) = diskhist(&[&"init", &store, &"--size", &INGEST_DISK.to_string()]);
-    assert_eq!(code, Some(0), "init: {err}");
+    diskhist(&["init", p(&store), "--size", &INGEST_DISK.to_string()]);
     let log = tmp.path().join("live.dmlog");
-    std::fs::write(&log, dl::super_block(0)).unwrap();
+    std::fs::write(&log, dl::super_block(SECTOR, 0)).unwrap();
     let mark_base_ns = diskhist::time::now().0 + 3_600_000_000_000;
-    let mut rng = Rng::new(seed ^ 0x1d6e);
+    let mut rng = seeded_rng(seed ^ 0x1d6e);
     let mut entries: Vec<Entry> = Vec::new();
     let mut stats = IngestStats::default();
     let head_of = |s: &Path| Store::open(s).unwrap().head().seq.0 as usize;
     for round in 0..=kills {
         let tail = tail_stop(&store);
         let recorded = head_of(&store);
-        let mut p = Proc::spawn(
-            Command::new(bin())
-                .args(["ingest", "--format", "dmlog", "--follow"])
-                .arg(&store)
-                .arg(&log),
-            &tmp.path().join(format!("ingest-{round}.stderr")),
-        );
+        let mut p = Spawned::start(&mut diskhist_cmd([
+            "ingest",
+            "--format",
+            "dmlog",
+            "--follow",
+            p(&store),
+            p(&log),
+        ]));
         let when = format!("after kill {round} (seed {seed})");
         if let Some(t) = &tail {
             stats.torn_tails_cut += 1;
             let msg = cut_message(t);
             wait_until(
                 Duration::from_secs(10),
-                &|| {
+                || {
                     format!(
                         "{when}: ingest did not report cutting {t:?}:\n{}",
                         p.stderr()
@@ -597,7 +599,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
             let msg = format!("resuming: entries 1..{recorded} of");
             wait_until(
                 Duration::from_secs(10),
-                &|| format!("{when}: no {msg:?} in\n{}", p.stderr()),
+                || format!("{when}: no {msg:?} in\n{}", p.stderr()),
                 || p.stderr().contains(&msg),
             );
             stats.resumes += 1;
@@ -605,7 +607,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
         let n = entries.len();
         wait_until(
             Duration::from_secs(30),
-            &|| {
+            || {
                 format!(
                     "{when}: ingest did not catch up to {n} entries:\n{}",
                     p.stderr()
@@ -632,7 +634,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let appender = {
-            let (log, arng, first) = (log.clone(), Rng::new(rng.next_u64()), n as u64 + 1);
+            let (log, arng, first) = (log.clone(), seeded_rng(rng.next_u64()), n as u64 + 1);
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || append_entries(log, seed, arng, first, mark_base_ns, stop))
         };
@@ -684,7 +686,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
             !r.flags.contains(OpFlags::CLOCK_HELD),
             "record {seq}: clock held (a resumed ingest lost the mark clock?)"
         );
-        dl::apply(&mut disk, e);
+        dl::apply(SECTOR, &mut disk, e);
         let got = disk_at(&s, seq, INGEST_DISK);
         assert!(
             got == disk,
@@ -725,23 +727,15 @@ fn record_offsets(log: &[u8]) -> Vec<usize> {
     out
 }
 
-fn log_of(entries: &[Entry]) -> Vec<u8> {
-    let mut v = dl::super_block(entries.len() as u64);
-    for e in entries {
-        v.extend_from_slice(&dl::encode(e));
-    }
-    v
-}
-
 /// A history of writes at sectors, each tagged with its index.
 fn some_entries(seed: u64, from: u64, n: u64) -> Vec<Entry> {
-    let mut rng = Rng::new(seed ^ from);
+    let mut rng = seeded_rng(seed ^ from);
     (from..from + n)
         .map(|i| {
             let nr = rng.range(1, 24);
             Entry::Write {
                 sector: rng.below(INGEST_SECTORS - nr + 1),
-                data: content(seed, i, nr as usize * dl::SECTOR),
+                data: content(seed, i, nr as usize * SECTOR),
                 flags: if i % 5 == 0 { dl::FLUSH } else { 0 },
             }
         })
@@ -755,15 +749,11 @@ fn torn_tail_case(tail: Tail, by_serve: bool) {
     let seed = 7;
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    assert_eq!(
-        diskhist(&[&"init", &store, &"--size", &INGEST_DISK.to_string()]).0,
-        Some(0)
-    );
+    diskhist(&["init", p(&store), "--size", &INGEST_DISK.to_string()]);
     let first = some_entries(seed, 1, 20);
     let log1 = tmp.path().join("one.dmlog");
-    std::fs::write(&log1, log_of(&first)).unwrap();
-    let (code, _, err) = diskhist(&[&"ingest", &store, &log1]);
-    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(&log1, dl::log_of(SECTOR, &first)).unwrap();
+    diskhist(&["ingest", p(&store), p(&log1)]);
     let (head, disk) = {
         let s = Store::open(&store).unwrap();
         let head = s.head();
@@ -778,7 +768,7 @@ fn torn_tail_case(tail: Tail, by_serve: bool) {
         Tail::TruncatedRecord => whole[last..last + (whole.len() - last) * 2 / 3].to_vec(),
         Tail::ShortGarbage => {
             let mut g = vec![0u8; 50];
-            Rng::new(3).fill(&mut g);
+            seeded_rng(3).fill(&mut g);
             g
         }
         Tail::Zeros => vec![0u8; 4096],
@@ -801,7 +791,8 @@ fn torn_tail_case(tail: Tail, by_serve: bool) {
         (whole.len() as u64, damage.len() as u64, Seq(21)),
         "{what}"
     );
-    let (code, _, err) = diskhist(&[&"verify", &store]);
+    let o = diskhist_output(&["verify", p(&store)]);
+    let (code, err) = (o.status.code(), stderr_of(&o));
     assert_eq!(code, Some(1), "{what}: verify passed a damaged log");
     assert!(
         err.contains(&format!("record #21 at log byte {}", whole.len())),
@@ -813,27 +804,21 @@ fn torn_tail_case(tail: Tail, by_serve: bool) {
     let mut expect_disk = disk.clone();
     if by_serve {
         let socket = tmp.path().join("nbd.sock");
-        let mut p = Proc::spawn(
-            Command::new(bin())
-                .arg("serve")
-                .arg(&store)
-                .arg("--socket")
-                .arg(&socket),
-            &tmp.path().join("serve.stderr"),
-        );
-        wait_listening(&mut p, &socket, &what);
+        let mut p = Served::spawn(&store, &socket, &[]);
+        p.wait_listening(&what);
         assert!(p.terminate(Duration::from_secs(30)).success());
         let stderr = p.stderr();
         assert!(stderr.contains(&cut_message(&t)), "{what}:\n{stderr}");
     } else {
         let more = some_entries(seed, 21, 5);
         let log2 = tmp.path().join("two.dmlog");
-        std::fs::write(&log2, log_of(&more)).unwrap();
-        let (code, _, err) = diskhist(&[&"ingest", &store, &log2]);
+        std::fs::write(&log2, dl::log_of(SECTOR, &more)).unwrap();
+        let o = diskhist_output(&["ingest", p(&store), p(&log2)]);
+        let (code, err) = (o.status.code(), stderr_of(&o));
         assert_eq!(code, Some(0), "{what}: {err}");
         assert!(err.contains(&cut_message(&t)), "{what}:\n{err}");
         for e in &more {
-            dl::apply(&mut expect_disk, e);
+            dl::apply(SECTOR, &mut expect_disk, e);
         }
         expect_head += 5;
     }

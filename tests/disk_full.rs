@@ -4,19 +4,16 @@
 //! recording resumes once space is freed. The store lives on a small ext4
 //! filesystem (a loop-mounted image) made for each test.
 
-mod nbd_util;
-
-use nbd_util::*;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use diskhist_test_common::nbd::Client;
+use diskhist_test_common::{
+    diskhist, diskhist_cmd, diskhist_output, export_at, incompressible, init_store, p, run,
+    verify_ok, KernelMount, Served, KIB, MIB,
+};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use diskhist::nbd::proto::*;
-
-const KIB: usize = 1 << 10;
-const MIB: usize = 1 << 20;
 const ENOSPC: u32 = 28;
 /// The recorded disk: larger than the filesystem holding the store.
 const DISK: usize = 64 * MIB;
@@ -24,9 +21,10 @@ const DISK: usize = 64 * MIB;
 /// A small ext4 filesystem, loop-mounted; unmounted (and its loop device
 /// released) when dropped, also when a test fails.
 struct SmallFs {
+    /// Unmounted first, before the directory holding the image goes.
+    _mount: KernelMount,
     dir: tempfile::TempDir,
     mnt: PathBuf,
-    mounted: bool,
 }
 
 impl SmallFs {
@@ -34,7 +32,6 @@ impl SmallFs {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
         std::fs::File::create(&img)
             .unwrap()
             .set_len(size_mib << 20)
@@ -55,14 +52,11 @@ impl SmallFs {
             ])
             .arg(&img));
         // `-o loop` sets autoclear: unmounting releases the loop device.
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt));
+        let mount = KernelMount::new(&["-o", "loop"], &img, &mnt);
         SmallFs {
+            _mount: mount,
             dir,
             mnt,
-            mounted: true,
         }
     }
 
@@ -71,7 +65,7 @@ impl SmallFs {
     fn fill(&self, name: &str) -> u64 {
         let path = self.mnt.join(name);
         let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = pseudo_random(64 * KIB, 0xf111);
+        let chunk = incompressible(64 * KIB, 0xf111);
         let mut n = 0u64;
         loop {
             match f.write(&chunk) {
@@ -90,7 +84,7 @@ impl SmallFs {
     fn put(&self, name: &str, len: usize) {
         let path = self.mnt.join(name);
         let mut f = std::fs::File::create(&path).unwrap();
-        f.write_all(&pseudo_random(len, len as u64)).unwrap();
+        f.write_all(&incompressible(len, len as u64)).unwrap();
         f.sync_all().unwrap();
     }
 
@@ -114,102 +108,6 @@ impl SmallFs {
     }
 }
 
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        if self.mounted {
-            let ok = Command::new("umount")
-                .arg(&self.mnt)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                // Something still holds it (a child not yet reaped): detach
-                // lazily; the loop device goes when the last user does.
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-    }
-}
-
-/// A raw NBD client, so that each reply's error can be checked exactly.
-struct Client {
-    c: UnixStream,
-    handle: u64,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let mut c = UnixStream::connect(socket).unwrap();
-        // A hang is a failure, not a stuck test.
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut g = [0u8; GREETING_LEN];
-        c.read_exact(&mut g).unwrap();
-        c.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-            .unwrap();
-        let mut opt = IHAVEOPT.to_be_bytes().to_vec();
-        opt.extend_from_slice(&OPT_GO.to_be_bytes());
-        opt.extend_from_slice(&6u32.to_be_bytes());
-        opt.extend_from_slice(&[0; 6]);
-        c.write_all(&opt).unwrap();
-        loop {
-            let mut h = [0u8; OPTION_REPLY_HEADER_LEN];
-            c.read_exact(&mut h).unwrap();
-            let ty = u32::from_be_bytes(h[12..16].try_into().unwrap());
-            let mut d = vec![0u8; u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize];
-            c.read_exact(&mut d).unwrap();
-            match ty {
-                REP_INFO => continue,
-                REP_ACK => break,
-                other => panic!("NBD_OPT_GO refused: {other:#x}"),
-            }
-        }
-        Client { c, handle: 0 }
-    }
-
-    /// Send one request (with its payload); return the reply's error.
-    fn call(&mut self, kind: u16, offset: usize, len: usize, payload: &[u8]) -> u32 {
-        self.handle += 1;
-        let h = RequestHeader {
-            flags: 0,
-            kind,
-            handle: self.handle,
-            offset_bytes: offset as u64,
-            length_bytes: len as u32,
-        };
-        let mut req = encode_request_header(&h).to_vec();
-        req.extend_from_slice(payload);
-        self.c.write_all(&req).unwrap();
-        let mut r = [0u8; SIMPLE_REPLY_LEN];
-        self.c
-            .read_exact(&mut r)
-            .expect("the server must answer, not hang up or hang");
-        assert_eq!(&r[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
-        assert_eq!(
-            u64::from_be_bytes(r[8..16].try_into().unwrap()),
-            self.handle
-        );
-        u32::from_be_bytes(r[4..8].try_into().unwrap())
-    }
-
-    fn write(&mut self, offset: usize, data: &[u8]) -> u32 {
-        self.call(CMD_WRITE, offset, data.len(), data)
-    }
-
-    fn zero(&mut self, offset: usize, len: usize) -> u32 {
-        self.call(CMD_WRITE_ZEROES, offset, len, &[])
-    }
-
-    fn flush(&mut self) -> u32 {
-        self.call(CMD_FLUSH, 0, 0, &[])
-    }
-
-    fn read(&mut self, offset: usize, len: usize) -> Vec<u8> {
-        assert_eq!(self.call(CMD_READ, offset, len, &[]), 0, "read failed");
-        let mut d = vec![0u8; len];
-        self.c.read_exact(&mut d).unwrap();
-        d
-    }
-}
-
 /// What the disk must hold: every acknowledged write, nothing refused.
 struct Model {
     disk: Vec<u8>,
@@ -228,12 +126,12 @@ impl Model {
 
     /// Write through `c`; the model changes only if the server acknowledged.
     fn write(&mut self, c: &mut Client, offset: usize, data: &[u8]) -> u32 {
-        let err = c.write(offset, data);
+        let err = c.write(offset as u64, data, false);
         self.note(err, || (offset, data.to_vec()))
     }
 
     fn zero(&mut self, c: &mut Client, offset: usize, len: usize) -> u32 {
-        let err = c.zero(offset, len);
+        let err = c.write_zeroes(offset as u64, len as u64, false);
         self.note(err, || (offset, vec![0; len]))
     }
 
@@ -262,21 +160,6 @@ impl Model {
     }
 }
 
-fn verify_ok(store: &Path, when: &str) -> String {
-    let out = Command::new(bin())
-        .arg("verify")
-        .arg(store)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{when}: verify failed:\n{text}");
-    text
-}
-
 /// The server answers ENOSPC for what does not fit, keeps serving (reads,
 /// more ENOSPC, index flushes that fail), the store verifies with the server
 /// running and holds exactly what was acknowledged; freeing space resumes
@@ -301,7 +184,7 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
     let t0 = std::time::Instant::now();
     loop {
         assert!(off + chunk <= DISK, "the disk never filled up");
-        let data = pseudo_random(chunk, off as u64 + 1);
+        let data = incompressible(chunk, off as u64 + 1);
         if m.write(&mut c, off, &data) == ENOSPC {
             break;
         }
@@ -314,11 +197,16 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
         t0.elapsed()
     );
     // The refused write is refused again: nothing changed, nothing poisoned.
-    assert_eq!(m.write(&mut c, off, &pseudo_random(chunk, 7)), ENOSPC);
+    assert_eq!(m.write(&mut c, off, &incompressible(chunk, 7)), ENOSPC);
     // 2. Fill the last blocks with 4 KiB writes, until they are refused too.
     let mut small_off = off;
     let mut small = 0;
-    while m.write(&mut c, small_off, &pseudo_random(4 * KIB, small_off as u64)) == 0 {
+    while m.write(
+        &mut c,
+        small_off,
+        &incompressible(4 * KIB, small_off as u64),
+    ) == 0
+    {
         small_off += 4 * KIB;
         small += 1;
         assert!(small < 1000, "4 KiB writes never ran out of space");
@@ -365,7 +253,7 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
 
     // Reads still work and return what was acknowledged.
     for o in [0, first_refusal - chunk, off] {
-        assert_eq!(c.read(o, chunk), m.disk[o..o + chunk], "read at {o}");
+        assert_eq!(c.read(o as u64, chunk), m.disk[o..o + chunk], "read at {o}");
     }
     // The store is consistent and holds exactly what was acknowledged, seen
     // by readers while the server still runs.
@@ -377,13 +265,13 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
     for i in 0..8 {
         let o = off + i * chunk;
         assert_eq!(
-            m.write(&mut c, o, &pseudo_random(chunk, 1000 + i as u64)),
+            m.write(&mut c, o, &incompressible(chunk, 1000 + i as u64)),
             0,
             "write {i} after freeing space"
         );
     }
     assert_eq!(c.flush(), 0);
-    assert_eq!(c.read(off, chunk), m.disk[off..off + chunk]);
+    assert_eq!(c.read(off as u64, chunk), m.disk[off..off + chunk]);
     assert!(s.stderr().contains("recording again"), "{}", s.stderr());
     verify_ok(&store, "space freed, serve running");
     m.check_store(&store, &fs, "space freed, serve running");
@@ -401,7 +289,7 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
     let s = Served::start(&store, &socket, &[]);
     let mut c = Client::connect(&socket);
     let o = off + 8 * chunk;
-    assert_eq!(m.write(&mut c, o, &pseudo_random(chunk, 4242)), 0);
+    assert_eq!(m.write(&mut c, o, &incompressible(chunk, 4242)), 0);
     assert_eq!(c.flush(), 0);
     drop(c);
     let (st, err) = s.stop();
@@ -445,7 +333,7 @@ fn qemu_sees_enospc_and_sessions_survive_a_full_disk() {
     // Incompressible data, which costs the store its size (a pattern would
     // be stored as one block and references).
     let src = fs.outside().join("random");
-    std::fs::write(&src, pseudo_random(2 * MIB, 22)).unwrap();
+    std::fs::write(&src, incompressible(2 * MIB, 22)).unwrap();
     let write_random = format!("write -s {} 1M 2M", src.display());
     let filled = fs.fill("rest");
     eprintln!("filled the filesystem with {} KiB", filled >> 10);
@@ -491,7 +379,7 @@ fn qemu_sees_enospc_and_sessions_survive_a_full_disk() {
     let s = Served::start(&store, &socket, &[]);
     // New content (content stored before would only cost references).
     let src2 = fs.outside().join("random2");
-    std::fs::write(&src2, pseudo_random(MIB, 33)).unwrap();
+    std::fs::write(&src2, incompressible(MIB, 33)).unwrap();
     let write_more = format!("write -s {} 3M 1M", src2.display());
     let out = qemu_io(&s.uri(), &[&write_more, "read -P 0 3M 1M"]);
     assert!(out.contains("No space left on device"), "{out}");
@@ -506,8 +394,8 @@ fn qemu_sees_enospc_and_sessions_survive_a_full_disk() {
     verify_ok(&store, "at the end");
     let img = export_at(&store, "latest", fs.outside());
     assert!(img[..MIB].iter().all(|&b| b == 0x11));
-    assert!(img[MIB..3 * MIB] == pseudo_random(2 * MIB, 22)[..]);
-    assert!(img[3 * MIB..4 * MIB] == pseudo_random(MIB, 33)[..]);
+    assert!(img[MIB..3 * MIB] == incompressible(2 * MIB, 22)[..]);
+    assert!(img[3 * MIB..4 * MIB] == incompressible(MIB, 33)[..]);
     assert!(img[4 * MIB..].iter().all(|&b| b == 0));
 }
 
@@ -521,7 +409,7 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     let s = store.to_str().unwrap();
     let out = fs.outside();
     let img1 = out.join("one.img");
-    let mut one = pseudo_random(2 * MIB, 1);
+    let mut one = incompressible(2 * MIB, 1);
     one.resize(8 * MIB, 0);
     std::fs::write(&img1, &one).unwrap();
     diskhist(&["import", s, img1.to_str().unwrap()]);
@@ -530,14 +418,12 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     // be refused before anything is written, whatever the free space).
     let img2 = out.join("two.img");
     let mut two = one.clone();
-    two[4 * MIB..6 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 2));
+    two[4 * MIB..6 * MIB].copy_from_slice(&incompressible(2 * MIB, 2));
     std::fs::write(&img2, &two).unwrap();
     std::fs::create_dir(out.join("other")).unwrap();
     let other = init_store(&out.join("other"), "8M");
     let dump = |from: &Path, to: &Path| {
-        let dumped = Command::new(bin())
-            .arg("dump")
-            .arg(from)
+        let dumped = diskhist_cmd(["dump", p(from)])
             .stdout(std::fs::File::create(to).unwrap())
             .status()
             .unwrap();
@@ -552,7 +438,7 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
 
     fs.fill("rest");
     let refused = |args: &[&str]| {
-        let o = Command::new(bin()).args(args).output().unwrap();
+        let o = diskhist_output(args);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         eprintln!("{} on a full disk: {err}", args[0]);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
@@ -577,29 +463,6 @@ fn import_and_ingest_into_a_full_store_fail_clearly_and_lose_nothing() {
     assert!(export_at(&store, "#1", out)[..2 * MIB] == one[..2 * MIB]);
 }
 
-/// Unmounts when dropped (lazily if still busy).
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn new(args: &[&str], source: &Path, at: &Path) -> Mounted {
-        std::fs::create_dir_all(at).unwrap();
-        run(Command::new("mount").args(args).arg(source).arg(at));
-        Mounted(at.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 /// Thin provisioning run dry: the filesystem holding the store has room,
 /// but the storage under it does not, so writes are accepted and the fsync
 /// fails with ENOSPC. (Here: ext4 on a loop device whose image, on a full
@@ -610,25 +473,25 @@ impl Drop for Mounted {
 #[test]
 fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let outer = Mounted::new(
+    let outer = KernelMount::new(
         &["-t", "tmpfs", "-o", "size=32m"],
         Path::new("tmpfs"),
         &dir.path().join("outer"),
     );
-    let img = outer.0.join("inner.img");
+    let img = outer.dir.join("inner.img");
     run(Command::new("fallocate").args(["-l", "16M"]).arg(&img));
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-b", "4096", "-E", "nodiscard"])
         .arg(&img));
     let inner_at = dir.path().join("inner");
-    let mount_inner = || Mounted::new(&["-o", "loop,errors=continue"], &img, &inner_at);
+    let mount_inner = || KernelMount::new(&["-o", "loop,errors=continue"], &img, &inner_at);
     let inner = mount_inner();
-    let store = init_store(&inner.0, "64M");
+    let store = init_store(&inner.dir, "64M");
     let socket = dir.path().join("nbd.sock");
     let r1 = dir.path().join("r1");
     let r2 = dir.path().join("r2");
-    std::fs::write(&r1, pseudo_random(2 * MIB, 1)).unwrap();
-    std::fs::write(&r2, pseudo_random(2 * MIB, 2)).unwrap();
+    std::fs::write(&r1, incompressible(2 * MIB, 1)).unwrap();
+    std::fs::write(&r2, incompressible(2 * MIB, 2)).unwrap();
     let qemu = |uri: &str, cmds: &[String]| {
         let mut c = Command::new("qemu-io");
         c.args(["-f", "raw", "-t", "none"]);
@@ -652,7 +515,7 @@ fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_
     assert!(ok, "{out}");
     // Take the backing away from every free block of the inner filesystem,
     // then fill the tmpfs: the next data written back has nowhere to go.
-    run(Command::new("sync").arg("-f").arg(&inner.0));
+    run(Command::new("sync").arg("-f").arg(&inner.dir));
     let dump = run(Command::new("dumpe2fs").arg(&img));
     for line in dump.lines().filter(|l| l.starts_with("  Free blocks: ")) {
         for range in line["  Free blocks: ".len()..]
@@ -667,7 +530,7 @@ fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_
                 .arg(&img));
         }
     }
-    let filler = outer.0.join("filler");
+    let filler = outer.dir.join("filler");
     {
         let mut f = std::fs::File::create(&filler).unwrap();
         let chunk = vec![0xffu8; 64 * KIB];
@@ -712,7 +575,7 @@ fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_
     let inner = mount_inner();
     verify_ok(&store, "after the failed fsync, remounted");
     let mut want = vec![0u8; DISK];
-    want[..2 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 1));
+    want[..2 * MIB].copy_from_slice(&incompressible(2 * MIB, 1));
     let got = export_at(&store, "latest", dir.path());
     assert!(
         got == want,
@@ -729,6 +592,6 @@ fn an_fsync_that_fails_for_want_of_space_stops_the_server_and_keeps_the_durable_
     drop(inner);
     let _inner = mount_inner();
     verify_ok(&store, "after the new serve, remounted");
-    want[2 * MIB..4 * MIB].copy_from_slice(&pseudo_random(2 * MIB, 2));
+    want[2 * MIB..4 * MIB].copy_from_slice(&incompressible(2 * MIB, 2));
     assert!(export_at(&store, "latest", dir.path()) == want);
 }

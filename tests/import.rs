@@ -5,35 +5,20 @@
 //! the image's path, size and SHA-256, also for an image read from
 //! standard input; a time far in the future needs `--allow-future`.
 
-mod mount_support;
-
-use mount_support::{bin, diskhist, output, p, pseudo_random, Mounted, MIB};
-use sha2::Digest;
+use diskhist_test_common::{
+    chain_head, diskhist, diskhist_cmd, diskhist_output, diskhist_with_input,
+    incompressible_xorshift64, p, sha256_hex, Mounted, Spawned, MIB,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Store size for the interrupted imports: large enough that an import
 /// takes long enough to interrupt part-way.
 const BIG: usize = 384 * MIB;
 
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// What an analyst can see of a store: every record and the chain head.
 fn history(store: &Path) -> (String, String) {
-    let log = diskhist(&["log", p(store)]);
-    let info = diskhist(&["info", p(store)]);
-    let head = info
-        .lines()
-        .find(|l| l.starts_with("chain head"))
-        .unwrap()
-        .to_string();
-    (log, head)
+    (diskhist(&["log", p(store)]), chain_head(store))
 }
 
 /// A store of `size` bytes holding one import of a small image at T0, and
@@ -43,7 +28,7 @@ fn setup(dir: &Path, size: usize) -> (PathBuf, PathBuf) {
     diskhist(&["init", p(&store), "--size", &size.to_string()]);
     let first = dir.join("first.img");
     let mut a = vec![0u8; size];
-    a[..MIB].copy_from_slice(&pseudo_random(MIB, 1));
+    a[..MIB].copy_from_slice(&incompressible_xorshift64(MIB, 1));
     std::fs::write(&first, &a).unwrap();
     diskhist(&[
         "import",
@@ -53,22 +38,16 @@ fn setup(dir: &Path, size: usize) -> (PathBuf, PathBuf) {
         "2026-11-23T06:30:15Z",
     ]);
     let second = dir.join("second.img");
-    std::fs::write(&second, pseudo_random(size, 2)).unwrap();
+    std::fs::write(&second, incompressible_xorshift64(size, 2)).unwrap();
     (store, second)
 }
 
-fn spawn_import(store: &Path, image: &Path) -> Child {
-    Command::new(bin())
-        .args(["import", p(store), p(image)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn_import(store: &Path, image: &Path) -> Spawned {
+    Spawned::start(&mut diskhist_cmd(["import", p(store), p(image)]))
 }
 
 /// Wait until the log has grown by `bytes` (the import is part-way).
-fn wait_for_growth(store: &Path, from: u64, bytes: u64, child: &mut Child) {
+fn wait_for_growth(store: &Path, from: u64, bytes: u64, child: &mut Spawned) {
     let start = Instant::now();
     loop {
         let len = std::fs::metadata(store.join("log")).unwrap().len();
@@ -76,17 +55,12 @@ fn wait_for_growth(store: &Path, from: u64, bytes: u64, child: &mut Child) {
             return;
         }
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.alive(),
             "the import ended before it could be interrupted"
         );
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid; no memory involved.
-    unsafe { libc::kill(child.id() as i32, sig) };
 }
 
 #[test]
@@ -98,10 +72,10 @@ fn an_interrupted_import_leaves_the_store_as_it_was() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut child = spawn_import(&store, &second);
         wait_for_growth(&store, log_before.len() as u64, 32 * MIB as u64, &mut child);
-        signal(&child, sig);
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "signal {sig}: {err}");
+        child.signal(sig);
+        let status = child.wait();
+        let err = child.stderr();
+        assert_eq!(status.code(), Some(1), "signal {sig}: {err}");
         assert!(
             err.contains("interrupted") && err.contains("nothing was recorded"),
             "signal {sig}: {err}"
@@ -129,11 +103,10 @@ fn a_killed_import_is_cut_by_the_next_writer_and_never_seen() {
     let seen_before = history(&store);
     let mut child = spawn_import(&store, &second);
     wait_for_growth(&store, log_before.len() as u64, 32 * MIB as u64, &mut child);
-    signal(&child, libc::SIGKILL);
-    child.wait().unwrap();
+    child.kill9();
     assert!(std::fs::metadata(store.join("log")).unwrap().len() > log_before.len() as u64);
     // Readers see the state before the import, and say nothing of damage.
-    let info = output(Command::new(bin()).args(["info", p(&store)]));
+    let info = diskhist_output(&["info", p(&store)]);
     assert!(info.status.success());
     let itext = String::from_utf8_lossy(&info.stdout);
     assert!(!itext.contains("warning"), "{itext}");
@@ -143,14 +116,13 @@ fn a_killed_import_is_cut_by_the_next_writer_and_never_seen() {
         "{itext}"
     );
     assert_eq!(history(&store), seen_before);
-    let v = output(Command::new(bin()).args(["verify", p(&store)]));
+    let v = diskhist_output(&["verify", p(&store)]);
     let vtext =
         String::from_utf8_lossy(&v.stdout).into_owned() + &String::from_utf8_lossy(&v.stderr);
     assert!(v.status.success(), "{vtext}");
     assert!(vtext.contains("did not finish"), "{vtext}");
     // The next writer cuts it, and says so.
-    let again =
-        output(Command::new(bin()).args(["import", p(&store), p(&dir.path().join("first.img"))]));
+    let again = diskhist_output(&["import", p(&store), p(&dir.path().join("first.img"))]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
     assert!(err.contains("cut an unfinished batch"), "{err}");
@@ -180,7 +152,7 @@ fn the_mount_never_shows_a_half_imported_disk() {
     let whole = |s: Option<u64>| s.is_none() || s == Some(2) || s == Some(mark);
     let mut child = spawn_import(&store, &second);
     let mut looks = 0;
-    while child.try_wait().unwrap().is_none() {
+    while child.alive() {
         // Every state the tree offers is one before or after the import.
         let latest = seq_of("latest/info");
         assert!(
@@ -195,7 +167,7 @@ fn the_mount_never_shows_a_half_imported_disk() {
         looks += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().success());
     assert!(looks >= 3, "the import ended before the tree was looked at");
     // The committed import is one state: its mark, listed under its time.
     let log = diskhist(&["log", p(&store)]);
@@ -224,23 +196,7 @@ fn an_import_names_its_image_also_from_standard_input() {
     let dir = tempfile::tempdir().unwrap();
     let (store, second) = setup(dir.path(), 8 * MIB);
     let data = std::fs::read(&second).unwrap();
-    let pipe = |input: &[u8]| {
-        let mut c = Command::new(bin())
-            .args(["import", p(&store), "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = c.stdin.take().unwrap();
-        let input = input.to_vec();
-        let feeder = std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = stdin.write_all(&input);
-        });
-        let out = c.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
-    };
+    let pipe = |input: &[u8]| diskhist_with_input(&["import", p(&store), "-"], input);
     // Short and long streams are refused, nothing recorded.
     let before = history(&store);
     for bad in [&data[..data.len() - 512], &[&data[..], b"x"].concat()[..]] {
@@ -290,13 +246,13 @@ fn a_time_far_in_the_future_needs_allow_future() {
     let dir = tempfile::tempdir().unwrap();
     let (store, second) = setup(dir.path(), 4 * MIB);
     let before = history(&store);
-    let out = output(Command::new(bin()).args([
+    let out = diskhist_output(&[
         "import",
         p(&store),
         p(&second),
         "--at",
         "2200-01-01T00:00:00Z",
-    ]));
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

@@ -5,9 +5,13 @@
 //! Needs root, /dev/fuse, loop devices, qemu-storage-daemon, e2fsprogs and
 //! sleuthkit (fls, icat), as CI has them.
 
-use sha2::{Digest, Sha256};
+use diskhist_test_common::dmlog::{self, Entry};
+use diskhist_test_common::{
+    diskhist, diskhist_cmd, diskhist_fails, diskhist_output, diskhist_with_input, log_records,
+    output, p, run, sha256_hex, stderr_of, stdout_of, Spawned,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 const FIXTURE_LOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ext4-history.dmlog");
 const FIXTURE_SHA: &str = concat!(
@@ -17,52 +21,6 @@ const FIXTURE_SHA: &str = concat!(
 const MAKE_HISTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/make-ext4-history.sh");
 const DISK_SIZE: usize = 16 << 20;
 
-fn diskhist(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskhist"));
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().expect("run diskhist")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Run, require success, return stdout.
-fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let out = diskhist(args);
-    assert!(
-        out.status.success(),
-        "diskhist {:?} failed: {}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>(),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Run, require exit status 1, return stderr.
-fn fails(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let out = diskhist(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1; stdout {} stderr {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 struct Ctx {
     dir: tempfile::TempDir,
     store: PathBuf,
@@ -71,7 +29,7 @@ struct Ctx {
 fn new_store(size: &str) -> Ctx {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&[&"init", &store, &"--size", &size, &"--block-size", &"4096"]);
+    diskhist(&["init", p(&store), "--size", size, "--block-size", "4096"]);
     Ctx { dir, store }
 }
 
@@ -81,17 +39,17 @@ impl Ctx {
     fn export(&self, at: &str) -> (PathBuf, Vec<u8>) {
         let img = self.dir.path().join("state.img");
         // One file for every state: each export replaces the last.
-        let stdout = ok(&[
-            &"export",
-            &self.store,
-            &"--at",
-            &at,
-            &"-o",
-            &img,
-            &"--force",
+        let stdout = diskhist(&[
+            "export",
+            p(&self.store),
+            "--at",
+            at,
+            "-o",
+            p(&img),
+            "--force",
         ]);
         let bytes = std::fs::read(&img).unwrap();
-        let hex = sha_hex(&bytes);
+        let hex = sha256_hex(&bytes);
         assert!(
             stdout.contains(&hex),
             "export printed {stdout:?}, the image hashes to {hex}"
@@ -101,34 +59,11 @@ impl Ctx {
 
     /// `log --json`, one object per line: (seq, kind).
     fn records(&self) -> Vec<(u64, String)> {
-        ok(&[&"log", &self.store, &"--json"])
-            .lines()
-            .map(|l| (json_u64(l, "seq"), json_str(l, "kind")))
+        log_records(&self.store)
+            .into_iter()
+            .map(|r| (r.seq, r.kind))
             .collect()
     }
-}
-
-fn json_u64(line: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = line
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + pat.len();
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-fn json_str(line: &str, key: &str) -> String {
-    let pat = format!("\"{key}\":\"");
-    let at = line
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + pat.len();
-    line[at..].split('"').next().unwrap().to_string()
 }
 
 /// The log replayed independently of diskhist, as `replay-log` does it.
@@ -160,7 +95,7 @@ fn replay(log: &[u8], disk_size: usize) -> Replay {
         pos = r.apply(log, pos, &mut disk);
     }
     assert_eq!(pos, log.len(), "the log ends on an entry boundary");
-    r.final_sha = sha_hex(&disk);
+    r.final_sha = sha256_hex(&disk);
     r
 }
 
@@ -194,16 +129,12 @@ impl Replay {
 
 /// Allocated files and directories, `fls -r -p -u` names.
 fn fls(img: &Path) -> Vec<String> {
-    let out = Command::new("fls")
-        .args(["-r", "-p", "-u"])
-        .arg(img)
-        .output()
-        .expect("run fls");
+    let out = output(Command::new("fls").args(["-r", "-p", "-u"]).arg(img));
     if !out.status.success() {
         // Before mkfs wrote a superblock there is no filesystem to list.
         return Vec::new();
     }
-    text(&out.stdout)
+    stdout_of(&out)
         .lines()
         .filter_map(|l| l.split_once('\t').map(|(_, n)| n.to_string()))
         .collect()
@@ -211,12 +142,8 @@ fn fls(img: &Path) -> Vec<String> {
 
 /// The inode number fls gives `name`.
 fn inode_of(img: &Path, name: &str) -> String {
-    let out = Command::new("fls")
-        .args(["-r", "-p", "-u"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let listing = text(&out.stdout);
+    let out = output(Command::new("fls").args(["-r", "-p", "-u"]).arg(img));
+    let listing = stdout_of(&out);
     let line = listing
         .lines()
         .find(|l| l.ends_with(&format!("\t{name}")))
@@ -229,11 +156,7 @@ fn inode_of(img: &Path, name: &str) -> String {
 }
 
 fn icat(img: &Path, inode: &str) -> Vec<u8> {
-    let out = Command::new("icat")
-        .arg(img)
-        .arg(inode)
-        .output()
-        .expect("run icat");
+    let out = output(Command::new("icat").arg(img).arg(inode));
     if out.status.success() {
         out.stdout
     } else {
@@ -273,8 +196,8 @@ fn fixture_history_replays_state_by_state() {
     );
 
     let ctx = new_store("16M");
-    let out = diskhist(&[&"ingest", &ctx.store, &"--format", &"dmlog", &FIXTURE_LOG]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = diskhist_output(&["ingest", p(&ctx.store), "--format", "dmlog", FIXTURE_LOG]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
     // One record per log entry, the ones with no data as flushes.
     let records = ctx.records();
     assert_eq!(records.len(), entries);
@@ -284,7 +207,7 @@ fn fixture_history_replays_state_by_state() {
         .all(|(i, (seq, _))| *seq == i as u64 + 1));
     assert_eq!(records.last().unwrap().1, "flush");
     let (_, latest) = ctx.export("latest");
-    assert_eq!(sha_hex(&latest), expected_final);
+    assert_eq!(sha256_hex(&latest), expected_final);
 
     // Every state #i is the disk `replay-log --limit i` leaves. Read through
     // the library here: exporting 59 states with the debug binary takes
@@ -366,25 +289,16 @@ fn fixture_history_replays_state_by_state() {
 #[test]
 fn live_ext4_history_through_qemu_blklogwrites() {
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(MAKE_HISTORY)
+    run(Command::new(MAKE_HISTORY)
         .arg("--keep-disk")
-        .arg(work.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run make-ext4-history.sh");
-    assert!(
-        out.status.success(),
-        "make-ext4-history.sh failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+        .arg(work.path()));
     let log = work.path().join("ext4-history.dmlog");
     let disk = std::fs::read(work.path().join("ext4-history.raw")).unwrap();
     let recorded = std::fs::read_to_string(work.path().join("ext4-history.final.sha256")).unwrap();
-    assert!(recorded.starts_with(&sha_hex(&disk)));
+    assert!(recorded.starts_with(&sha256_hex(&disk)));
 
     let ctx = new_store("16M");
-    ok(&[&"ingest", &ctx.store, &"--format", &"dmlog", &log]);
+    diskhist(&["ingest", p(&ctx.store), "--format", "dmlog", p(&log)]);
     let (img, latest) = ctx.export("latest");
     assert!(
         latest == disk,
@@ -396,7 +310,7 @@ fn live_ext4_history_through_qemu_blklogwrites() {
     }
     assert!(!names.iter().any(|n| n == "notes/beta.txt"));
     assert_eq!(icat(&img, &inode_of(&img, "gamma.txt")), b"gamma v1\n");
-    ok(&[&"verify", &ctx.store]);
+    diskhist(&["verify", p(&ctx.store)]);
 }
 
 #[test]
@@ -415,14 +329,18 @@ fn a_truncated_log_fails_naming_the_entry_and_keeps_what_came_before() {
     let cut_log = ctx.dir.path().join("cut.dmlog");
     std::fs::write(&cut_log, &log[..cut]).unwrap();
 
-    let err = fails(&[&"ingest", &ctx.store, &"--format", &"dmlog", &cut_log]);
+    let err = diskhist_fails(
+        &["ingest", p(&ctx.store), "--format", "dmlog", p(&cut_log)],
+        1,
+        "",
+    );
     assert!(
         err.contains(&format!("entry {entry} at byte {header_at}")),
         "{err}"
     );
     assert!(err.contains("ends inside"), "{err}");
     assert_eq!(ctx.records().len(), entry - 1);
-    ok(&[&"verify", &ctx.store]);
+    diskhist(&["verify", p(&ctx.store)]);
     let (_, bytes) = ctx.export("latest");
     assert!(bytes == replayed.disk_after(&log, entry - 1));
 }
@@ -434,63 +352,37 @@ fn a_log_with_the_wrong_magic_is_refused() {
     let ctx = new_store("16M");
     let bad = ctx.dir.path().join("bad.dmlog");
     std::fs::write(&bad, &log).unwrap();
-    let err = fails(&[&"ingest", &ctx.store, &"--format", &"dmlog", &bad]);
+    let err = diskhist_fails(
+        &["ingest", p(&ctx.store), "--format", "dmlog", p(&bad)],
+        1,
+        "",
+    );
     assert!(err.contains("magic 0x6a73667773688d"), "{err}");
     assert!(err.contains("not a dm-log-writes log"), "{err}");
     assert!(ctx.records().is_empty());
-}
-
-/// A dm-log-writes log built here: (sector, data or None for a flush).
-fn small_log(ss: usize, entries: &[(u64, Option<Vec<u8>>)]) -> Vec<u8> {
-    let mut out = vec![0u8; ss];
-    out[0..8].copy_from_slice(&0x6a736677736872u64.to_le_bytes());
-    out[8..16].copy_from_slice(&1u64.to_le_bytes());
-    out[16..24].copy_from_slice(&(entries.len() as u64).to_le_bytes());
-    out[24..28].copy_from_slice(&(ss as u32).to_le_bytes());
-    for (sector, data) in entries {
-        let mut header = vec![0u8; ss];
-        let (nr, flags) = match data {
-            Some(d) => (d.len() / ss, 0u64),
-            None => (0, 1u64),
-        };
-        header[0..8].copy_from_slice(&sector.to_le_bytes());
-        header[8..16].copy_from_slice(&(nr as u64).to_le_bytes());
-        header[16..24].copy_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&header);
-        if let Some(d) = data {
-            out.extend_from_slice(d);
-        }
-    }
-    out
 }
 
 #[test]
 fn a_write_past_the_end_of_the_disk_is_refused_after_recording_what_came_before() {
     let ctx = new_store("1M");
     let first = vec![0x5au8; 4096];
-    let log = small_log(
+    let write = |sector, data| Entry::Write {
+        sector,
+        data,
+        flags: 0,
+    };
+    let log = dmlog::log_of(
         4096,
         &[
-            (0, Some(first.clone())),
-            (0, None),
-            (256, Some(vec![1u8; 4096])),
-            (1, Some(vec![2u8; 4096])),
+            write(0, first.clone()),
+            Entry::Flush,
+            write(256, vec![1u8; 4096]),
+            write(1, vec![2u8; 4096]),
         ],
     );
     // Fed on standard input this time.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diskhist"))
-        .args(["ingest", "--format", "dmlog"])
-        .arg(&ctx.store)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&log).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = text(&out.stderr);
+    let out = diskhist_with_input(&["ingest", "--format", "dmlog", p(&ctx.store), "-"], &log);
+    let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("entry 3 at byte 16384"), "{err}");
     assert!(err.contains("past the end of the disk"), "{err}");
@@ -498,20 +390,10 @@ fn a_write_past_the_end_of_the_disk_is_refused_after_recording_what_came_before(
         ctx.records(),
         [(1, "write".to_string()), (2, "flush".to_string())]
     );
-    ok(&[&"verify", &ctx.store]);
+    diskhist(&["verify", p(&ctx.store)]);
     let (_, bytes) = ctx.export("latest");
     assert_eq!(&bytes[..4096], &first[..]);
     assert!(bytes[4096..].iter().all(|&b| b == 0));
-}
-
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Wait (up to 30 s) until the store holds `n` records.
@@ -546,15 +428,14 @@ fn follow_tails_a_growing_log_with_holes_until_sigterm() {
     // Written as QEMU writes it: no super block until the first flush.
     file.seek(SeekFrom::Start(512)).unwrap();
     file.write_all(&log[512..mid]).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_diskhist"))
-        .args(["ingest", "--format", "dmlog", "--follow"])
-        .arg(&ctx.store)
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard(child);
+    let mut child = Spawned::start(&mut diskhist_cmd([
+        "ingest",
+        "--format",
+        "dmlog",
+        "--follow",
+        p(&ctx.store),
+        p(&path),
+    ]));
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
         ctx.records().is_empty(),
@@ -577,20 +458,19 @@ fn follow_tails_a_growing_log_with_holes_until_sigterm() {
     file.write_all(&log[at(20)..at(30)]).unwrap();
     wait_for_records(&ctx, replayed.entry_offsets.len());
 
-    let pid = child.0.id().to_string();
+    let pid = child.pid().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait();
+    let stderr = child.stderr();
     assert!(
         status.success(),
         "ingest --follow ended with {status}: {stderr}"
     );
     let (_, latest) = ctx.export("latest");
-    assert_eq!(sha_hex(&latest), replayed.final_sha);
-    ok(&[&"verify", &ctx.store]);
+    assert_eq!(sha256_hex(&latest), replayed.final_sha);
+    diskhist(&["verify", p(&ctx.store)]);
 }

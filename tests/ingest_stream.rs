@@ -4,96 +4,29 @@
 //! to end with the real binary and `diskhist dump`.
 
 use diskhist::producers::stream::{StreamReader, StreamWriter};
+use diskhist_test_common::{
+    chain_head, diskhist, diskhist_ok, diskhist_output, diskhist_with_input, failed_with, p,
+    stderr_of, verify_ok,
+};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_diskhist");
 /// Records in the source store.
 const N: usize = 5;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run diskhist")
-}
-
-/// Run with `input` on standard input, through a pipe.
-fn run_piped(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run diskhist");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    // A refused stream is not read to its end: the pipe may close early.
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Exit 1, with `needle` in the message; the message is returned.
-fn refused(o: &Output, needle: &str) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn dump(store: &Path, extra: &[&str]) -> Vec<u8> {
-    let o = Command::new(BIN)
-        .arg("dump")
-        .arg(store)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "dump: {}", stderr(&o));
-    o.stdout
+    let mut args = vec!["dump", p(store)];
+    args.extend_from_slice(extra);
+    diskhist_ok(&args).stdout
 }
 
 fn ingest(store: &Path, stream: &Path) -> Output {
-    run(&["ingest", s(store), "--format", "stream", s(stream)])
+    diskhist_output(&["ingest", p(store), "--format", "stream", p(stream)])
 }
 
 fn records(store: &Path) -> usize {
-    ok(&["log", s(store)]).lines().count()
-}
-
-fn chain_head(store: &Path) -> String {
-    ok(&["info", s(store)])
-        .lines()
-        .find(|l| l.starts_with("chain head"))
-        .expect("info shows the chain head")
-        .to_string()
-}
-
-fn verify_ok(store: &Path) {
-    let o = run(&["verify", s(store)]);
-    assert!(o.status.success(), "verify: {}", stderr(&o));
+    diskhist(&["log", p(store)]).lines().count()
 }
 
 /// Every file of a store and its bytes, but `lock`, which each writer
@@ -139,15 +72,15 @@ impl Fixture {
 
     /// An empty store of the source's size.
     fn empty(&self, name: &str) -> PathBuf {
-        let p = self.root.join(name);
-        ok(&["init", s(&p), "--size", "1M"]);
-        p
+        let path = self.root.join(name);
+        diskhist(&["init", p(&path), "--size", "1M"]);
+        path
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.root.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
+        let path = self.root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
     }
 }
 
@@ -156,7 +89,7 @@ impl Fixture {
 /// the content (and so the history) differ.
 fn history(store: &Path, salt: u8) {
     use diskhist::store::{Op, OpFlags, Writer};
-    ok(&["init", s(store), "--size", "1M"]);
+    diskhist(&["init", p(store), "--size", "1M"]);
     let mut w = Writer::open(store).unwrap();
     for i in 0..N {
         let data: Vec<u8> = (0..6000)
@@ -201,11 +134,11 @@ fn the_same_dump_piped_in_again_records_nothing() {
     let f = Fixture::new();
     let before = files(&f.source);
     let head = chain_head(&f.source);
-    let o = run_piped(
-        &["ingest", s(&f.source), "--format", "stream", "-"],
+    let o = diskhist_with_input(
+        &["ingest", p(&f.source), "--format", "stream", "-"],
         &dump(&f.source, &[]),
     );
-    let err = stderr(&o);
+    let err = stderr_of(&o);
     assert!(o.status.success(), "{err}");
     assert!(
         err.contains(&format!(
@@ -216,7 +149,7 @@ fn the_same_dump_piped_in_again_records_nothing() {
     assert_eq!(records(&f.source), N);
     assert_eq!(chain_head(&f.source), head);
     assert!(files(&f.source) == before, "the store changed");
-    verify_ok(&f.source);
+    verify_ok(&f.source, "after the same dump again");
 }
 
 #[test]
@@ -229,7 +162,7 @@ fn a_dump_into_a_copy_holding_its_first_records_resumes_after_them() {
 
     let whole = f.file("whole.stream", &dump(&f.source, &[]));
     let o = ingest(&copy, &whole);
-    let err = stderr(&o);
+    let err = stderr_of(&o);
     assert!(o.status.success(), "{err}");
     assert!(
         err.contains(
@@ -244,8 +177,11 @@ fn a_dump_into_a_copy_holding_its_first_records_resumes_after_them() {
     );
     assert_eq!(records(&copy), N);
     assert_eq!(chain_head(&copy), chain_head(&f.source));
-    assert_eq!(ok(&["log", s(&copy)]), ok(&["log", s(&f.source)]));
-    verify_ok(&copy);
+    assert_eq!(
+        diskhist(&["log", p(&copy)]),
+        diskhist(&["log", p(&f.source)])
+    );
+    verify_ok(&copy, "after resuming");
 }
 
 #[test]
@@ -255,8 +191,9 @@ fn a_stream_of_another_history_is_refused_and_changes_nothing() {
     history(&other, 0x5a);
     let before = files(&other);
     let whole = f.file("whole.stream", &dump(&f.source, &[]));
-    let err = refused(
+    let err = failed_with(
         &ingest(&other, &whole),
+        1,
         "stream record #1 conflicts with the store's record #1",
     );
     assert!(err.contains("nothing was recorded"), "{err}");
@@ -266,23 +203,25 @@ fn a_stream_of_another_history_is_refused_and_changes_nothing() {
     );
     // The same through a pipe, and a partial dump that starts at a point
     // where the two histories differ.
-    refused(
-        &run_piped(
-            &["ingest", s(&other), "--format", "stream", "-"],
+    failed_with(
+        &diskhist_with_input(
+            &["ingest", p(&other), "--format", "stream", "-"],
             &dump(&f.source, &[]),
         ),
+        1,
         "conflicts with the store's record #1",
     );
     let tail = f.file("tail.stream", &dump(&f.source, &["--from", "#4"]));
-    refused(
+    failed_with(
         &ingest(&other, &tail),
+        1,
         "continues its history after record #3, and the store's history differs there",
     );
     assert!(
         files(&other) == before,
         "a refused stream changed the store"
     );
-    verify_ok(&other);
+    verify_ok(&other, "after the refusals");
 }
 
 #[test]
@@ -291,7 +230,11 @@ fn a_partial_dump_into_an_empty_store_is_refused_before_anything_is_written() {
     let empty = f.empty("empty");
     let before = files(&empty);
     let tail = f.file("tail.stream", &dump(&f.source, &["--from", "#3"]));
-    refused(&ingest(&empty, &tail), "ingest the earlier records first");
+    failed_with(
+        &ingest(&empty, &tail),
+        1,
+        "ingest the earlier records first",
+    );
     assert_eq!(records(&empty), 0);
     assert!(
         files(&empty) == before,
@@ -302,7 +245,7 @@ fn a_partial_dump_into_an_empty_store_is_refused_before_anything_is_written() {
     let head = f.file("head.stream", &dump(&f.source, &["--to", "#1"]));
     assert!(ingest(&empty, &head).status.success());
     let before = files(&empty);
-    refused(&ingest(&empty, &tail), "ingest records #2..#2 first");
+    failed_with(&ingest(&empty, &tail), 1, "ingest records #2..#2 first");
     assert!(
         files(&empty) == before,
         "a refused stream changed the store"
@@ -315,9 +258,9 @@ fn a_partial_dump_into_an_empty_store_is_refused_before_anything_is_written() {
     );
     assert!(ingest(&empty, &second).status.success());
     let o = ingest(&empty, &tail);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(chain_head(&empty), chain_head(&f.source));
-    verify_ok(&empty);
+    verify_ok(&empty, "after the tail");
 }
 
 #[test]
@@ -334,23 +277,23 @@ fn a_record_altered_in_transit_is_not_recorded_nor_anything_after_it() {
 
     let copy = f.empty("copy");
     let bad = f.file("bad.stream", &bad);
-    refused(&ingest(&copy, &bad), "record #3 of its history");
+    failed_with(&ingest(&copy, &bad), 1, "record #3 of its history");
     assert_eq!(records(&copy), 2, "the records before it are kept, no more");
-    verify_ok(&copy);
-    let at2 = |store: &Path| ok(&["log", s(store), "--to", "#2"]);
+    verify_ok(&copy, "after the altered record");
+    let at2 = |store: &Path| diskhist(&["log", p(store), "--to", "#2"]);
     assert_eq!(at2(&copy), at2(&f.source));
 
     // The stream as dumped resumes after the verified prefix.
     let good = f.file("good.stream", &good);
     let o = ingest(&copy, &good);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_of(&o));
     assert!(
-        stderr(&o).contains("resuming: records 1..2"),
+        stderr_of(&o).contains("resuming: records 1..2"),
         "{}",
-        stderr(&o)
+        stderr_of(&o)
     );
     assert_eq!(chain_head(&copy), chain_head(&f.source));
-    verify_ok(&copy);
+    verify_ok(&copy, "after the stream as dumped");
 }
 
 #[test]
@@ -360,19 +303,19 @@ fn a_truncated_stream_keeps_its_verified_prefix_and_a_rerun_resumes() {
     let (_, payload, _) = record_spans(&good)[3];
     let cut = f.file("cut.stream", &good[..payload + 10]);
     let copy = f.empty("copy");
-    refused(&ingest(&copy, &cut), "truncated after 3 whole records");
+    failed_with(&ingest(&copy, &cut), 1, "truncated after 3 whole records");
     assert_eq!(records(&copy), 3);
-    verify_ok(&copy);
+    verify_ok(&copy, "after the truncated stream");
 
     let good = f.file("good.stream", &good);
     let o = ingest(&copy, &good);
-    let err = stderr(&o);
+    let err = stderr_of(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("resuming: records 1..3"), "{err}");
     assert!(err.contains("recorded 2 records (#4..#5)"), "{err}");
     assert_eq!(records(&copy), N);
     assert_eq!(chain_head(&copy), chain_head(&f.source));
-    verify_ok(&copy);
+    verify_ok(&copy, "after the rerun");
 }
 
 /// A dump made before stream version 2, from the same history: read from a
@@ -391,25 +334,26 @@ fn a_version_1_dump_is_still_ingested_from_a_file_and_never_half_written() {
 
     let copy = f.empty("copy");
     let before = files(&copy);
-    refused(
-        &run_piped(&["ingest", s(&copy), "--format", "stream", "-"], &v1),
+    failed_with(
+        &diskhist_with_input(&["ingest", p(&copy), "--format", "stream", "-"], &v1),
+        1,
         "version 1 stream",
     );
     let (_, payload, _) = record_spans(&v1)[3];
     let cut = f.file("cut.stream", &v1[..payload + 10]);
-    refused(&ingest(&copy, &cut), "nothing was recorded");
+    failed_with(&ingest(&copy, &cut), 1, "nothing was recorded");
     assert!(files(&copy) == before, "a refused stream changed the store");
 
     let v1 = f.file("v1.stream", &v1);
     let o = ingest(&copy, &v1);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(chain_head(&copy), chain_head(&f.source));
-    verify_ok(&copy);
+    verify_ok(&copy, "after the version 1 dump");
     let o = ingest(&copy, &v1);
     assert!(
-        stderr(&o).contains("already holds all 5 records"),
+        stderr_of(&o).contains("already holds all 5 records"),
         "{}",
-        stderr(&o)
+        stderr_of(&o)
     );
     assert_eq!(records(&copy), N);
 }

@@ -1,9 +1,10 @@
 //! Starting and stopping `diskhist mount`: clean unmount on SIGINT and
 //! SIGTERM (also while busy), and clear errors when it cannot start.
 
-mod mount_support;
-
-use mount_support::*;
+use diskhist_test_common::{
+    import, incompressible_xorshift64, init_store, is_mounted, mount_fails, wait_until, Mounted,
+    Served, MIB,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -11,33 +12,9 @@ use std::time::Duration;
 fn store_with_one_state(dir: &Path) -> std::path::PathBuf {
     let store = init_store(dir, "1M");
     let img = dir.join("raw.img");
-    std::fs::write(&img, pseudo_random(MIB, 5)).unwrap();
+    std::fs::write(&img, incompressible_xorshift64(MIB, 5)).unwrap();
     import(&store, &img, "2026-11-23T06:30:15Z");
     store
-}
-
-/// `diskhist mount` that is expected to fail: (exit code, stderr).
-fn mount_fails(store: &Path, mnt: &Path) -> (i32, String) {
-    let out = output(
-        Command::new(bin())
-            .arg("mount")
-            .arg(store)
-            .arg(mnt)
-            .stdin(std::process::Stdio::null()),
-    );
-    assert!(
-        !out.status.success(),
-        "mount of {} on {} succeeded",
-        store.display(),
-        mnt.display()
-    );
-    if is_mounted(mnt) {
-        let _ = Command::new("umount").arg(mnt).status();
-    }
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -61,15 +38,17 @@ fn a_busy_mount_is_detached_on_the_second_signal() {
     m.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(500));
     assert!(is_mounted(&m.dir), "unmounted while a file was open");
-    assert!(m.stderr_text().contains("is in use"), "{}", m.stderr_text());
+    assert!(m.stderr().contains("is in use"), "{}", m.stderr());
     m.signal(libc::SIGTERM);
-    wait_for("the lazy detach", Duration::from_secs(10), || {
-        !is_mounted(&m.dir)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        || "the lazy detach".into(),
+        || !is_mounted(&m.dir),
+    );
     // Detached from the tree, the open file keeps working until closed...
     let mut buf = [0u8; 16];
     std::os::unix::fs::FileExt::read_exact_at(&open, &mut buf, 4096).unwrap();
-    assert_eq!(buf[..], pseudo_random(MIB, 5)[4096..4096 + 16]);
+    assert_eq!(buf[..], incompressible_xorshift64(MIB, 5)[4096..4096 + 16]);
     // ...and then the server exits.
     drop(open);
     let st = m
@@ -133,12 +112,12 @@ fn mounts_while_a_writer_holds_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_one_state(dir.path());
     let sock = dir.path().join("nbd.sock");
-    let serve = start_serve(&store, &sock);
+    let serve = Served::start(&store, &sock, &[]);
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
     assert_eq!(
         std::fs::read(m.path("latest/disk.img")).unwrap(),
-        pseudo_random(MIB, 5)
+        incompressible_xorshift64(MIB, 5)
     );
     drop(m);
-    stop_serve(serve);
+    serve.stop();
 }

@@ -9,9 +9,10 @@
 //! head (CLI and library) and a content hash of every file in the store are
 //! unchanged, and the images still read what was recorded.
 
-mod mount_support;
-
-use mount_support::*;
+use diskhist_test_common::{
+    chain_head, import, incompressible_xorshift64, init_store, mount_line, run, store_fingerprint,
+    Mounted, MIB,
+};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -423,7 +424,7 @@ fn every_write_like_call_fails_with_erofs_and_the_store_is_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
     let img = dir.path().join("raw.img");
-    let t1 = pseudo_random(4 * MIB, 3);
+    let t1 = incompressible_xorshift64(4 * MIB, 3);
     std::fs::write(&img, &t1).unwrap();
     import(&store, &img, T1);
     let mut t2 = t1.clone();
@@ -432,7 +433,7 @@ fn every_write_like_call_fails_with_erofs_and_the_store_is_untouched() {
     import(&store, &img, T2);
 
     let head_before = diskhist::Store::open(&store).unwrap().head();
-    let cli_head_before = info_chain_head(&store);
+    let cli_head_before = chain_head(&store);
     assert_eq!(cli_head_before, head_before.chain.to_hex());
     let files_before = store_fingerprint(&store);
 
@@ -459,12 +460,12 @@ fn every_write_like_call_fails_with_erofs_and_the_store_is_untouched() {
         wrong.join("\n")
     );
     images_intact(&m, &t1, &t2);
-    assert!(!m.stderr_text().contains("panick"), "{}", m.stderr_text());
+    assert!(!m.stderr().contains("panick"), "{}", m.stderr());
     drop(m);
 
     let head_after = diskhist::Store::open(&store).unwrap().head();
     assert_eq!(head_after, head_before, "the store's head moved");
-    assert_eq!(info_chain_head(&store), cli_head_before);
+    assert_eq!(chain_head(&store), cli_head_before);
     let files_after = store_fingerprint(&store);
     assert_eq!(files_after, files_before, "a file in the store changed");
 }

@@ -1,9 +1,10 @@
 //! The mounted tree: every accepted spelling of a time resolves, listings
 //! name states honestly, info tells the truth, new states appear live.
 
-mod mount_support;
-
-use mount_support::*;
+use diskhist_test_common::{
+    export_at, ext4_image, import, incompressible_xorshift64, init_store, mount_line, sha256_hex,
+    wait_until, Mounted, MIB,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,14 +16,6 @@ const T1_NS: u64 = 1_795_415_415_250_000_000;
 const C1: &str = "2026-11-23T06-30-15.250Z";
 const T2: &str = "2026-11-23T06:31:00Z";
 const C2: &str = "2026-11-23T06-31-00Z";
-
-fn sha(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn list(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -39,6 +32,12 @@ fn readlink(p: &Path) -> String {
         .to_str()
         .unwrap()
         .to_string()
+}
+
+fn ino(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
 }
 
 fn errno_of(p: &Path) -> Option<i32> {
@@ -60,8 +59,8 @@ fn two_states(dir: &Path) -> std::path::PathBuf {
 fn every_spelling_of_a_time_reaches_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let store = two_states(dir.path());
-    let want1 = sha(&export(&store, T1, dir.path()));
-    let want2 = sha(&export(&store, T2, dir.path()));
+    let want1 = sha256_hex(&export_at(&store, T1, dir.path()));
+    let want2 = sha256_hex(&export_at(&store, T2, dir.path()));
     assert_ne!(want1, want2);
     let s = Store::open(&store).unwrap();
     let head = s.head().seq.0;
@@ -90,7 +89,7 @@ fn every_spelling_of_a_time_reaches_the_same_state() {
     ] {
         let img = m.path(&format!("at/{spelling}/disk.img"));
         let data = std::fs::read(&img).unwrap_or_else(|e| panic!("{spelling}: {e}"));
-        assert_eq!(sha(&data), want1, "{spelling}");
+        assert_eq!(sha256_hex(&data), want1, "{spelling}");
         assert_eq!(
             ino(&img),
             canonical_ino,
@@ -106,15 +105,15 @@ fn every_spelling_of_a_time_reaches_the_same_state() {
     }
     assert_eq!(readlink(&m.path("latest")), format!("at/{C2}"));
     assert_eq!(
-        sha(&std::fs::read(m.path("latest/disk.img")).unwrap()),
+        sha256_hex(&std::fs::read(m.path("latest/disk.img")).unwrap()),
         want2
     );
     assert_eq!(
-        sha(&std::fs::read(m.path("at/latest/disk.img")).unwrap()),
+        sha256_hex(&std::fs::read(m.path("at/latest/disk.img")).unwrap()),
         want2
     );
     assert_eq!(
-        sha(&std::fs::read(m.path(&format!("seq/{head}/disk.img"))).unwrap()),
+        sha256_hex(&std::fs::read(m.path(&format!("seq/{head}/disk.img"))).unwrap()),
         want2
     );
 
@@ -222,7 +221,8 @@ fn listing_names_each_second_by_its_last_record() {
     ];
     let mut wants = Vec::new();
     for (i, t) in times.iter().enumerate() {
-        data[i * 8192..(i + 1) * 8192].copy_from_slice(&pseudo_random(8192, i as u64 + 1));
+        data[i * 8192..(i + 1) * 8192]
+            .copy_from_slice(&incompressible_xorshift64(8192, i as u64 + 1));
         std::fs::write(&img, &data).unwrap();
         import(&store, &img, t);
         wants.push(data.clone());
@@ -260,7 +260,7 @@ fn new_states_appear_while_mounted_and_old_ones_never_change() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "1M");
     let img = dir.path().join("raw.img");
-    let first = pseudo_random(MIB, 7);
+    let first = incompressible_xorshift64(MIB, 7);
     std::fs::write(&img, &first).unwrap();
     import(&store, &img, "2026-11-23T06:30:15Z");
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
@@ -277,21 +277,25 @@ fn new_states_appear_while_mounted_and_old_ones_never_change() {
     import(&store, &img, "2026-11-23T06:35:00Z");
 
     let c2 = "2026-11-23T06-35-00Z";
-    wait_for("the new state in at/", Duration::from_secs(5), || {
-        list(&m.path("at")).len() == 2
-    });
+    wait_until(
+        Duration::from_secs(5),
+        || "the new state in at/".into(),
+        || list(&m.path("at")).len() == 2,
+    );
     assert_eq!(list(&m.path("at")), vec![c1, c2]);
-    wait_for("latest to move", Duration::from_secs(5), || {
-        std::fs::read_link(m.path("latest")).is_ok_and(|t| t == Path::new(&format!("at/{c2}")))
-    });
+    wait_until(
+        Duration::from_secs(5),
+        || "latest to move".into(),
+        || std::fs::read_link(m.path("latest")).is_ok_and(|t| t == Path::new(&format!("at/{c2}"))),
+    );
     assert_eq!(std::fs::read(m.path("latest/disk.img")).unwrap(), second);
     assert_eq!(
         std::fs::read(m.path(&format!("at/{c1}/disk.img"))).unwrap(),
         first
     );
-    wait_for(
-        "a future name to see the new state",
+    wait_until(
         Duration::from_secs(5),
+        || "a future name to see the new state".into(),
         || std::fs::read(&future).unwrap() == second,
     );
     // The root's mtime follows the newest state.

@@ -2,9 +2,10 @@
 //! two times and diff them, run The Sleuth Kit on the images, keep eight
 //! times mounted at once, read old states while a writer records.
 
-mod mount_support;
-
-use mount_support::*;
+use diskhist_test_common::{
+    export_at, ext4_image, import, incompressible_xorshift64, init_store, output,
+    output_with_input, run, sha256_hex, KernelMount, Mounted, Served, MIB,
+};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +14,6 @@ use std::time::Duration;
 
 const T1: &str = "2026-11-23T06:30:15Z";
 const T2_UTC: &str = "2026-11-23T07:45:00Z";
-
-fn sha(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[test]
 fn ext4_mounted_at_two_times_diffs_to_the_change() {
@@ -44,16 +37,16 @@ fn ext4_mounted_at_two_times_diffs_to_the_change() {
     import(&store, &img, T2_UTC);
 
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
-    let a = LoopMount::new(
+    let a = KernelMount::new(
+        &["-o", "loop,ro,noload"],
         &m.path(&format!("at/{T1}/disk.img")),
         &dir.path().join("a"),
-        "loop,ro,noload",
     );
     // An offset spelling of T2.
-    let b = LoopMount::new(
+    let b = KernelMount::new(
+        &["-o", "loop,ro,noload"],
         &m.path("at/2026-11-23T08:45:00+01:00/disk.img"),
         &dir.path().join("b"),
-        "loop,ro,noload",
     );
     let out = output(Command::new("diff").arg("-r").arg(&a.dir).arg(&b.dir));
     assert_eq!(out.status.code(), Some(1), "diff finds a difference");
@@ -74,20 +67,11 @@ fn sleuthkit_reads_the_images_directly() {
     ext4_image(&part, 60, &[("secret.txt", "the answer is 42\n")]);
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 64 * MIB]).unwrap();
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped());
-    let mut child = sfdisk.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, size=122880, type=83\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "sfdisk");
+    let sfdisk = output_with_input(
+        Command::new("sfdisk").arg("-q").arg(&disk),
+        b"label: dos\nstart=2048, size=122880, type=83\n",
+    );
+    assert!(sfdisk.status.success(), "sfdisk");
     run(Command::new("dd")
         .arg(format!("if={}", part.display()))
         .arg(format!("of={}", disk.display()))
@@ -138,14 +122,14 @@ fn eight_times_loop_mounted_at_once() {
         times.push(t);
     }
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
-    let mounts: Vec<LoopMount> = times
+    let mounts: Vec<KernelMount> = times
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            LoopMount::new(
+            KernelMount::new(
+                &["-o", "loop,ro,noload"],
                 &m.path(&format!("at/{t}/disk.img")),
                 &dir.path().join(format!("m{i}")),
-                "loop,ro,noload",
             )
         })
         .collect();
@@ -172,7 +156,7 @@ fn four_readers_at_different_times_while_a_writer_records() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "16M");
     let img = dir.path().join("raw.img");
-    let mut data = pseudo_random(16 * MIB, 1);
+    let mut data = incompressible_xorshift64(16 * MIB, 1);
     std::fs::write(&img, &data).unwrap();
     import(&store, &img, T1);
     data[..MIB].fill(0x5a);
@@ -181,7 +165,7 @@ fn four_readers_at_different_times_while_a_writer_records() {
 
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
     let sock = dir.path().join("nbd.sock");
-    let serve = start_serve(&store, &sock);
+    let serve = Served::start(&store, &sock, &[]);
 
     let done = Arc::new(AtomicBool::new(false));
     let mnt = m.dir.clone();
@@ -215,7 +199,7 @@ fn four_readers_at_different_times_while_a_writer_records() {
                     };
                     let name = name.to_str().unwrap().to_string();
                     let bytes = std::fs::read(mnt.join("at").join(&name).join("disk.img")).unwrap();
-                    let h = sha(&bytes);
+                    let h = sha256_hex(&bytes);
                     if let Some(prev) = seen.insert(name.clone(), h.clone()) {
                         assert_eq!(prev, h, "reader {k}: {name} changed between reads");
                     }
@@ -240,13 +224,13 @@ fn four_readers_at_different_times_while_a_writer_records() {
         .into_iter()
         .map(|r| r.join().expect("reader panicked"))
         .collect();
-    assert!(stop_serve(serve).success());
+    assert!(serve.stop().0.success());
 
     let mut checked = 0;
     let mut states = std::collections::BTreeSet::new();
     for (k, reads) in seen.iter().enumerate() {
         for (name, h) in reads {
-            let want = sha(&export(&store, name, dir.path()));
+            let want = sha256_hex(&export_at(&store, name, dir.path()));
             assert_eq!(
                 h, &want,
                 "reader {k} read {name} differently from its export"

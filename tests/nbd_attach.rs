@@ -4,27 +4,16 @@
 //! VM: it owns the source disk and exports it over NBD, and qemu-io writes
 //! to that export the way a guest writes to its disk.
 
-mod nbd_util;
-
-use nbd_util::*;
+use diskhist_test_common::{
+    diskhist, export_at, incompressible, init_store, log_records, run, Served, Spawned, MIB,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MIB: usize = 1 << 20;
 const DISK: usize = 32 * MIB;
-
-/// qemu-storage-daemon, killed when dropped.
-struct Qsd(Child);
-
-impl Drop for Qsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A QMP connection: commands in, replies and events out.
 struct Qmp {
@@ -34,14 +23,17 @@ struct Qmp {
 }
 
 impl Qmp {
-    fn connect(path: &Path, qsd: &mut Qsd) -> Qmp {
+    fn connect(path: &Path, qsd: &mut Spawned) -> Qmp {
         let t0 = Instant::now();
         let s = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
                 Err(e) => {
-                    if let Some(st) = qsd.0.try_wait().unwrap() {
-                        panic!("qemu-storage-daemon exited ({st}) before QMP was up");
+                    if let Some(st) = qsd.exited() {
+                        panic!(
+                            "qemu-storage-daemon exited ({st}) before QMP was up:\n{}",
+                            qsd.stderr()
+                        );
                     }
                     assert!(t0.elapsed() < Duration::from_secs(20), "QMP socket: {e}");
                     std::thread::sleep(Duration::from_millis(20));
@@ -124,33 +116,30 @@ fn blockdev_mirror_write_blocking_records_the_copy_then_every_write() {
     // The VM's existing disk, with content before recording starts.
     let disk: PathBuf = dir.join("disk.raw");
     let mut original = vec![0u8; DISK];
-    original[..4 * MIB].copy_from_slice(&pseudo_random(4 * MIB, 1));
-    original[20 * MIB..21 * MIB].copy_from_slice(&pseudo_random(MIB, 2));
+    original[..4 * MIB].copy_from_slice(&incompressible(4 * MIB, 1));
+    original[20 * MIB..21 * MIB].copy_from_slice(&incompressible(MIB, 2));
     std::fs::write(&disk, &original).unwrap();
 
     let qmp_sock = dir.join("qmp.sock");
     let src_sock = dir.join("src.sock");
-    let mut qsd = Qsd(Command::new("qemu-storage-daemon")
-        .arg("--blockdev")
-        .arg(format!(
-            "driver=file,node-name=disk-file,filename={}",
-            disk.display()
-        ))
-        .args(["--blockdev", "driver=raw,node-name=disk,file=disk-file"])
-        .arg("--nbd-server")
-        .arg(format!("addr.type=unix,addr.path={}", src_sock.display()))
-        .args(["--export", "type=nbd,id=src,node-name=disk,writable=on"])
-        .arg("--chardev")
-        .arg(format!(
-            "socket,id=qmp,path={},server=on,wait=off",
-            qmp_sock.display()
-        ))
-        .args(["--monitor", "chardev=qmp"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn qemu-storage-daemon (Debian package qemu-utils)"));
+    let mut qsd = Spawned::start(
+        Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=file,node-name=disk-file,filename={}",
+                disk.display()
+            ))
+            .args(["--blockdev", "driver=raw,node-name=disk,file=disk-file"])
+            .arg("--nbd-server")
+            .arg(format!("addr.type=unix,addr.path={}", src_sock.display()))
+            .args(["--export", "type=nbd,id=src,node-name=disk,writable=on"])
+            .arg("--chardev")
+            .arg(format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                qmp_sock.display()
+            ))
+            .args(["--monitor", "chardev=qmp"]),
+    );
     let mut qmp = Qmp::connect(&qmp_sock, &mut qsd);
 
     // Exactly the README's two commands (with this test's socket path).
@@ -228,7 +217,7 @@ fn blockdev_mirror_write_blocking_records_the_copy_then_every_write() {
     qmp.wait_event("BLOCK_JOB_");
     qmp.execute(r#"{"execute": "quit"}"#);
     let t0 = Instant::now();
-    while qsd.0.try_wait().unwrap().is_none() {
+    while qsd.alive() {
         assert!(t0.elapsed() < Duration::from_secs(20), "qsd did not quit");
         std::thread::sleep(Duration::from_millis(20));
     }

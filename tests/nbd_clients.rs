@@ -1,22 +1,20 @@
 //! `diskhist serve` with the real NBD clients people use: qemu-img, qemu-io,
 //! nbdcopy, nbdinfo; several at once; over TCP; stopped by signal or killed.
 
-mod nbd_util;
-
-use nbd_util::*;
-use std::process::Command;
-
 use diskhist::sessions::read_sessions;
 use diskhist::Seq;
-
-const MIB: usize = 1 << 20;
+use diskhist_test_common::{
+    diskhist, diskhist_cmd, diskhist_output, export_at, free_port, incompressible, init_store,
+    log_records, p, run, Served, Spawned, MIB,
+};
+use std::process::Command;
 
 #[test]
 fn qemu_img_convert_then_latest_equals_source() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "64M");
     let src = dir.path().join("src.img");
-    let mut data = pseudo_random(64 * MIB, 1);
+    let mut data = incompressible(64 * MIB, 1);
     data[10 * MIB..20 * MIB].fill(0); // a hole: written as zeroes or skipped
     std::fs::write(&src, &data).unwrap();
     let s = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
@@ -135,7 +133,7 @@ fn nbdcopy_both_ways_and_nbdinfo() {
     assert!(list.contains("export=\"diskhist\""), "{list}");
 
     let src = dir.path().join("src.img");
-    let data = pseudo_random(32 * MIB, 2);
+    let data = incompressible(32 * MIB, 2);
     std::fs::write(&src, &data).unwrap();
     run(Command::new("nbdcopy").arg(&src).arg(s.uri()));
     let back = dir.path().join("back.img");
@@ -198,18 +196,12 @@ fn tcp_listen_defaults_to_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
     let port = free_port();
-    let stderr = dir.path().join("serve.stderr");
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            store.to_str().unwrap(),
-            "--listen",
-            &format!(":{port}"),
-        ])
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let guard = scopeguard(&mut child);
+    let serve = Spawned::start(&mut diskhist_cmd([
+        "serve",
+        p(&store),
+        "--listen",
+        &format!(":{port}"),
+    ]));
     let uri = format!("nbd://127.0.0.1:{port}/");
     let t0 = std::time::Instant::now();
     let info = loop {
@@ -217,30 +209,14 @@ fn tcp_listen_defaults_to_loopback() {
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "{}",
-            std::fs::read_to_string(&stderr).unwrap()
-        );
+        assert!(t0.elapsed().as_secs() < 20, "{}", serve.stderr());
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(info.contains("export-size: 4194304"), "{info}");
     // Bound to 127.0.0.1 only.
     let ss = run(Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]));
     assert!(ss.contains(&format!("127.0.0.1:{port}")), "{ss}");
-    drop(guard);
-}
-
-/// Kill the child when the test ends, however it ends.
-fn scopeguard(c: &mut std::process::Child) -> impl Drop + '_ {
-    struct G<'a>(&'a mut std::process::Child);
-    impl Drop for G<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    G(c)
+    drop(serve);
 }
 
 #[test]
@@ -248,11 +224,12 @@ fn a_second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
     let s = Served::start(&store, &dir.path().join("a.sock"), &[]);
-    let out = Command::new(bin())
-        .args(["serve", store.to_str().unwrap(), "--socket"])
-        .arg(dir.path().join("b.sock"))
-        .output()
-        .unwrap();
+    let out = diskhist_output(&[
+        "serve",
+        p(&store),
+        "--socket",
+        p(&dir.path().join("b.sock")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another writer"), "{err}");
@@ -271,20 +248,11 @@ fn sigterm_closes_cleanly_and_sessions_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
     let (a_data, b_data) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
-    std::fs::write(&a_data, pseudo_random(65536, 7)).unwrap();
-    std::fs::write(&b_data, pseudo_random(4096, 9)).unwrap();
+    std::fs::write(&a_data, incompressible(65536, 7)).unwrap();
+    std::fs::write(&b_data, incompressible(4096, 9)).unwrap();
     // Default socket: STORE/nbd.sock, mode 0600.
-    let mut child = Command::new(bin())
-        .args(["serve", store.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Served::start_on_default_socket(&store, &[]);
     let sock = store.join("nbd.sock");
-    let t0 = std::time::Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(t0.elapsed().as_secs() < 20 && child.try_wait().unwrap().is_none());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -298,12 +266,12 @@ fn sigterm_closes_cleanly_and_sessions_are_kept() {
             &format!("write -s {} 0 64k", a_data.display()),
         ])
         .arg(format!("nbd+unix:///?socket={}", sock.display())));
-    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
-    assert!(child.wait().unwrap().success());
+    run(Command::new("kill").args(["-INT", &child.pid().to_string()]));
+    assert!(child.wait().success());
     assert!(!sock.exists());
 
     // Then a session that is killed: it has no end.
-    let s = Served::start(&store, &dir.path().join("n.sock"), &["--sync", "always"]);
+    let mut s = Served::start(&store, &dir.path().join("n.sock"), &["--sync", "always"]);
     run(Command::new("qemu-io")
         .args([
             "-f",
@@ -329,8 +297,8 @@ fn sigterm_closes_cleanly_and_sessions_are_kept() {
     assert!(b.end.is_none(), "a killed server records no end");
     // --sync always: the write without FUA or flush survived the kill.
     let img = export_at(&store, "latest", dir.path());
-    assert!(img[..65536] == pseudo_random(65536, 7)[..]);
-    assert!(img[65536..69632] == pseudo_random(4096, 9)[..]);
+    assert!(img[..65536] == incompressible(65536, 7)[..]);
+    assert!(img[65536..69632] == incompressible(4096, 9)[..]);
     diskhist(&["verify", store.to_str().unwrap()]);
 }
 
@@ -339,9 +307,9 @@ fn flushed_and_fua_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "8M");
     let (a_data, b_data) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
-    std::fs::write(&a_data, pseudo_random(MIB, 1)).unwrap();
-    std::fs::write(&b_data, pseudo_random(4096, 2)).unwrap();
-    let s = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+    std::fs::write(&a_data, incompressible(MIB, 1)).unwrap();
+    std::fs::write(&b_data, incompressible(4096, 2)).unwrap();
+    let mut s = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
     // writeback: plain writes, then an explicit flush; then one FUA write
     // (writethrough) with nothing after it.
     let w1 = format!("write -s {} 0 1M", a_data.display());
@@ -355,11 +323,11 @@ fn flushed_and_fua_writes_survive_kill_9() {
     s.kill9();
     let img = export_at(&store, "latest", dir.path());
     assert!(
-        img[..MIB] == pseudo_random(MIB, 1)[..],
+        img[..MIB] == incompressible(MIB, 1)[..],
         "flushed write lost"
     );
     assert!(
-        img[MIB..MIB + 4096] == pseudo_random(4096, 2)[..],
+        img[MIB..MIB + 4096] == incompressible(4096, 2)[..],
         "FUA write lost"
     );
     diskhist(&["verify", store.to_str().unwrap()]);
@@ -368,7 +336,7 @@ fn flushed_and_fua_writes_survive_kill_9() {
     let out = run(Command::new("qemu-io")
         .args(["-f", "raw", "-c", "read -v 1M 16"])
         .arg(s.uri()));
-    let first: String = pseudo_random(4, 2)
+    let first: String = incompressible(4, 2)
         .iter()
         .map(|b| format!("{b:02x} "))
         .collect();
@@ -384,7 +352,7 @@ fn flushed_and_fua_writes_survive_kill_9() {
 fn identical_blocks_in_one_flushed_write_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let store = init_store(dir.path(), "4M");
-    let s = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
+    let mut s = Served::start(&store, &dir.path().join("nbd.sock"), &[]);
     run(Command::new("qemu-io")
         .args(["-f", "raw", "-c", "write -P 7 0 8k", "-c", "flush"])
         .arg(s.uri()));

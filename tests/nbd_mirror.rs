@@ -4,11 +4,11 @@
 //! quorum; at checkpoints the raw file is copied and the time noted; the
 //! store's state at each checkpoint time must equal the copy.
 
-mod nbd_util;
-
-use nbd_util::*;
+use diskhist_test_common::{
+    diskhist, export_at, incompressible, init_store, is_mounted, run, Served, Spawned,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Everything set up for the test, torn down in reverse order however the
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 struct Rig {
     dir: PathBuf,
     serve: Option<Served>,
-    qsd: Option<Child>,
+    qsd: Option<Spawned>,
     fuse_file: PathBuf,
     loopdev: Option<String>,
     mnt: Option<PathBuf>,
@@ -26,19 +26,10 @@ struct Rig {
 impl Rig {
     fn qsd_stop(&mut self) {
         if let Some(mut q) = self.qsd.take() {
-            let _ = Command::new("kill").arg(q.id().to_string()).status();
-            let t0 = Instant::now();
-            while q.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = q.kill();
-            let _ = q.wait();
+            q.terminate_or_kill(Duration::from_secs(10));
         }
         // A daemon that died hard leaves its FUSE mount behind.
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(self.fuse_file.to_str().unwrap());
-        if mounted {
+        if is_mounted(&self.fuse_file) {
             let _ = Command::new("umount")
                 .arg("-l")
                 .arg(&self.fuse_file)
@@ -66,77 +57,64 @@ impl Drop for Rig {
     }
 }
 
-fn sh(cmd: &mut Command) -> String {
-    run(cmd)
-}
-
 /// A checkpoint: the filesystem frozen (so nothing is in flight), the raw
 /// disk copied, the time noted after the copy.
 fn checkpoint(rig: &Rig, n: usize) -> (PathBuf, String) {
     let mnt = rig.mnt.as_ref().unwrap();
-    sh(Command::new("fsfreeze").arg("-f").arg(mnt));
+    run(Command::new("fsfreeze").arg("-f").arg(mnt));
     let copy = rig.dir.join(format!("checkpoint-{n}.raw"));
-    sh(Command::new("cp")
+    run(Command::new("cp")
         .arg("--sparse=always")
         .arg(rig.dir.join("disk.raw"))
         .arg(&copy));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    sh(Command::new("fsfreeze").arg("-u").arg(mnt));
+    run(Command::new("fsfreeze").arg("-u").arg(mnt));
     (
         copy,
         format!("@{}.{:09}", now.as_secs(), now.subsec_nanos()),
     )
 }
 
-fn start_quorum(dir: &Path, socket: &Path, fuse_file: &Path) -> Child {
+fn start_quorum(dir: &Path, socket: &Path, fuse_file: &Path) -> Spawned {
     std::fs::File::create(fuse_file).unwrap();
     let disk = dir.join("disk.raw");
-    let log = std::fs::File::create(dir.join("qsd.log")).unwrap();
     // The command line the module documentation gives.
-    Command::new("qemu-storage-daemon")
-        .arg("--blockdev")
-        .arg(format!(
-            "driver=file,node-name=disk-file,filename={}",
-            disk.display()
-        ))
-        .args(["--blockdev", "driver=raw,node-name=disk,file=disk-file"])
-        .arg("--blockdev")
-        .arg(format!(
-            "driver=nbd,node-name=hist,server.type=unix,server.path={}",
-            socket.display()
-        ))
-        .arg("--blockdev")
-        .arg(
-            "driver=quorum,node-name=mirror,children.0=disk,children.1=hist,\
+    Spawned::start(
+        Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=file,node-name=disk-file,filename={}",
+                disk.display()
+            ))
+            .args(["--blockdev", "driver=raw,node-name=disk,file=disk-file"])
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=nbd,node-name=hist,server.type=unix,server.path={}",
+                socket.display()
+            ))
+            .arg("--blockdev")
+            .arg(
+                "driver=quorum,node-name=mirror,children.0=disk,children.1=hist,\
              vote-threshold=1,read-pattern=fifo",
-        )
-        .arg("--export")
-        .arg(format!(
-            "type=fuse,id=exp,node-name=mirror,mountpoint={},writable=on",
-            fuse_file.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn qemu-storage-daemon")
+            )
+            .arg("--export")
+            .arg(format!(
+                "type=fuse,id=exp,node-name=mirror,mountpoint={},writable=on",
+                fuse_file.display()
+            )),
+    )
 }
 
-fn wait_fuse(fuse_file: &Path, qsd: &mut Child, dir: &Path) {
+fn wait_fuse(fuse_file: &Path, qsd: &mut Spawned) {
     let t0 = Instant::now();
     loop {
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .contains(fuse_file.to_str().unwrap());
-        if mounted {
+        if is_mounted(fuse_file) {
             return;
         }
-        if let Some(st) = qsd.try_wait().unwrap() {
-            panic!(
-                "qemu-storage-daemon exited ({st}): {}",
-                std::fs::read_to_string(dir.join("qsd.log")).unwrap()
-            );
+        if let Some(st) = qsd.exited() {
+            panic!("qemu-storage-daemon exited ({st}): {}", qsd.stderr());
         }
         assert!(
             t0.elapsed() < Duration::from_secs(20),
@@ -165,24 +143,24 @@ fn quorum_mirror_states_equal_the_disk_at_each_checkpoint() {
         mnt: None,
     };
     rig.qsd = Some(start_quorum(d, &d.join("nbd.sock"), &fuse_file));
-    wait_fuse(&fuse_file, rig.qsd.as_mut().unwrap(), d);
-    let loopdev = sh(Command::new("losetup")
+    wait_fuse(&fuse_file, rig.qsd.as_mut().unwrap());
+    let loopdev = run(Command::new("losetup")
         .args(["-f", "--show"])
         .arg(&fuse_file))
     .trim()
     .to_string();
     rig.loopdev = Some(loopdev.clone());
-    sh(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
+    run(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
     let mnt = d.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&loopdev).arg(&mnt));
+    run(Command::new("mount").arg(&loopdev).arg(&mnt));
     rig.mnt = Some(mnt.clone());
 
     let mut checkpoints = vec![checkpoint(&rig, 0)];
     for round in 1..=3u64 {
         std::fs::write(
             mnt.join(format!("file{round}.bin")),
-            pseudo_random(300_000 * round as usize, round),
+            incompressible(300_000 * round as usize, round),
         )
         .unwrap();
         std::fs::write(
@@ -193,13 +171,13 @@ fn quorum_mirror_states_equal_the_disk_at_each_checkpoint() {
         if round == 3 {
             std::fs::remove_file(mnt.join("file1.bin")).unwrap();
         }
-        sh(Command::new("sync").arg("-f").arg(mnt.join("log.txt")));
+        run(Command::new("sync").arg("-f").arg(mnt.join("log.txt")));
         checkpoints.push(checkpoint(&rig, checkpoints.len()));
         std::thread::sleep(Duration::from_millis(20));
     }
-    sh(Command::new("umount").arg(&mnt));
+    run(Command::new("umount").arg(&mnt));
     rig.mnt = None;
-    sh(Command::new("losetup").args(["-d", &loopdev]));
+    run(Command::new("losetup").args(["-d", &loopdev]));
     rig.loopdev = None;
     rig.qsd_stop();
     let final_copy = checkpoint_after_stop(&rig);
@@ -226,7 +204,7 @@ fn quorum_mirror_states_equal_the_disk_at_each_checkpoint() {
 
 fn checkpoint_after_stop(rig: &Rig) -> PathBuf {
     let copy = rig.dir.join("final.raw");
-    sh(Command::new("cp")
+    run(Command::new("cp")
         .arg("--sparse=always")
         .arg(rig.dir.join("disk.raw"))
         .arg(&copy));

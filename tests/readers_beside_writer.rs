@@ -5,19 +5,16 @@
 //! and warns of nothing. A real byte flipped in the log meanwhile is still
 //! reported by `verify`.
 
-mod mount_support;
-
-use mount_support::{bin, diskhist, p, pseudo_random, MIB};
+use diskhist_test_common::{diskhist, diskhist_output, incompressible_xorshift64, p, Served, MIB};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Run one reader command; it must succeed without a warning, an error or
 /// a word of damage. Returns its standard output.
 fn reader(args: &[&str]) -> String {
-    let o = Command::new(bin()).args(args).output().unwrap();
+    let o = diskhist_output(args);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
@@ -63,10 +60,7 @@ fn flipped_byte_is_reported(store: &Path) {
     let mut b = [0u8; 1];
     log.read_exact_at(&mut b, at).unwrap();
     log.write_all_at(&[b[0] ^ 0x20], at).unwrap();
-    let o = Command::new(bin())
-        .args(["verify", p(store)])
-        .output()
-        .unwrap();
+    let o = diskhist_output(&["verify", p(store)]);
     log.write_all_at(&b, at).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
@@ -75,24 +69,6 @@ fn flipped_byte_is_reported(store: &Path) {
         "a real flip went unreported: {err}"
     );
     assert!(err.contains("record #1 at log byte 0"), "{err}");
-}
-
-/// A child killed when the test ends, also by a failed assertion.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_quiet(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -104,7 +80,7 @@ fn readers_beside_imports_never_raise_a_false_alarm() {
     let images: Vec<_> = (0..4u64)
         .map(|i| {
             let path = dir.path().join(format!("{i}.img"));
-            std::fs::write(&path, pseudo_random(size, 10 + i)).unwrap();
+            std::fs::write(&path, incompressible_xorshift64(size, 10 + i)).unwrap();
             path
         })
         .collect();
@@ -121,8 +97,7 @@ fn readers_beside_imports_never_raise_a_false_alarm() {
         std::thread::spawn(move || {
             for round in 0..3 {
                 for img in &images[1..] {
-                    let c = spawn_quiet(Command::new(bin()).args(["import", p(&store), p(img)]));
-                    let o = c.wait_with_output().unwrap();
+                    let o = diskhist_output(&["import", p(&store), p(img)]);
                     assert!(
                         o.status.success(),
                         "import {round}: {}",
@@ -162,24 +137,10 @@ fn readers_beside_serve_never_raise_a_false_alarm() {
     let store = dir.path().join("S");
     diskhist(&["init", p(&store), "--size", "64M"]);
     let src = dir.path().join("src.img");
-    std::fs::write(&src, pseudo_random(64 * MIB, 7)).unwrap();
+    std::fs::write(&src, incompressible_xorshift64(64 * MIB, 7)).unwrap();
     let sock = dir.path().join("nbd.sock");
     // Small index flushes: runs written and merged all the time.
-    let mut serve = Stopped(
-        Command::new(bin())
-            .args(["serve", p(&store), "--socket", p(&sock)])
-            .args(["--index-flush-blocks", "256"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no NBD socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let serve = Served::start(&store, &sock, &["--index-flush-blocks", "256"]);
     let uri = format!("nbd+unix:///?socket={}", sock.display());
     // One small write first, so that record 1 exists to be flipped.
     let o = Command::new("qemu-io")
@@ -219,8 +180,6 @@ fn readers_beside_serve_never_raise_a_false_alarm() {
     writer.join().unwrap();
     assert!(rounds >= 3, "only {rounds} rounds beside serve");
     read_everything(&store);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(serve.0.id() as i32, libc::SIGTERM) };
-    assert!(serve.0.wait().unwrap().success());
+    assert!(serve.stop().0.success());
     read_everything(&store);
 }

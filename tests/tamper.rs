@@ -13,15 +13,15 @@
 //! `DISKHIST_TAMPER_SEED` overrides the seed (printed); `DISKHIST_TAMPER_FLIPS`
 //! the number of random changes (default 1200).
 
-mod nbd_util;
-
 use diskhist::sessions::read_sessions;
 use diskhist::store::format::read_record_at;
 use diskhist::store::format::{self, Encoding, RecordKind};
 use diskhist::store::index;
 use diskhist::store::verify::{verify_anchored, Anchor, VerifyReport};
 use diskhist::store::{Op, OpFlags, Seq, Store, StoreError, TimeNs, Writer, WriterOptions};
-use nbd_util::{bin, pseudo_random, run, Served};
+use diskhist_test_common::{
+    diskhist_output, env_number, incompressible, p, run, text_like, Rng, Served,
+};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -32,43 +32,6 @@ use std::time::Instant;
 const DISK_BYTES: u64 = 256 << 10;
 const BS: u32 = 4096;
 const BLOCKS: u64 = DISK_BYTES / BS as u64;
-
-/// xorshift64*: deterministic, seedable.
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Compressible but not trivially so: lz4 stores it in fewer bytes.
-fn text_block(seed: u64, len: usize) -> Vec<u8> {
-    let words = [
-        "evidence ",
-        "inode ",
-        "journal ",
-        "block ",
-        "deleted ",
-        "/var/log/auth.log ",
-    ];
-    let mut r = Rng::new(seed);
-    let mut v = Vec::with_capacity(len + 32);
-    while v.len() < len {
-        v.extend_from_slice(words[r.below(words.len() as u64) as usize].as_bytes());
-        v.extend_from_slice(format!("{} ", r.below(1000)).as_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 /// Build the store in `dir/store`; returns its path.
 fn build_store(dir: &Path) -> PathBuf {
@@ -98,7 +61,7 @@ fn build_store(dir: &Path) -> PathBuf {
             0..=4 => {
                 // Whole blocks of compressible text (lz4), 1-3 blocks.
                 let n = (1 + r.below(3)).min(BLOCKS - block);
-                let d = text_block(i, (n * BS as u64) as usize);
+                let d = text_like((n * BS as u64) as usize, i);
                 remembered.push(d[..BS as usize].to_vec());
                 append(
                     &mut w,
@@ -111,7 +74,7 @@ fn build_store(dir: &Path) -> PathBuf {
             }
             5..=7 => {
                 // Random bytes (stored raw).
-                let d = pseudo_random(BS as usize, 1000 + i);
+                let d = incompressible(BS as usize, 1000 + i);
                 remembered.push(d.clone());
                 append(
                     &mut w,
@@ -137,7 +100,7 @@ fn build_store(dir: &Path) -> PathBuf {
             11 | 12 => {
                 // A partial write, merged with the block's previous content.
                 let at = off + r.below(BS as u64 - 100);
-                let d = text_block(5000 + i, 1 + r.below(100) as usize);
+                let d = text_like(1 + r.below(100) as usize, 5000 + i);
                 append(
                     &mut w,
                     Op::Write {
@@ -221,7 +184,7 @@ fn build_store(dir: &Path) -> PathBuf {
     let mut w = Writer::open_with(&store, opts).unwrap();
     let mut t = diskhist::time::now().0;
     for i in 0..6u64 {
-        let d = text_block(9000 + i, BS as usize);
+        let d = text_like(BS as usize, 9000 + i);
         t += 1_000_000;
         w.append(
             TimeNs(t),
@@ -424,11 +387,7 @@ fn restore(path: &Path, offset: u64, byte: u8) {
 
 /// `diskhist verify` on the command line: exit status and stderr.
 fn cli_verify(store: &Path) -> (Option<i32>, String) {
-    let out = Command::new(bin())
-        .arg("verify")
-        .arg(store)
-        .output()
-        .unwrap();
+    let out = diskhist_output(&["verify", p(store)]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -447,14 +406,8 @@ struct Tally {
 #[test]
 fn every_single_byte_change_is_caught_or_harmless() {
     let t_start = Instant::now();
-    let seed = std::env::var("DISKHIST_TAMPER_SEED")
-        .ok()
-        .map(|s| s.parse::<u64>().expect("DISKHIST_TAMPER_SEED: a number"))
-        .unwrap_or(0x5eed_2026);
-    let flips: u64 = std::env::var("DISKHIST_TAMPER_FLIPS")
-        .ok()
-        .map(|s| s.parse().expect("DISKHIST_TAMPER_FLIPS: a number"))
-        .unwrap_or(1200);
+    let seed = env_number("DISKHIST_TAMPER_SEED").unwrap_or(0x5eed_2026);
+    let flips = env_number("DISKHIST_TAMPER_FLIPS").unwrap_or(1200);
     println!("tamper: seed {seed} (set DISKHIST_TAMPER_SEED to repeat), {flips} changes");
 
     let tmp = tempfile::tempdir().unwrap();
