@@ -10,7 +10,7 @@
 //! Set DISKHIST_BENCH_DIR to place the stores (default: a temp dir).
 
 use diskhist::store::{Op, OpFlags, Store, Writer};
-use diskhist::units::{Seq, TimeNs};
+use diskhist::{Seq, TimeNs};
 use std::time::Instant;
 
 fn rss_kib() -> (u64, u64) {

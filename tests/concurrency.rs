@@ -660,7 +660,7 @@ fn spellings(rfc3339_ns: &str, rng: &mut Rng) -> String {
             t.0.div_euclid(1_000_000_000),
             t.0.rem_euclid(1_000_000_000)
         ),
-        2 => diskhist::time::format_canonical(t),
+        2 => diskhist::format_canonical(t),
         _ => {
             let east = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
             chrono::DateTime::from_timestamp_nanos(t.0)
@@ -933,7 +933,7 @@ fn listed_entries_unchanged(history: &History, store: &Path, mnt: &Path, listed:
         let last = (k..=n)
             .take_while(|&s| history.time(s as u64) == t.0)
             .last();
-        let name = diskhist::time::format_rfc3339_ns(t);
+        let name = diskhist::format_rfc3339_ns(t);
         let (seq, _, _) = open_state(&m.path(&format!("at/{name}")));
         assert_eq!(
             Some(seq as usize),

@@ -9,7 +9,8 @@
 //! number of kills across the file, 70% serve and 30% ingest
 //! (`make soak` runs 500).
 
-use diskhist::store::{OpFlags, RecordKind, Seq, Store, TailStop};
+use diskhist::store::{OpFlags, RecordKind, Store, TailStop};
+use diskhist::Seq;
 use diskhist_test_common::dmlog::{self as dl, Entry};
 use diskhist_test_common::nbd::{Client, Receiver, Sender};
 use diskhist_test_common::{
@@ -560,7 +561,7 @@ fn ingest_follow_resumes_without_loss_or_duplicates_across_sigkills() {
     diskhist(&["init", p(&store), "--size", &INGEST_DISK.to_string()]);
     let log = tmp.path().join("live.dmlog");
     std::fs::write(&log, dl::super_block(SECTOR, 0)).unwrap();
-    let mark_base_ns = diskhist::time::now().0 + 3_600_000_000_000;
+    let mark_base_ns = diskhist::now().0 + 3_600_000_000_000;
     let mut rng = seeded_rng(seed ^ 0x1d6e);
     let mut entries: Vec<Entry> = Vec::new();
     let mut stats = IngestStats::default();

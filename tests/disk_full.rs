@@ -283,7 +283,7 @@ fn nbd_writes_to_a_full_store_get_enospc_and_resume_when_space_is_freed() {
     verify_ok(&store, "after stop");
     // The index flushes refused on the full disk were made up for.
     let head = diskhist::store::Store::open(&store).unwrap().head().seq;
-    let manifest = diskhist::store::index::read_manifest(&store).unwrap();
+    let manifest = diskhist::testing::index::read_manifest(&store).unwrap();
     assert_eq!(manifest.indexed_through, head, "the index did not catch up");
     m.check_store(&store, &fs, "after stop");
     let s = Served::start(&store, &socket, &[]);

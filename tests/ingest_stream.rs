@@ -95,7 +95,7 @@ fn history(store: &Path, salt: u8) {
         let data: Vec<u8> = (0..6000)
             .map(|j| (j * 7 + i * 13) as u8 ^ salt | 1)
             .collect();
-        let time = diskhist::time::parse_time(&format!("2026-11-23T06:30:{:02}Z", 10 + i));
+        let time = diskhist::parse_time(&format!("2026-11-23T06:30:{:02}Z", 10 + i));
         let Ok(diskhist::TimeSpec::At(t)) = time else {
             panic!("{time:?}")
         };

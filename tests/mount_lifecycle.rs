@@ -54,7 +54,7 @@ fn a_busy_mount_is_detached_on_the_second_signal() {
     let st = m
         .wait_exit(Duration::from_secs(10))
         .expect("exits once the last file closes");
-    assert!(st.success(), "{st}");
+    assert!(st.success(), "{st}: {}", m.stderr());
 }
 
 #[test]

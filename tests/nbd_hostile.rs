@@ -2,7 +2,7 @@
 //! the socket. Each gets an NBD error or a disconnect, never a crash or a
 //! hang; the server keeps serving others, and the store stays intact.
 
-use diskhist::nbd::proto::*;
+use diskhist::testing::nbd::proto::*;
 use diskhist_test_common::nbd::Conn;
 use diskhist_test_common::{diskhist, export_at, init_store, log_records, run, Served};
 use std::io::{Read, Write};

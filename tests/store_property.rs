@@ -4,8 +4,8 @@
 //! operations.
 
 use diskhist::store::{Op, OpFlags, Store, Writer, WriterOptions};
-use diskhist::time::TimeSpec;
-use diskhist::units::TimeNs;
+use diskhist::TimeNs;
+use diskhist::TimeSpec;
 use proptest::prelude::*;
 
 const BS: u32 = 512;

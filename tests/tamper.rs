@@ -14,11 +14,12 @@
 //! the number of random changes (default 1200).
 
 use diskhist::sessions::read_sessions;
-use diskhist::store::format::read_record_at;
-use diskhist::store::format::{self, Encoding, RecordKind};
-use diskhist::store::index;
 use diskhist::store::verify::{verify_anchored, Anchor, VerifyReport};
-use diskhist::store::{Op, OpFlags, Seq, Store, StoreError, TimeNs, Writer, WriterOptions};
+use diskhist::store::{Op, OpFlags, Store, StoreError, Writer, WriterOptions};
+use diskhist::testing::format::read_record_at;
+use diskhist::testing::format::{self, Encoding, RecordKind};
+use diskhist::testing::index;
+use diskhist::{Seq, TimeNs};
 use diskhist_test_common::{
     diskhist_output, env_number, incompressible, p, run, text_like, Rng, Served,
 };
@@ -37,7 +38,7 @@ const BLOCKS: u64 = DISK_BYTES / BS as u64;
 fn build_store(dir: &Path) -> PathBuf {
     let store = dir.join("store");
     Writer::init(&store, DISK_BYTES, BS).unwrap();
-    let t0 = diskhist::time::now().0 - 3_600_000_000_000;
+    let t0 = diskhist::now().0 - 3_600_000_000_000;
     let mut r = Rng::new(7);
     // Small index flushes: several runs, compactions and dedup runs.
     #[allow(clippy::field_reassign_with_default)] // other fields keep their defaults
@@ -182,7 +183,7 @@ fn build_store(dir: &Path) -> PathBuf {
 
     // And a few records after the session, so its anchors are mid-history.
     let mut w = Writer::open_with(&store, opts).unwrap();
-    let mut t = diskhist::time::now().0;
+    let mut t = diskhist::now().0;
     for i in 0..6u64 {
         let d = text_like(BS as usize, 9000 + i);
         t += 1_000_000;
@@ -224,7 +225,7 @@ fn read_states(store: &Path) -> Result<Reference, String> {
         if st > 0 {
             let t = s.time_of(Seq(st)).map_err(|e| e.to_string())?;
             let back = s
-                .resolve(diskhist::time::TimeSpec::At(t))
+                .resolve(diskhist::TimeSpec::At(t))
                 .map_err(|e| e.to_string())?;
             // The last record with this time is what the time names.
             if back < Seq(st) {

@@ -47,7 +47,7 @@ fn read_all<R: Read>(input: R) -> (Vec<DmlogEntry>, Result<(), DmlogError>) {
 }
 
 fn check_entry(e: &DmlogEntry, sector_size: u32) {
-    use diskhist::store::op::OwnedOp;
+    use diskhist::store::OwnedOp;
     let ss = u64::from(sector_size);
     if let OwnedOp::Write { offset_bytes, data } = &e.op {
         assert_eq!(*offset_bytes, e.sector * ss);

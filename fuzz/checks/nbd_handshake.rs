@@ -3,8 +3,8 @@
 //! sends is a well-formed option reply (or the EXPORT_NAME answer that ends
 //! the handshake).
 
-use diskhist::nbd::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
-use diskhist::nbd::proto::{self, BlockSizes};
+use diskhist::testing::nbd::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
+use diskhist::testing::nbd::proto::{self, BlockSizes};
 
 /// Run every check of this target on one input; panics on a failure.
 pub fn check(data: &[u8]) {

@@ -12,9 +12,9 @@
 //!    flush while the disk's first byte is 0xff fails fatally for want of
 //!    space (ENOSPC, serve stops).
 
-use diskhist::nbd::export::{Export, ExportError};
-use diskhist::nbd::proto::{self, Command, RequestLimits, WireError, REQUEST_LEN};
-use diskhist::nbd::transmission::{handle_requests, Counters, End, TransmissionError};
+use diskhist::testing::nbd::export::{Export, ExportError};
+use diskhist::testing::nbd::proto::{self, Command, RequestLimits, WireError, REQUEST_LEN};
+use diskhist::testing::nbd::transmission::{handle_requests, Counters, End, TransmissionError};
 use std::sync::Mutex;
 
 const SIZE: usize = 64 << 10;

@@ -16,7 +16,7 @@
 use diskhist::producers::stream::{
     StreamReader, StreamRecord, StreamStart, StreamVersion, StreamWriter,
 };
-use diskhist::store::op::{OpFlags, OwnedOp};
+use diskhist::store::{OpFlags, OwnedOp};
 use diskhist::{Hash32, Seq, TimeNs};
 use std::io::{self, Read};
 

@@ -1,9 +1,9 @@
-//! `diskhist::time::parse_time`: every string a user or the mounted tree may
+//! `diskhist::parse_time`: every string a user or the mounted tree may
 //! hand it. Never panics; whatever it accepts as an instant prints back
 //! (canonical, RFC 3339, RFC 3339 with nanoseconds) to the same instant, and
 //! a `#SEQ` prints back to the same record.
 
-use diskhist::time::{format_canonical, format_rfc3339, format_rfc3339_ns, parse_time, TimeSpec};
+use diskhist::{format_canonical, format_rfc3339, format_rfc3339_ns, parse_time, TimeSpec};
 
 /// Run every check of this target on one input; panics on a failure.
 pub fn check(data: &[u8]) {

@@ -5,7 +5,7 @@ use super::{open_store, state, Status};
 use anyhow::Result;
 use clap::Args;
 use diskhist::store::{RecordKind, Store};
-use diskhist::units::{BlockNo, Seq};
+use diskhist::{BlockNo, Seq};
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;

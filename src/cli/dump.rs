@@ -7,7 +7,7 @@ use super::{open_store, record_range};
 use anyhow::Result;
 use clap::Args;
 use diskhist::producers::stream;
-use diskhist::units::Seq;
+use diskhist::Seq;
 use std::path::PathBuf;
 
 #[derive(Args)]

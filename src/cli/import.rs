@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use diskhist::producers::image::{self, ImportError, ImportSource};
 use diskhist::store::Writer;
-use diskhist::time::{format_rfc3339, now, TimeSpec};
+use diskhist::{format_rfc3339, now, TimeSpec};
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 

@@ -3,10 +3,10 @@
 use super::json::{self, Object};
 use anyhow::Result;
 use clap::Args;
+use diskhist::format_rfc3339;
 use diskhist::producers::image;
 use diskhist::sessions::Session;
 use diskhist::store::Store;
-use diskhist::time::format_rfc3339;
 use diskhist::{Seq, TimeNs};
 use std::io::Write;
 use std::path::PathBuf;

@@ -3,8 +3,8 @@
 use super::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
+use diskhist::parse_size;
 use diskhist::store::Writer;
-use diskhist::units::parse_size;
 use std::path::PathBuf;
 
 #[derive(Args)]

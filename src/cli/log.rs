@@ -4,9 +4,9 @@ use super::json;
 use super::{open_store, record_range};
 use anyhow::Result;
 use clap::Args;
+use diskhist::format_rfc3339_ns;
 use diskhist::store::RecordInfo;
-use diskhist::time::format_rfc3339_ns;
-use diskhist::units::Seq;
+use diskhist::Seq;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 

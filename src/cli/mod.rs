@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use diskhist::time::format_rfc3339;
+use diskhist::format_rfc3339;
 use diskhist::{Seq, Store, TimeNs, TimeSpec};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use diskhist::mount::{mount_until_unmounted, ListingLimits, MountOptions};
-use diskhist::units::parse_size;
+use diskhist::parse_size;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use diskhist::nbd::server::{self, Listen, ServeConfig, DEFAULT_SOCKET};
-use diskhist::nbd::store_export::SyncMode;
+use diskhist::nbd::SyncMode;
 use diskhist::store::{WriterOptions, FLUSH_THRESHOLD};
 
 use super::UsageError;

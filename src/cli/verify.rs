@@ -6,8 +6,8 @@ use super::progress::Progress;
 use super::Status;
 use anyhow::{bail, Result};
 use clap::Args;
+use diskhist::format_rfc3339_ns;
 use diskhist::store::verify as verify_mod;
-use diskhist::time::format_rfc3339_ns;
 use std::path::PathBuf;
 
 #[derive(Args)]

@@ -1,10 +1,10 @@
 //! `diskhist serve`: an NBD server that records every write QEMU (or any
 //! NBD client) makes into the store, with the time it was applied.
 //!
-//! Layers: [`proto`] (wire format, pure), [`negotiate`] (handshake),
-//! [`transmission`] (requests against an [`export::Export`]),
-//! [`store_export`] (the store as an export), [`server`] (sockets, threads,
-//! stop). The `STORE/sessions` evidence file each run appends to is
+//! Layers: `proto.rs` (wire format, pure), `negotiate.rs` (handshake),
+//! `transmission.rs` (requests against an `Export`, `export.rs`),
+//! `store_export.rs` (the store as an export), [`server`] (sockets,
+//! threads, stop). The `STORE/sessions` evidence file each run appends to is
 //! [`crate::sessions`], which `info` and `verify` read too.
 //!
 //! # Serving
@@ -82,9 +82,28 @@
 //! `adjtimex`, the store's head seq and chain) are appended to
 //! `STORE/sessions`; see [`crate::sessions`].
 
-pub mod export;
-pub mod negotiate;
-pub mod proto;
+pub(crate) mod export;
+pub(crate) mod negotiate;
+pub(crate) mod proto;
 pub mod server;
-pub mod store_export;
-pub mod transmission;
+pub(crate) mod store_export;
+pub(crate) mod transmission;
+
+pub use store_export::SyncMode;
+
+/// The server's pieces, for [`crate::testing`]: the fuzz targets and the
+/// hostile-client tests check each alone.
+pub(crate) mod testing {
+    pub mod export {
+        pub use crate::nbd::export::*;
+    }
+    pub mod negotiate {
+        pub use crate::nbd::negotiate::*;
+    }
+    pub mod proto {
+        pub use crate::nbd::proto::*;
+    }
+    pub mod transmission {
+        pub use crate::nbd::transmission::*;
+    }
+}

@@ -3,8 +3,8 @@
 //! record naming the image (its path, size and SHA-256), all in one batch:
 //! the import becomes part of the history whole, or not at all.
 
-use crate::store::op::{Op, OpFlags};
 use crate::store::{CutBatch, StoreError, Writer};
+use crate::store::{Op, OpFlags};
 use crate::units::{Seq, TimeNs};
 use sha2::{Digest, Sha256};
 use std::io::Read;

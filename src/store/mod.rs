@@ -20,20 +20,21 @@
 //! it: delete `index/` and the next writer (any `ingest`, `import` or
 //! `serve`) rebuilds it from the log; readers meanwhile scan the log.
 
-pub use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use error::{InitError, StoreError};
+
+use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
 pub use writer::{writer_is_live, Appended, CutBatch, Writer, WriterOptions, FLUSH_THRESHOLD};
 
-pub mod batch;
-pub mod error;
+pub(crate) mod batch;
+mod error;
 mod files;
-pub mod format;
-pub mod index;
+pub(crate) mod format;
+pub(crate) mod index;
 pub mod layout;
-pub mod op;
+mod op;
 pub mod verify;
 mod writer;
 

@@ -32,8 +32,8 @@
 
 use super::error::DmlogError;
 use super::reader::{DmlogEntry, DmlogReader, Polled, LOG_FLUSH_FLAG, LOG_FUA_FLAG};
-use crate::store::op::{Op, OwnedOp};
 use crate::store::Writer;
+use crate::store::{Op, OwnedOp};
 use crate::units::{Seq, TimeNs};
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};

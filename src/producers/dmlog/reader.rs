@@ -52,7 +52,7 @@
 
 use super::error::DmlogError;
 use crate::store::format::MAX_OP_BYTES;
-use crate::store::op::{OpFlags, OwnedOp};
+use crate::store::{OpFlags, OwnedOp};
 use std::io::{self, Read};
 
 /// `WRITE_LOG_MAGIC`.

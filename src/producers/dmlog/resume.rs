@@ -14,7 +14,7 @@
 
 use super::error::DmlogError;
 use super::reader::{DmlogEntry, DmlogReader, Polled};
-use crate::store::op::{OpFlags, OwnedOp};
+use crate::store::{OpFlags, OwnedOp};
 use crate::store::{RecordInfo, RecordKind, Store, StoreError};
 use crate::units::{Hash32, Seq};
 use std::io;

@@ -53,7 +53,7 @@
 //! the record; a stream that stops before its end record is truncated. In
 //! both cases the records before it were whole and checked.
 
-use crate::store::op::{OpFlags, OwnedOp};
+use crate::store::{OpFlags, OwnedOp};
 use crate::units::{Hash32, Seq, TimeNs};
 use std::io;
 

@@ -48,7 +48,7 @@
 
 use super::format::{StreamError, StreamRecord, StreamStart, StreamVersion};
 use super::reader::StreamReader;
-use crate::store::op::OwnedOp;
+use crate::store::OwnedOp;
 use crate::store::{Head, Store, StoreError, Writer};
 use crate::time::format_rfc3339_ns;
 use crate::units::{Hash32, Seq, TimeNs};
@@ -563,7 +563,7 @@ mod tests {
     use super::*;
     use crate::producers::stream::format::StreamHeader;
     use crate::producers::stream::writer::StreamWriter;
-    use crate::store::op::OpFlags;
+    use crate::store::OpFlags;
     use std::io::{self, Cursor};
 
     const HEADER: StreamHeader = StreamHeader {

@@ -3,23 +3,23 @@
 //! anything and checked record by record on arrival. `dump` writes it
 //! ([`dump()`]), `ingest --format stream` reads it ([`ingest()`]).
 //!
-//! - [`format`](mod@format) holds the byte map (version 2, and version 1 that older
+//! - `format.rs` holds the byte map (version 2, and version 1 that older
 //!   releases wrote), the types a stream is made of, and its errors.
-//! - [`reader`] has [`StreamReader`], which returns only records it has
+//! - `reader.rs` has [`StreamReader`], which returns only records it has
 //!   checked: checksum, fields, sequence, times, and (version 2) the chain
 //!   hash each record carries, recomputed from the record.
-//! - [`writer`] has [`StreamWriter`], which encodes what it is given.
-//! - [`ingest`](mod@ingest) records a stream into a store: records the store
+//! - `writer.rs` has [`StreamWriter`], which encodes what it is given.
+//! - `ingest.rs` records a stream into a store: records the store
 //!   already holds are skipped, a stream that conflicts with the store or
 //!   does not link to its history is refused before anything is written,
 //!   and every record is verified before it is written.
-//! - [`dump`](mod@dump) writes records of a store as a stream.
+//! - `dump.rs` writes records of a store as a stream.
 
-pub mod dump;
-pub mod format;
-pub mod ingest;
-pub mod reader;
-pub mod writer;
+mod dump;
+mod format;
+mod ingest;
+mod reader;
+mod writer;
 
 pub use dump::{dump, dump_with_progress, DumpError};
 pub use format::{StreamEnd, StreamError, StreamHeader, StreamRecord, StreamStart, StreamVersion};

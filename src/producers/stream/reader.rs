@@ -8,7 +8,7 @@
 
 use super::format::*;
 use crate::store::format::{RecordKind, MAX_OP_BYTES};
-use crate::store::op::{OpFlags, OwnedOp};
+use crate::store::{OpFlags, OwnedOp};
 use crate::units::{Hash32, Seq, TimeNs};
 use std::io::{self, Read};
 

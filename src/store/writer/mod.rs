@@ -280,8 +280,8 @@ impl Writer {
     }
 
     /// Begin a batch: the records appended until [`Writer::commit_batch`]
-    /// become part of the history together, or not at all (see
-    /// [`batch`]). Readers see none of them until the commit; if the
+    /// become part of the history together, or not at all (see the
+    /// `batch` module). Readers see none of them until the commit; if the
     /// process stops first, the next writer cuts them.
     ///
     /// Writes the whole index out first, so that the batch's index entries
