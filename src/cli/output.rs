@@ -35,12 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// What a command writes: binary data is never sent to a terminal.
+/// What a command writes: binary data is never sent to a terminal. (Text
+/// outputs, which may go to one, get their variant with the first command
+/// that writes one to a file.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
     Binary,
-    #[allow(dead_code)] // for text outputs to come (timeline, prove)
-    Text,
 }
 
 const BUF_BYTES: usize = 1 << 20;
