@@ -30,6 +30,7 @@
 //! The command line (`src/cli`, the binary, feature `cli`) parses flags,
 //! calls these, and maps errors to exit codes.
 
+pub mod fs;
 mod le;
 #[cfg(feature = "fuse")]
 pub mod mount;
