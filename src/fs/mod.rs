@@ -22,8 +22,11 @@
 //! input.
 
 pub mod part;
+#[cfg(feature = "fuse")]
+pub mod pool;
 pub mod probe;
 pub mod source;
+pub mod volume;
 
 pub use source::{ReadAt, Source};
 
