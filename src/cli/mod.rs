@@ -13,15 +13,18 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod cat;
 mod diff;
 mod dump;
 mod export;
+mod files;
 mod import;
 mod info;
 mod ingest;
 mod init;
 mod json;
 mod log;
+mod ls;
 mod mount;
 pub mod output;
 pub mod progress;
@@ -64,6 +67,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Size, block size, record count, times, space, chain head.
     Info(info::InfoArgs),
+    /// List a directory of a filesystem inside the disk at TIME.
+    Ls(ls::LsArgs),
+    /// Print a file of a filesystem inside the disk at TIME.
+    Cat(cat::CatArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -105,6 +112,8 @@ pub fn main() -> i32 {
         Command::Dump(a) => done(dump::dump(a)),
         Command::Verify(a) => verify::verify(a),
         Command::Info(a) => done(info::info(a)),
+        Command::Ls(a) => done(ls::ls(a)),
+        Command::Cat(a) => done(cat::cat(a)),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -161,6 +170,8 @@ impl Command {
             Command::Dump(a) => Some(&a.store),
             Command::Verify(a) => Some(&a.store),
             Command::Info(a) => Some(&a.store),
+            Command::Ls(a) => Some(&a.store),
+            Command::Cat(a) => Some(&a.store),
         }
     }
 }
