@@ -336,3 +336,203 @@ fn read_gpt(disk: &Source, table: &mut PartitionTable) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::source::MemDisk;
+    use std::sync::Arc;
+
+    const MIB: usize = 1 << 20;
+
+    fn put_slot(sector: &mut [u8], i: usize, type_byte: u8, start: u32, sectors: u32) {
+        let at = 446 + 16 * i;
+        sector[at + 4] = type_byte;
+        sector[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+        sector[at + 12..at + 16].copy_from_slice(&sectors.to_le_bytes());
+        sector[510] = 0x55;
+        sector[511] = 0xaa;
+    }
+
+    fn table_of(disk: Vec<u8>) -> PartitionTable {
+        read_table(&Source::new(Arc::new(MemDisk(disk)))).unwrap()
+    }
+
+    /// p1 primary, p2 extended holding two logicals (p5, p6), as sfdisk
+    /// lays them out: each EBR's second slot links to the next EBR,
+    /// relative to the extended partition's start.
+    fn mbr_with_logicals() -> Vec<u8> {
+        let mut d = vec![0u8; 16 * MIB];
+        put_slot(&mut d[..512], 0, 0x83, 2048, 4096);
+        put_slot(&mut d[..512], 1, 0x05, 8192, 16384);
+        let ebr1 = 8192 * 512;
+        put_slot(&mut d[ebr1..ebr1 + 512], 0, 0x83, 2048, 2048);
+        put_slot(&mut d[ebr1..ebr1 + 512], 1, 0x05, 6144, 8192);
+        let ebr2 = (8192 + 6144) * 512;
+        put_slot(&mut d[ebr2..ebr2 + 512], 0, 0x0c, 2048, 4096);
+        d
+    }
+
+    #[test]
+    fn mbr_logicals_are_numbered_from_5() {
+        let t = table_of(mbr_with_logicals());
+        assert_eq!(t.kind, TableKind::Mbr);
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        let got: Vec<(u32, u64, u64, bool)> = t
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.start_bytes / 512,
+                    p.len_bytes / 512,
+                    p.container,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 2048, 4096, false),
+                (2, 8192, 16384, true),
+                (5, 8192 + 2048, 2048, false),
+                (6, 8192 + 6144 + 2048, 4096, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_looping_ebr_chain_costs_a_warning_not_the_table() {
+        let mut d = mbr_with_logicals();
+        // The second EBR links back to the first.
+        let ebr2 = (8192 + 6144) * 512;
+        put_slot(&mut d[ebr2..ebr2 + 512], 1, 0x05, 0, 8192);
+        let t = table_of(d);
+        assert_eq!(t.partitions.len(), 4, "{:?}", t.partitions);
+        assert!(
+            t.warnings.iter().any(|w| w.contains("loops")),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn a_whole_disk_filesystem_boot_sector_is_no_table() {
+        let mut d = vec![0u8; MIB];
+        d[510] = 0x55;
+        d[511] = 0xaa;
+        d[446] = 0x3c; // boot code where a boot flag would be
+        assert_eq!(table_of(d).kind, TableKind::None);
+    }
+
+    /// A GPT disk: protective MBR, primary header at LBA 1 and backup at
+    /// the last LBA, each with its own entry array, CRCs right.
+    fn gpt_disk(entry_len: u32, entries: u32) -> Vec<u8> {
+        let sectors = 8192u64;
+        let mut d = vec![0u8; (sectors * 512) as usize];
+        put_slot(&mut d[..512], 0, 0xee, 1, (sectors - 1) as u32);
+        let array_bytes = (entry_len * entries) as usize;
+        let mut array = vec![0u8; array_bytes];
+        let name: Vec<u8> = "data"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        for (i, (first, last)) in [(2048u64, 4095u64), (4096, 6143)].iter().enumerate() {
+            let e = &mut array[i * entry_len as usize..(i + 1) * entry_len as usize];
+            e[0..16].copy_from_slice(&[0xaf; 16]);
+            e[16..32].copy_from_slice(&[i as u8 + 1; 16]);
+            e[32..40].copy_from_slice(&first.to_le_bytes());
+            e[40..48].copy_from_slice(&last.to_le_bytes());
+            e[56..56 + name.len()].copy_from_slice(&name);
+        }
+        let array_crc = crc32fast::hash(&array);
+        let array_sectors = (array_bytes as u64).div_ceil(512);
+        for (my, alt, array_lba) in [
+            (1, sectors - 1, 2),
+            (sectors - 1, 1, sectors - 1 - array_sectors),
+        ] {
+            let mut h = [0u8; 92];
+            h[0..8].copy_from_slice(b"EFI PART");
+            h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+            h[12..16].copy_from_slice(&92u32.to_le_bytes());
+            h[24..32].copy_from_slice(&my.to_le_bytes());
+            h[32..40].copy_from_slice(&alt.to_le_bytes());
+            h[72..80].copy_from_slice(&array_lba.to_le_bytes());
+            h[80..84].copy_from_slice(&entries.to_le_bytes());
+            h[84..88].copy_from_slice(&entry_len.to_le_bytes());
+            h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+            let crc = crc32fast::hash(&h);
+            h[16..20].copy_from_slice(&crc.to_le_bytes());
+            let at = (my * 512) as usize;
+            d[at..at + 92].copy_from_slice(&h);
+            let at = (array_lba * 512) as usize;
+            d[at..at + array_bytes].copy_from_slice(&array);
+        }
+        d
+    }
+
+    #[test]
+    fn gpt_entries_in_order_with_names() {
+        for entry_len in [128, 256] {
+            let t = table_of(gpt_disk(entry_len, 128));
+            assert_eq!(t.kind, TableKind::Gpt { used_backup: false });
+            assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+            let got: Vec<(u32, u64, u64, &str)> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.number,
+                        p.start_bytes / 512,
+                        p.len_bytes / 512,
+                        p.name.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, [(1, 2048, 2048, "data"), (2, 4096, 2048, "data")]);
+            assert_eq!(
+                t.partitions[0].type_id,
+                "afafafaf-afaf-afaf-afaf-afafafafafaf"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_primary_gpt_falls_back_to_the_backup_and_two_bad_give_nothing() {
+        let mut d = gpt_disk(128, 128);
+        d[512 + 40] ^= 1; // the primary header, under its CRC
+        let t = table_of(d.clone());
+        assert_eq!(t.kind, TableKind::Gpt { used_backup: true });
+        assert_eq!(t.partitions.len(), 2);
+        assert!(
+            t.warnings[0].contains("checksum mismatch"),
+            "{:?}",
+            t.warnings
+        );
+        let last = d.len() - 512;
+        d[last + 40] ^= 1;
+        let t = table_of(d);
+        assert!(t.partitions.is_empty());
+        assert!(
+            t.warnings.iter().any(|w| w.contains("no valid GPT")),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn a_gpt_claiming_a_huge_entry_array_is_refused_without_allocating_it() {
+        let mut d = gpt_disk(128, 128);
+        // 2^28 entries, with a recomputed header CRC: legal framing, absurd size.
+        let h = 512;
+        d[h + 80..h + 84].copy_from_slice(&(1u32 << 28).to_le_bytes());
+        d[h + 16..h + 20].fill(0);
+        let crc = crc32fast::hash(&d[h..h + 92]);
+        d[h + 16..h + 20].copy_from_slice(&crc.to_le_bytes());
+        let t = table_of(d);
+        assert!(t.warnings[0].contains("refused"), "{:?}", t.warnings);
+        // The backup is intact.
+        assert_eq!(t.kind, TableKind::Gpt { used_backup: true });
+        assert_eq!(t.partitions.len(), 2);
+    }
+}
