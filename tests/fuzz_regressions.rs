@@ -10,6 +10,8 @@ mod dmlog;
 mod nbd_handshake;
 #[path = "../fuzz/checks/nbd_request.rs"]
 mod nbd_request;
+#[path = "../fuzz/checks/partitions.rs"]
+mod partitions;
 #[path = "../fuzz/checks/stream.rs"]
 mod stream;
 #[path = "../fuzz/checks/time.rs"]
@@ -56,6 +58,11 @@ fn nbd_request_corpus() {
 #[test]
 fn nbd_handshake_corpus() {
     replay("nbd_handshake", nbd_handshake::check);
+}
+
+#[test]
+fn partitions_corpus() {
+    replay("partitions", partitions::check);
 }
 
 #[test]
