@@ -52,8 +52,11 @@
 //!
 //! Not supported: compressed and encrypted files answer
 //! [`FsError::Unsupported`] (EIO) when read, as the crate would silently
-//! return their raw clusters; `$LogFile` is not replayed (ntfs-3g refuses
-//! to mount such a volume read-write, but shows it read-only as we do).
+//! return their raw clusters (ntfs-3g decompresses); `$LogFile` is not
+//! replayed (ntfs-3g does not replay it either); ownership and modes kept
+//! in security descriptors or WSL's `$EA` entries are not read (ntfs-3g
+//! ignores them too without its `permissions` option); stream names with
+//! an unpaired surrogate show U+FFFD in their xattr name.
 //!
 //! Hostile images: the crate panics on some damaged records, so every call
 //! into it runs under `catch_unwind`; every call also reads through a

@@ -480,6 +480,84 @@ fn hostile_images_answer_errors_in_bounded_time() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// INDX record layout: "INDX", update sequence offset (u16 at 4) and
+/// count (u16 at 6), the record's VCN (u64 at 0x10), then an index header
+/// at 0x18: entries' offset from it (u32), their length (u32), allocated
+/// length (u32), flags (u8, 1: has subnodes). Each entry: file reference
+/// (8), length (u16 at 8), key length (u16 at 10), flags (u16 at 12; 1:
+/// has a subnode, 2: last), its subnode's VCN in its last 8 bytes.
+const INDX_VCN: usize = 0x10;
+const INDX_HEADER: usize = 0x18;
+const INDX_HAS_SUBNODES: u8 = 1;
+const ENTRY_HAS_SUBNODE: u16 = 1;
+const ENTRY_LAST: u16 = 2;
+const FIXUP_SECTOR: usize = 512;
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Undoes (`apply` false) or redoes a multi-sector record's fixups: the
+/// last two bytes of each sector swapped with its update sequence array.
+fn fixups(record: &mut [u8], apply: bool) {
+    let (usa, count) = (u16_at(record, 4), u16_at(record, 6));
+    for i in 1..count {
+        let end = i * FIXUP_SECTOR - 2;
+        if apply {
+            record.copy_within(end..end + 2, usa + 2 * i);
+            record.copy_within(usa..usa + 2, end);
+        } else {
+            record.copy_within(usa + 2 * i..usa + 2 * i + 2, end);
+        }
+    }
+}
+
+#[test]
+fn a_cycle_in_a_directory_index_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut image = std::fs::read(build(tmp.path(), 16, 5)).unwrap();
+    let record_bytes = 4096;
+    // An inner node of many/'s B-tree: its first entry's subnode becomes
+    // the node itself.
+    let mut looped = false;
+    for start in (0..image.len()).step_by(record_bytes) {
+        let record = &mut image[start..start + record_bytes];
+        if &record[..4] != b"INDX" || record[INDX_HEADER + 12] & INDX_HAS_SUBNODES == 0 {
+            continue;
+        }
+        fixups(record, false);
+        let vcn: [u8; 8] = record[INDX_VCN..INDX_VCN + 8].try_into().unwrap();
+        let first = INDX_HEADER + u16_at(record, INDX_HEADER);
+        let (len, flags) = (u16_at(record, first + 8), u16_at(record, first + 12) as u16);
+        assert!(flags & ENTRY_HAS_SUBNODE != 0 && flags & ENTRY_LAST == 0);
+        record[first + len - 8..first + len].copy_from_slice(&vcn);
+        fixups(record, true);
+        looped = true;
+        break;
+    }
+    assert!(looped, "no inner index node: many/ should need one");
+    let mut fs = open(Source::new(Arc::new(MemDisk(image)))).unwrap();
+    let many = fs.lookup(ROOT_RECORD, b"many").unwrap().unwrap().node;
+    let started = Instant::now();
+    assert!(matches!(fs.list(many), Err(FsError::Damaged(_))));
+    // A lookup that goes down that entry meets the loop too; others work.
+    let mut damaged = 0;
+    for i in 0..300 {
+        match fs.lookup(many, format!("file number {i}").as_bytes()) {
+            Ok(Some(_)) => {}
+            Err(FsError::Damaged(_)) => damaged += 1,
+            other => panic!("file number {i}: {other:?}"),
+        }
+    }
+    assert!(damaged > 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(fs.lookup(ROOT_RECORD, b"hello.txt").unwrap().is_some());
+}
+
 #[test]
 fn survives_damaged_and_truncated_images() {
     let tmp = tempfile::tempdir().unwrap();
