@@ -21,6 +21,8 @@
 //! allocations, and `catch_unwind` around crates known to panic on hostile
 //! input.
 
+pub mod fat;
+pub mod ntfs;
 pub mod part;
 #[cfg(feature = "fuse")]
 pub mod pool;
