@@ -20,7 +20,11 @@ pub fn check(data: &[u8]) {
     let src = Source::new(Arc::new(MemDisk(disk)));
     let vols = Volumes::read(&src).expect("an in-memory disk reads");
     let t = &vols.table;
-    assert!(t.warnings.len() <= MAX_EBRS + 8, "{} warnings", t.warnings.len());
+    assert!(
+        t.warnings.len() <= MAX_EBRS + 8,
+        "{} warnings",
+        t.warnings.len()
+    );
     match t.kind {
         TableKind::None => {
             assert!(t.partitions.is_empty());

@@ -343,6 +343,10 @@ impl FatFs {
 }
 
 impl FileSystem for FatFs {
+    fn label(&self) -> Option<String> {
+        FatFs::label(self)
+    }
+
     fn root(&self) -> NodeId {
         ROOT_NODE
     }

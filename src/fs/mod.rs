@@ -161,6 +161,11 @@ impl FsKind {
 pub trait FileSystem {
     fn root(&self) -> NodeId;
 
+    /// The volume's label, where the filesystem keeps one.
+    fn label(&self) -> Option<String> {
+        None
+    }
+
     fn stat(&mut self, node: NodeId) -> Result<Stat, FsError>;
 
     /// The entries of directory `dir`, in the filesystem's own order,

@@ -199,6 +199,10 @@ struct Inspected {
 }
 
 impl FileSystem for NtfsFs {
+    fn label(&self) -> Option<String> {
+        NtfsFs::label(self)
+    }
+
     fn root(&self) -> NodeId {
         ROOT_RECORD
     }

@@ -78,8 +78,18 @@ impl Volumes {
 
 /// Open the filesystem on `volume`, or say why its files cannot be shown.
 pub fn open_filesystem(volume: &Volume) -> Result<Box<dyn FileSystem>, String> {
-    let kind = volume.probe.kind;
-    match kind {
+    fn boxed<F: FileSystem + 'static>(
+        kind: FsKind,
+        opened: Result<F, super::FsError>,
+    ) -> Result<Box<dyn FileSystem>, String> {
+        opened
+            .map(|fs| Box::new(fs) as Box<dyn FileSystem>)
+            .map_err(|e| format!("{}: {e}", kind.name()))
+    }
+    let src = volume.source.clone();
+    match volume.probe.kind {
+        k @ FsKind::Ntfs => boxed(k, super::ntfs::open(src)),
+        k @ (FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) => boxed(k, super::fat::open(src)),
         FsKind::Unknown => Err("no filesystem diskhist recognises".into()),
         k => Err(format!("{}: not supported", k.name())),
     }
