@@ -5,9 +5,15 @@
 //!
 //! Every request that would change something answers EROFS, on top of the
 //! kernel's own `ro` mount flag.
+//!
+//! Lookups of nodes inside states are counted by the tree (the kernel
+//! holds a reference per answered lookup); `forget` gives them back, so
+//! the tree's table of such nodes shrinks as the kernel drops its inodes.
+//! (fuser's `batch_forget` falls back to `forget`, one node at a time.)
 
-use super::node::{Kind, Node};
+use super::node::Node;
 use super::tree::{Attr, DirEntry, Fail, Tree};
+use crate::fs::FileKind;
 use crate::units::TimeNs;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
@@ -18,6 +24,7 @@ use fuser::{
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +51,8 @@ impl Fail {
                 log::error!("{what}: {e}");
                 Errno::EIO
             }
+            Fail::Damaged => Errno::EIO,
+            Fail::Unsupported => Errno::EOPNOTSUPP,
         }
     }
 }
@@ -57,41 +66,58 @@ fn to_system_time(t: TimeNs) -> SystemTime {
     }
 }
 
-fn file_type(kind: Kind) -> FileType {
+fn file_type(kind: FileKind) -> FileType {
     match kind {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
     }
 }
 
+/// A device number (glibc's `makedev` form) as FUSE carries it: the
+/// kernel's 32-bit encoding (12 bits of major, 20 of minor).
+fn fuse_rdev(rdev: u64) -> u32 {
+    let major = libc::major(rdev as libc::dev_t);
+    let minor = libc::minor(rdev as libc::dev_t);
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
-    let time = to_system_time(a.time);
     FileAttr {
         ino: INodeNo(a.node.ino()),
         size: a.size_bytes,
         blocks: a.size_bytes.div_ceil(512),
-        atime: time,
-        mtime: time,
-        ctime: time,
-        crtime: time,
-        kind: file_type(a.node.kind()),
+        atime: to_system_time(a.times.atime),
+        mtime: to_system_time(a.times.mtime),
+        ctime: to_system_time(a.times.ctime),
+        crtime: to_system_time(a.times.crtime),
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: fuse_rdev(a.rdev),
         blksize: a.block_size,
         flags: 0,
     }
 }
 
-fn node_of(ino: INodeNo) -> Result<Node, Fail> {
-    Node::from_ino(ino.0).ok_or(Fail::NotFound)
+/// Answer an extended-attribute request with `data`: its size when asked
+/// for the size (`size` 0), ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    match u32::try_from(data.len()) {
+        Ok(len) if size == 0 => reply.size(len),
+        Ok(len) if len <= size => reply.data(data),
+        _ => reply.error(Errno::ERANGE),
+    }
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Fail> {
-    name.to_str().ok_or(Fail::NotFound)
+fn node_of(ino: INodeNo) -> Result<Node, Fail> {
+    Node::from_ino(ino.0).ok_or(Fail::NotFound)
 }
 
 impl FuseAdapter {
@@ -113,7 +139,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match node_of(parent).and_then(|p| self.tree.lookup(p, name_str(name)?)) {
+        match node_of(parent).and_then(|p| self.tree.lookup(p, name.as_bytes())) {
             Ok(found) => reply.entry_with_ttls(
                 &found.attr_ttl,
                 &found.entry_ttl,
@@ -121,6 +147,12 @@ impl Filesystem for FuseAdapter {
                 Generation(0),
             ),
             Err(f) => reply.error(f.errno("lookup")),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Some(n) = Node::from_ino(ino.0) {
+            self.tree.forget(n, nlookup);
         }
     }
 
@@ -133,7 +165,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match node_of(ino).and_then(|n| self.tree.link_target(n)) {
-            Ok(target) => reply.data(target.as_bytes()),
+            Ok(target) => reply.data(&target),
             Err(f) => reply.error(f.errno("readlink")),
         }
     }
@@ -210,8 +242,9 @@ impl Filesystem for FuseAdapter {
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, e) in entries.iter().enumerate().skip(skip) {
-            let kind = file_type(e.node.kind());
-            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, kind, &e.name) {
+            let kind = file_type(e.kind);
+            let name = OsStr::from_bytes(&e.name);
+            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, kind, name) {
                 break;
             }
         }
@@ -235,22 +268,27 @@ impl Filesystem for FuseAdapter {
         reply.statfs(0, 0, 0, 0, 0, bs, 255, bs);
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match node_of(ino).and_then(|n| self.tree.xattrs(n)) {
+            Ok(all) => match all.iter().find(|(k, _)| k.as_bytes() == name.as_bytes()) {
+                Some((_, value)) => reply_xattr(reply, size, value),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(f) => reply.error(f.errno("getxattr")),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match node_of(ino).and_then(|n| self.tree.xattrs(n)) {
+            Ok(all) => {
+                let mut names = Vec::new();
+                for (k, _) in &all {
+                    names.extend_from_slice(k.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names);
+            }
+            Err(f) => reply.error(f.errno("listxattr")),
         }
     }
 

@@ -30,7 +30,7 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Bytes of decoded blocks kept in memory.
     pub cache_bytes: u64,
-    /// Threads answering the kernel.
+    /// Threads answering the kernel, and as many reading filesystems.
     pub threads: usize,
     pub limits: ListingLimits,
     /// Mount even on a directory that holds files (the mount hides them).
@@ -114,6 +114,7 @@ pub fn mount_until_unmounted(
         limits: opts.limits,
         uid,
         gid,
+        fs_threads: opts.threads.max(1),
     };
     let fs = FuseAdapter::new(Tree::new(store, tree));
     let fuse_session = mount(fs, store_dir, &mountpoint, opts)?;
