@@ -292,12 +292,23 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    /// Whoever FUSE lets in may read everything (run.rs says why there is
+    /// no `default_permissions`); nobody may write; only files with an x
+    /// bit are executable, as exec(2) itself will check.
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS);
-        } else {
-            reply.ok();
+            return reply.error(Errno::EROFS);
         }
+        if mask.contains(AccessFlags::X_OK) {
+            match node_of(ino).and_then(|n| self.tree.getattr(n)) {
+                Ok((a, _)) if a.kind != FileKind::Dir && a.perm & 0o111 == 0 => {
+                    return reply.error(Errno::EACCES)
+                }
+                Ok(_) => {}
+                Err(f) => return reply.error(f.errno("access")),
+            }
+        }
+        reply.ok();
     }
 
     // Everything below would change the tree: refused.
