@@ -11,9 +11,14 @@
 //!   keyed by (state, volume), which keeps the volume open for the next
 //!   call. A reader that panics costs that request an EIO.
 //! - A damaged table or filesystem answers EIO on what is damaged, and the
-//!   log says why once per state and volume, not on every request;
-//!   everything else keeps working. A volume whose filesystem cannot be
-//!   read has no `files/`, and `info` says why.
+//!   log says why once per state, volume and kind of request (listing,
+//!   reading...), not on every request; everything else keeps working. A
+//!   volume whose filesystem cannot be read has no `files/`, and `info`
+//!   says why.
+//! - The names of the directories listed last are kept (up to
+//!   [`LISTED_NAMES`] names in all), so that the lookup of each name that
+//!   follows a listing (`ls -l`, a file manager) costs one `stat`,
+//!   whatever the reader's own lookup costs.
 //! - `stat` shows the filesystem's own mode, owner, size, link count and
 //!   times. `st_ino` is the mount's number, not the filesystem's: FUSE
 //!   uses the node id as `st_ino`, and node ids must differ between
@@ -37,15 +42,18 @@ use crate::time::format_rfc3339_ns;
 use crate::units::{Seq, TimeNs};
 use lru::LruCache;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// States whose table and volumes are kept (a few hundred bytes each).
 pub const STATES_CACHED: usize = 256;
-/// (state, volume) pairs remembered as logged, so that damage is logged
-/// once each.
+/// (state, volume, kind of request) remembered as logged, so that damage
+/// is logged once each.
 const LOGGED_ENTRIES: usize = 4096;
+/// Names of listed directories kept for the lookups that follow.
+pub const LISTED_NAMES: usize = 200_000;
 /// The extended attribute that gives a file's number in its filesystem.
 pub const INO_XATTR: &str = "user.diskhist.ino";
 
@@ -72,7 +80,46 @@ pub struct Contents {
     owner: Owner,
     states: Mutex<LruCache<Seq, Arc<StateVolumes>>>,
     inodes: Mutex<Inodes>,
-    logged: Mutex<LruCache<(Seq, Option<VolumeId>), ()>>,
+    logged: Mutex<LruCache<Logged, ()>>,
+    listings: Mutex<Listings>,
+}
+
+/// What was logged: state, volume (`None`: the table), kind of request.
+type Logged = (Seq, Option<VolumeId>, &'static str);
+
+/// A directory of one volume of one state.
+type DirKey = (Seq, VolumeId, NodeId);
+
+/// The names of the directories listed last, each to its node.
+struct Listings {
+    dirs: LruCache<DirKey, Arc<HashMap<Vec<u8>, NodeId>>>,
+    /// Names held in all, and at most.
+    names: usize,
+    cap: usize,
+}
+
+impl Listings {
+    fn new(cap: usize) -> Listings {
+        Listings {
+            dirs: LruCache::unbounded(),
+            names: 0,
+            cap,
+        }
+    }
+
+    fn put(&mut self, dir: DirKey, names: HashMap<Vec<u8>, NodeId>) {
+        if names.len() > self.cap {
+            return;
+        }
+        self.names += names.len();
+        if let Some(old) = self.dirs.put(dir, Arc::new(names)) {
+            self.names -= old.len();
+        }
+        while self.names > self.cap {
+            let (_, old) = self.dirs.pop_lru().expect("names are held");
+            self.names -= old.len();
+        }
+    }
 }
 
 fn volume_name(v: Option<VolumeId>) -> String {
@@ -107,34 +154,41 @@ impl Contents {
             states: Mutex::new(LruCache::new(cap(STATES_CACHED))),
             inodes: Mutex::new(Inodes::new(UNREFERENCED_ENTRIES)),
             logged: Mutex::new(LruCache::new(cap(LOGGED_ENTRIES))),
+            listings: Mutex::new(Listings::new(LISTED_NAMES)),
         }
     }
 
-    /// Log `what` went wrong in `volume` of state `s`, unless it was logged
-    /// already.
-    fn log_once(&self, s: Seq, volume: Option<VolumeId>, what: impl std::fmt::Display) {
-        if self.logged.lock().put((s, volume), ()).is_none() {
+    /// Log that `what` went wrong in `volume` of state `s`, and why,
+    /// unless that was logged already.
+    fn log_once(
+        &self,
+        s: Seq,
+        volume: Option<VolumeId>,
+        what: &'static str,
+        why: impl std::fmt::Display,
+    ) {
+        if self.logged.lock().put((s, volume, what), ()).is_none() {
             log::warn!(
-                "state {s}, {}: {what}; what is damaged there answers EIO (logged once per \
-                 state and volume)",
+                "state {s}, {}: {what}: {why}; what is damaged there answers EIO (logged once \
+                 per state, volume and kind of request)",
                 volume_name(volume)
             );
         }
     }
 
     /// A filesystem's error as the kernel gets it, logged if it is damage.
-    fn fail(&self, s: Seq, volume: VolumeId, what: &str, e: FsError) -> Fail {
+    fn fail(&self, s: Seq, volume: VolumeId, what: &'static str, e: FsError) -> Fail {
         match e {
             FsError::NotFound => Fail::NotFound,
             FsError::NotADirectory => Fail::NotADirectory,
             FsError::IsADirectory => Fail::IsADirectory,
             FsError::NotASymlink => Fail::Invalid,
             FsError::Unsupported(why) => {
-                self.log_once(s, Some(volume), format!("{what}: not supported: {why}"));
+                self.log_once(s, Some(volume), what, format!("not supported: {why}"));
                 Fail::Unsupported
             }
             e => {
-                self.log_once(s, Some(volume), format!("{what}: {e}"));
+                self.log_once(s, Some(volume), what, e);
                 Fail::Damaged
             }
         }
@@ -153,7 +207,7 @@ impl Contents {
 
     fn state(&self, s: Seq) -> Result<Arc<StateVolumes>> {
         self.state_or_why(s).map_err(|why| {
-            self.log_once(s, None, format!("reading it: {why}"));
+            self.log_once(s, None, "reading it", why);
             Fail::Damaged
         })
     }
@@ -190,14 +244,14 @@ impl Contents {
         &self,
         s: Seq,
         volume: VolumeId,
-        what: &str,
+        what: &'static str,
         f: impl FnOnce(&mut dyn FileSystem) -> std::result::Result<R, FsError> + Send + 'static,
     ) -> Result<R> {
         let vols = self.state(s)?;
         match self.with_fs(s, &vols, volume, f) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(why)) => {
-                self.log_once(s, Some(volume), format!("opening the filesystem: {why}"));
+                self.log_once(s, Some(volume), "opening the filesystem", why);
                 Err(Fail::Damaged)
             }
             Err(e) => Err(self.fail(s, volume, what, e)),
@@ -222,7 +276,8 @@ impl Contents {
         match r {
             Ok(Ok((root, st))) if st.kind == FileKind::Dir => Ok(Some((root, st))),
             Ok(Ok(_)) => {
-                self.log_once(s, Some(volume), "the filesystem's root is not a directory");
+                let why = "it is not a directory";
+                self.log_once(s, Some(volume), "reading the root directory", why);
                 Err(Fail::Damaged)
             }
             Ok(Err(why)) => {
@@ -399,13 +454,22 @@ impl Contents {
                 if !is_listable(name) {
                     return Err(Fail::NotFound);
                 }
+                let listed = self.listings.lock().dirs.get(&(s, volume, node)).cloned();
+                let known = match listed {
+                    Some(names) => Some(*names.get(name).ok_or(Fail::NotFound)?),
+                    None => None,
+                };
                 let name = name.to_vec();
                 let (child, st) = self
                     .call(s, volume, "looking a name up", move |fs| {
-                        let Some(e) = fs.lookup(node, &name)? else {
-                            return Ok(None);
+                        let child = match known {
+                            Some(child) => child,
+                            None => match fs.lookup(node, &name)? {
+                                Some(e) => e.node,
+                                None => return Ok(None),
+                            },
                         };
-                        Ok(Some((e.node, fs.stat(e.node)?)))
+                        Ok(Some((child, fs.stat(child)?)))
                     })?
                     .ok_or(Fail::NotFound)?;
                 let via = if st.kind == FileKind::Dir { via } else { None };
@@ -485,11 +549,14 @@ impl Contents {
                     self.call(s, volume, "listing a directory", move |fs| fs.list(node))?;
                 let mut inodes = self.inodes.lock();
                 let mut skipped = 0usize;
+                let mut names = HashMap::with_capacity(entries.len());
                 for e in entries {
                     if !is_listable(&e.name) {
                         skipped += 1;
                         continue;
                     }
+                    // The first of two equal names, as a reader's lookup finds.
+                    names.entry(e.name.clone()).or_insert(e.node);
                     let via = if e.kind == FileKind::Dir { via } else { None };
                     let place = Place::Fs {
                         volume,
@@ -508,10 +575,12 @@ impl Contents {
                     });
                 }
                 drop(inodes);
+                self.listings.lock().put((s, volume, node), names);
                 if skipped > 0 {
                     self.log_once(
                         s,
                         Some(volume),
+                        "listing a directory",
                         format!(
                             "a directory lists {skipped} impossible names (empty, `.`, `..`, \
                              or holding `/` or NUL); they are left out"
@@ -940,6 +1009,23 @@ mod tests {
         assert!(matches!(t.read(boom, 0, 10), Err(Fail::Damaged)));
         assert_eq!(t.read(hello, 0, 5).unwrap(), b"hello");
         assert_eq!(names(&t.list(sub).unwrap()).len(), 6);
+    }
+
+    #[test]
+    fn listings_kept_for_lookups_hold_a_bounded_number_of_names() {
+        let dir = |n: NodeId| (Seq(1), VolumeId::WholeDisk, n);
+        let names = |n: usize| (0..n).map(|i| (vec![i as u8; 3], i as NodeId)).collect();
+        let mut l = Listings::new(10);
+        l.put(dir(1), names(4));
+        l.put(dir(2), names(4));
+        l.put(dir(1), names(4)); // again: counted once
+        assert_eq!(l.names, 8);
+        l.put(dir(3), names(4)); // over: the least recently used goes
+        assert_eq!(l.names, 8);
+        assert!(l.dirs.get(&dir(2)).is_none());
+        l.put(dir(4), names(11)); // larger than all: never kept
+        assert!(l.dirs.get(&dir(4)).is_none());
+        assert_eq!(l.names, 8);
     }
 
     #[test]
