@@ -130,6 +130,17 @@ fn volume_name(v: Option<VolumeId>) -> String {
     }
 }
 
+/// Whether an extended attribute's name may be shown: only the `user.`
+/// namespace. The kernel and the tools give the others meaning
+/// (`security.*`: LSM labels and file capabilities; `system.*`: ACLs;
+/// `trusted.*`), which must not come from an image under examination;
+/// readers show such attributes of the image under `user.` names. It also
+/// spares a filesystem call for the `security.selinux` and
+/// `system.posix_acl_access` that `ls -l` asks of every file.
+pub fn is_shown_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+}
+
 /// A name the kernel can be given: not empty, not `.` or `..`, no `/` and
 /// no NUL (one such name would make the kernel fail the whole listing).
 fn is_listable(name: &[u8]) -> bool {
@@ -644,7 +655,8 @@ impl Contents {
 
     /// The extended attributes of dynamic node `id`: [`INO_XATTR`], every
     /// timestamp its filesystem keeps (RFC 3339, to the nanosecond), then
-    /// the filesystem's own. A name given twice keeps its first value.
+    /// the filesystem's own. Only names in the `user.` namespace
+    /// ([`is_shown_xattr`]); a name given twice keeps its first value.
     pub fn xattrs(&self, id: u64) -> Result<Vec<(String, Vec<u8>)>> {
         let n = self.node(id)?;
         let Place::Fs { volume, node, .. } = n.key.place else {
@@ -662,7 +674,7 @@ impl Contents {
         }
         out.extend(own);
         let mut seen = std::collections::HashSet::new();
-        out.retain(|(name, _)| seen.insert(name.clone()));
+        out.retain(|(name, _)| is_shown_xattr(name.as_bytes()) && seen.insert(name.clone()));
         Ok(out)
     }
 
@@ -760,6 +772,7 @@ mod tests {
             "user.Zone.Identifier",
             b"[ZoneTransfer]\r\nZoneId=3\r\n",
         );
+        fs.xattr(12, "security.capability", b"\x01\x00\x00\x02");
         fs.file(ROOT, b"caf\xe9.txt", 13, b"latin-1\n");
         fs.dir(ROOT, b"sub", 20);
         fs.link(20, b"again", 12, FileKind::File);
@@ -975,6 +988,14 @@ mod tests {
             get("user.Zone.Identifier").unwrap(),
             b"[ZoneTransfer]\r\nZoneId=3\r\n"
         );
+        assert!(get("security.capability").is_none(), "only user.* names");
+        assert_eq!(x.len(), 4, "{x:?}");
+        assert_eq!(
+            t.xattr(hello, INO_XATTR.as_bytes()).unwrap().unwrap(),
+            b"12"
+        );
+        assert_eq!(t.xattr(hello, b"security.capability").unwrap(), None);
+        assert_eq!(t.xattr(hello, b"user.none").unwrap(), None);
         assert!(t.xattrs(Node::Image(Seq(4))).unwrap().is_empty());
 
         // Hard links share an inode; so do files through at/ and seq/.

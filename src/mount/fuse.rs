@@ -269,11 +269,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match node_of(ino).and_then(|n| self.tree.xattrs(n)) {
-            Ok(all) => match all.iter().find(|(k, _)| k.as_bytes() == name.as_bytes()) {
-                Some((_, value)) => reply_xattr(reply, size, value),
-                None => reply.error(Errno::NO_XATTR),
-            },
+        match node_of(ino).and_then(|n| self.tree.xattr(n, name.as_bytes())) {
+            Ok(Some(value)) => reply_xattr(reply, size, &value),
+            Ok(None) => reply.error(Errno::NO_XATTR),
             Err(f) => reply.error(f.errno("getxattr")),
         }
     }

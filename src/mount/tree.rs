@@ -16,7 +16,7 @@
 //! contents.rs; the tree hands it every request about them.
 
 use super::cache::BlockCache;
-use super::contents::{Contents, Owner};
+use super::contents::{is_shown_xattr, Contents, Owner};
 use super::inodes::Via;
 use super::listing::{self, Entry, History, ListingLimits};
 use super::names::{parse_seq_name, seq_name, state_name, Day};
@@ -272,6 +272,20 @@ impl Tree {
             Node::Dyn(id) => self.contents.xattrs(id),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// The value of `node`'s extended attribute `name`, if it has one.
+    /// Names outside what is shown are answered at once, without asking
+    /// the filesystem (`ls -l` asks two of every file).
+    pub fn xattr(&self, node: Node, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !is_shown_xattr(name) {
+            return Ok(None);
+        }
+        let all = self.xattrs(node)?;
+        Ok(all
+            .into_iter()
+            .find(|(k, _)| k.as_bytes() == name)
+            .map(|(_, v)| v))
     }
 
     /// Bytes `offset_bytes..offset_bytes + len` of a file, cut short at
