@@ -32,7 +32,9 @@ use super::cache::BlockCache;
 use super::inodes::{DynKey, DynNode, Inodes, Place, Via, UNREFERENCED_ENTRIES};
 use super::names::PartitionName;
 use super::node::{Node, FILES_NAME};
-use super::tree::{state_time, Attr, DirEntry, Fail, Found, Times, DIR_PERM, FILE_PERM};
+use super::tree::{
+    state_time, Attr, Child, Fail, Found, FsDir, Item, Listing, Times, DIR_PERM, FILE_PERM,
+};
 use super::volumes::{Opener, StateVolumes};
 use crate::fs::pool::Pool;
 use crate::fs::volume::VolumeId;
@@ -81,7 +83,7 @@ pub struct Contents {
     states: Mutex<LruCache<Seq, Arc<StateVolumes>>>,
     inodes: Mutex<Inodes>,
     logged: Mutex<LruCache<Logged, ()>>,
-    listings: Mutex<Listings>,
+    names: Mutex<RecentNames>,
 }
 
 /// What was logged: state, volume (`None`: the table), kind of request.
@@ -91,16 +93,16 @@ type Logged = (Seq, Option<VolumeId>, &'static str);
 type DirKey = (Seq, VolumeId, NodeId);
 
 /// The names of the directories listed last, each to its node.
-struct Listings {
+struct RecentNames {
     dirs: LruCache<DirKey, Arc<HashMap<Vec<u8>, NodeId>>>,
     /// Names held in all, and at most.
     names: usize,
     cap: usize,
 }
 
-impl Listings {
-    fn new(cap: usize) -> Listings {
-        Listings {
+impl RecentNames {
+    fn new(cap: usize) -> RecentNames {
+        RecentNames {
             dirs: LruCache::unbounded(),
             names: 0,
             cap,
@@ -165,7 +167,7 @@ impl Contents {
             states: Mutex::new(LruCache::new(cap(STATES_CACHED))),
             inodes: Mutex::new(Inodes::new(UNREFERENCED_ENTRIES)),
             logged: Mutex::new(LruCache::new(cap(LOGGED_ENTRIES))),
-            listings: Mutex::new(Listings::new(LISTED_NAMES)),
+            names: Mutex::new(RecentNames::new(LISTED_NAMES)),
         }
     }
 
@@ -398,39 +400,36 @@ impl Contents {
     /// `files` (a disk that is one readable filesystem), then `p<N>.img`
     /// and `p<N>` for each partition. A table that cannot be read lists
     /// nothing more (and is logged): the image stays reachable.
-    pub fn list_state(&self, s: Seq, via: Via) -> Vec<DirEntry> {
+    pub fn list_state(&self, s: Seq, via: Via) -> Vec<Item> {
         let Ok(vols) = self.state(s) else {
             return Vec::new();
         };
         let parent = via.state_dir(s);
-        let mut made = Vec::new();
+        let mut out = Vec::new();
+        let mut push = |place: Place, kind: FileKind, name: String| {
+            let key = DynKey { state: s, place };
+            out.push(Item {
+                name: name.into_bytes(),
+                kind,
+                child: Child::Dyn(DynNode { key, kind, parent }),
+            });
+        };
         if let Ok(Some((root, _))) = self.root(s, &vols, VolumeId::WholeDisk) {
             let place = Place::Fs {
                 volume: VolumeId::WholeDisk,
                 node: root,
                 via: Some(via),
             };
-            made.push((place, FileKind::Dir, FILES_NAME.to_string()));
+            push(place, FileKind::Dir, FILES_NAME.to_string());
         }
         for p in &vols.partitions {
             let n = p.number;
             let image = PartitionName::Image(n).name();
-            made.push((Place::PartitionImage(n), FileKind::File, image));
+            push(Place::PartitionImage(n), FileKind::File, image);
             let dir = Place::PartitionDir { number: n, via };
-            made.push((dir, FileKind::Dir, PartitionName::Dir(n).name()));
+            push(dir, FileKind::Dir, PartitionName::Dir(n).name());
         }
-        let mut inodes = self.inodes.lock();
-        made.into_iter()
-            .map(|(place, kind, name)| {
-                let key = DynKey { state: s, place };
-                let id = inodes.listed(DynNode { key, kind, parent });
-                DirEntry {
-                    node: Node::Dyn(id),
-                    kind,
-                    name: name.into_bytes(),
-                }
-            })
-            .collect()
+        out
     }
 
     /// The child `name` of dynamic directory `parent`.
@@ -465,7 +464,7 @@ impl Contents {
                 if !is_listable(name) {
                     return Err(Fail::NotFound);
                 }
-                let listed = self.listings.lock().dirs.get(&(s, volume, node)).cloned();
+                let listed = self.names.lock().dirs.get(&(s, volume, node)).cloned();
                 let known = match listed {
                     Some(names) => Some(*names.get(name).ok_or(Fail::NotFound)?),
                     None => None,
@@ -501,9 +500,17 @@ impl Contents {
 
     /// The attributes of dynamic node `id`.
     pub fn attr(&self, id: u64) -> Result<Attr> {
-        let n = self.node(id)?;
+        let attr = self.attr_of(&self.node(id)?)?;
+        Ok(Attr {
+            node: Node::Dyn(id),
+            ..attr
+        })
+    }
+
+    /// The attributes of `n` (its number left to the caller).
+    fn attr_of(&self, n: &DynNode) -> Result<Attr> {
         let s = n.key.state;
-        let mut attr = match n.key.place {
+        Ok(match n.key.place {
             Place::PartitionImage(number) => {
                 let vols = self.state(s)?;
                 let p = vols.partition(number).ok_or(Fail::NotFound)?;
@@ -516,21 +523,22 @@ impl Contents {
                 })?;
                 self.fs_attr(Node::Root, &st)
             }
-        };
-        attr.node = Node::Dyn(id);
-        Ok(attr)
+        })
     }
 
-    /// The entries of dynamic directory `id`, `.` and `..` first.
-    pub fn list(&self, id: u64) -> Result<Vec<DirEntry>> {
+    /// The entries of dynamic directory `id`, `.` and `..` first. Its
+    /// children get their numbers when the kernel reads them
+    /// ([`Contents::number`], [`Contents::plus`]).
+    pub fn list(&self, id: u64) -> Result<Listing> {
         let n = self.node(id)?;
         let s = n.key.state;
-        let dot = |node: Node, name: &[u8]| DirEntry {
-            node,
-            kind: FileKind::Dir,
+        let dot = |node: Node, name: &[u8]| Item {
             name: name.to_vec(),
+            kind: FileKind::Dir,
+            child: Child::Dot(node),
         };
-        let mut out = vec![dot(Node::Dyn(id), b"."), dot(n.parent, b"..")];
+        let mut items = vec![dot(Node::Dyn(id), b"."), dot(n.parent, b"..")];
+        let mut inside = None;
         match n.key.place {
             Place::PartitionImage(_) => return Err(Fail::NotADirectory),
             Place::PartitionDir { number, via } => {
@@ -542,14 +550,16 @@ impl Contents {
                         node: root,
                         via: Some(via),
                     };
-                    let key = DynKey { state: s, place };
-                    let node = DynNode {
-                        key,
+                    let files = DynNode {
+                        key: DynKey { state: s, place },
                         kind: FileKind::Dir,
                         parent: Node::Dyn(id),
                     };
-                    let files = self.inodes.lock().listed(node);
-                    out.push(dot(Node::Dyn(files), FILES_NAME.as_bytes()));
+                    items.push(Item {
+                        name: FILES_NAME.as_bytes().to_vec(),
+                        kind: FileKind::Dir,
+                        child: Child::Dyn(files),
+                    });
                 }
             }
             Place::Fs { volume, node, via } => {
@@ -558,9 +568,9 @@ impl Contents {
                 }
                 let entries =
                     self.call(s, volume, "listing a directory", move |fs| fs.list(node))?;
-                let mut inodes = self.inodes.lock();
                 let mut skipped = 0usize;
                 let mut names = HashMap::with_capacity(entries.len());
+                items.reserve(entries.len());
                 for e in entries {
                     if !is_listable(&e.name) {
                         skipped += 1;
@@ -568,25 +578,13 @@ impl Contents {
                     }
                     // The first of two equal names, as a reader's lookup finds.
                     names.entry(e.name.clone()).or_insert(e.node);
-                    let via = if e.kind == FileKind::Dir { via } else { None };
-                    let place = Place::Fs {
-                        volume,
-                        node: e.node,
-                        via,
-                    };
-                    let child = inodes.listed(DynNode {
-                        key: DynKey { state: s, place },
-                        kind: e.kind,
-                        parent: Node::Dyn(id),
-                    });
-                    out.push(DirEntry {
-                        node: Node::Dyn(child),
-                        kind: e.kind,
+                    items.push(Item {
                         name: e.name,
+                        kind: e.kind,
+                        child: Child::Fs(e.node),
                     });
                 }
-                drop(inodes);
-                self.listings.lock().put((s, volume, node), names);
+                self.names.lock().put((s, volume, node), names);
                 if skipped > 0 {
                     self.log_once(
                         s,
@@ -598,9 +596,107 @@ impl Contents {
                         ),
                     );
                 }
+                inside = Some(FsDir {
+                    state: s,
+                    volume,
+                    via,
+                    dir: Node::Dyn(id),
+                });
             }
         }
-        Ok(out)
+        Ok(Listing { items, inside })
+    }
+
+    /// The dynamic node a listed item is, as a `kind` (its stat's, where
+    /// known); `None` for the tree's own nodes.
+    fn child_node(listing: &Listing, item: &Item, kind: FileKind) -> Option<DynNode> {
+        match item.child {
+            Child::Dyn(node) => Some(node),
+            Child::Fs(node) => {
+                let d = listing
+                    .inside
+                    .as_ref()
+                    .expect("a filesystem directory's listing");
+                let via = if kind == FileKind::Dir { d.via } else { None };
+                let place = Place::Fs {
+                    volume: d.volume,
+                    node,
+                    via,
+                };
+                Some(DynNode {
+                    key: DynKey {
+                        state: d.state,
+                        place,
+                    },
+                    kind,
+                    parent: d.dir,
+                })
+            }
+            Child::Dot(_) | Child::Fixed(_) => None,
+        }
+    }
+
+    /// The number a plain directory listing shows for a dynamic item (the
+    /// kernel takes no reference for it).
+    pub fn number(&self, listing: &Listing, item: &Item) -> Option<Node> {
+        let node = Self::child_node(listing, item, item.kind)?;
+        Some(Node::Dyn(self.inodes.lock().listed(node)))
+    }
+
+    /// The numbers and attributes of the dynamic ones among `items`, for a
+    /// listing that carries them (READDIRPLUS): a filesystem directory's
+    /// children are stat'ed in one call on its worker. Every dynamic item
+    /// counts one reference the kernel now holds, attributes or not (the
+    /// kernel links each entry it is given). `None` for the tree's own
+    /// nodes.
+    pub fn plus(&self, listing: &Listing, items: &[Item]) -> Vec<Option<(Node, Result<Attr>)>> {
+        let fs_nodes: Vec<NodeId> = items
+            .iter()
+            .filter_map(|i| match i.child {
+                Child::Fs(node) => Some(node),
+                _ => None,
+            })
+            .collect();
+        let mut stats = match (&listing.inside, fs_nodes.is_empty()) {
+            (Some(d), false) => {
+                let got = self.call(
+                    d.state,
+                    d.volume,
+                    "reading a file's attributes",
+                    move |fs| Ok(fs_nodes.into_iter().map(|n| fs.stat(n)).collect::<Vec<_>>()),
+                );
+                match got {
+                    Ok(stats) => stats
+                        .into_iter()
+                        .map(|st| {
+                            st.map_err(|e| {
+                                self.fail(d.state, d.volume, "reading a file's attributes", e)
+                            })
+                        })
+                        .collect(),
+                    Err(_) => (0..items.len()).map(|_| Err(Fail::Damaged)).collect(),
+                }
+            }
+            _ => Vec::new(),
+        }
+        .into_iter();
+        items
+            .iter()
+            .map(|item| {
+                let attr = match item.child {
+                    Child::Fs(_) => stats
+                        .next()
+                        .unwrap_or(Err(Fail::Damaged))
+                        .map(|st| self.fs_attr(Node::Root, &st)),
+                    Child::Dyn(node) => self.attr_of(&node),
+                    Child::Dot(_) | Child::Fixed(_) => return None,
+                };
+                let kind = attr.as_ref().map_or(item.kind, |a| a.kind);
+                let node = Self::child_node(listing, item, kind).expect("a dynamic item");
+                let id = Node::Dyn(self.inodes.lock().looked_up(node));
+                Some((id, attr.map(|a| Attr { node: id, ..a })))
+            })
+            .collect()
     }
 
     /// Check that dynamic node `id` is a file that can be opened.
@@ -705,388 +801,4 @@ impl Contents {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::listing::ListingLimits;
-    use super::super::test_data::incompressible;
-    use super::super::test_fs::{self, MemFs, ROOT};
-    use super::super::tree::{Tree, TreeConfig};
-    use super::*;
-    use crate::fs::volume::Volume;
-    use crate::store::{Op, OpFlags, Writer};
-
-    const MIB: usize = 1 << 20;
-    const T1: TimeNs = TimeNs(1_795_415_415_000_000_000);
-    const T2: TimeNs = TimeNs(1_795_415_416_000_000_000);
-
-    /// A store of `disk_bytes` with one record per write.
-    fn store(
-        dir: &std::path::Path,
-        disk_bytes: usize,
-        writes: &[(TimeNs, usize, &[u8])],
-    ) -> Arc<Store> {
-        Writer::init(dir, disk_bytes as u64, 4096).unwrap();
-        let mut w = Writer::open(dir).unwrap();
-        for &(t, offset, data) in writes {
-            let op = Op::Write {
-                offset_bytes: offset as u64,
-                data,
-            };
-            w.append(t, op, OpFlags::default()).unwrap();
-        }
-        w.close().unwrap();
-        Arc::new(Store::open(dir).unwrap())
-    }
-
-    /// An MBR with primaries `(start sector, sectors, type)`.
-    fn mbr(parts: &[(u32, u32, u8)]) -> Vec<u8> {
-        let mut s = vec![0u8; 512];
-        for (i, &(start, len, kind)) in parts.iter().enumerate() {
-            let at = 446 + 16 * i;
-            s[at + 4] = kind;
-            s[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
-            s[at + 12..at + 16].copy_from_slice(&len.to_le_bytes());
-        }
-        s[510] = 0x55;
-        s[511] = 0xaa;
-        s
-    }
-
-    /// The filesystem every readable volume holds in these tests.
-    ///
-    /// ```text
-    /// /hello.txt        12   with a named stream as an xattr
-    /// /caf\xe9.txt      13   a Latin-1 name, not UTF-8
-    /// /sub/             20
-    /// /sub/again        12   a hard link to /hello.txt
-    /// /sub/link         21   -> /etc/passwd
-    /// /sub/null         22   char device 1:3
-    /// /sub/fifo         23
-    /// /bad              30   damaged
-    /// /boom             31   panics when read
-    /// ```
-    fn sample_fs() -> MemFs {
-        let mut fs = MemFs::new();
-        fs.file(ROOT, b"hello.txt", 12, b"hello, world\n");
-        fs.xattr(
-            12,
-            "user.Zone.Identifier",
-            b"[ZoneTransfer]\r\nZoneId=3\r\n",
-        );
-        fs.xattr(12, "security.capability", b"\x01\x00\x00\x02");
-        fs.file(ROOT, b"caf\xe9.txt", 13, b"latin-1\n");
-        fs.dir(ROOT, b"sub", 20);
-        fs.link(20, b"again", 12, FileKind::File);
-        fs.symlink(20, b"link", 21, b"/etc/passwd");
-        fs.special(20, b"null", 22, FileKind::CharDevice, libc::makedev(1, 3));
-        fs.special(20, b"fifo", 23, FileKind::Fifo, 0);
-        fs.broken(ROOT, b"bad", 30, false);
-        fs.broken(ROOT, b"boom", 31, true);
-        fs
-    }
-
-    /// A tree whose readable volumes are `readable`, each holding
-    /// [`sample_fs`].
-    fn tree(store: Arc<Store>, readable: &'static [VolumeId]) -> Tree {
-        let opener: Opener = Arc::new(move |v: &Volume| {
-            if readable.contains(&v.id) {
-                Ok(Box::new(sample_fs()) as Box<dyn FileSystem>)
-            } else {
-                Err("test: not supported".to_string())
-            }
-        });
-        let config = TreeConfig {
-            cache_bytes: MIB as u64,
-            limits: ListingLimits::default(),
-            uid: 7,
-            gid: 8,
-            fs_threads: 2,
-        };
-        Tree::with_opener(store, config, opener)
-    }
-
-    fn names(entries: &[DirEntry]) -> Vec<Vec<u8>> {
-        entries.iter().map(|e| e.name.clone()).collect()
-    }
-
-    fn lookup(t: &Tree, parent: Node, name: &[u8]) -> Node {
-        match t.lookup(parent, name) {
-            Ok(f) => f.attr.node,
-            Err(e) => panic!("{:?}: {e:?}", String::from_utf8_lossy(name)),
-        }
-    }
-
-    fn path(t: &Tree, from: Node, path: &str) -> Node {
-        path.split('/')
-            .fold(from, |n, name| lookup(t, n, name.as_bytes()))
-    }
-
-    /// A 4 MiB disk with an MBR: p1 (1 MiB at 1 MiB, readable), p2 (1 MiB
-    /// at 2 MiB, not); state 2 rewrites part of p2.
-    fn partitioned(dir: &std::path::Path) -> (Arc<Store>, Vec<u8>, Vec<u8>) {
-        let table = mbr(&[(2048, 2048, 0x83), (4096, 2048, 0x0c)]);
-        let p1 = incompressible(MIB, 1);
-        let p2 = incompressible(MIB, 2);
-        let patch = vec![0xa5u8; 8192];
-        let mut p2_later = p2.clone();
-        p2_later[4096..4096 + 8192].copy_from_slice(&patch);
-        let store = store(
-            dir,
-            4 * MIB,
-            &[
-                (T1, 0, &table),
-                (T1, MIB, &p1),
-                (T1, 2 * MIB, &p2),
-                (T2, 2 * MIB + 4096, &patch),
-            ],
-        );
-        (store, p1, p2_later)
-    }
-
-    #[test]
-    fn a_partitioned_state_shows_each_partition_image_and_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, p1, p2) = partitioned(dir.path());
-        let t = tree(store, &[VolumeId::Partition(1)]);
-        let state = Node::AtState(Seq(4));
-        let listed = t.list(state).unwrap();
-        let want: Vec<&[u8]> = vec![
-            b".",
-            b"..",
-            b"disk.img",
-            b"info",
-            b"p1.img",
-            b"p1",
-            b"p2.img",
-            b"p2",
-        ];
-        assert_eq!(names(&listed), want);
-
-        // Each image is its partition's bytes, cut at its end.
-        let p1_img = lookup(&t, state, b"p1.img");
-        assert_eq!(t.getattr(p1_img).unwrap().0.size_bytes, MIB as u64);
-        assert_eq!(t.read(p1_img, 0, MIB as u32).unwrap(), p1);
-        assert_eq!(t.read(p1_img, 5000, 100).unwrap(), p1[5000..5100]);
-        assert_eq!(
-            t.read(p1_img, MIB as u64 - 10, 100).unwrap(),
-            p1[MIB - 10..]
-        );
-        assert!(t.read(p1_img, MIB as u64, 100).unwrap().is_empty());
-        let p2_img = lookup(&t, state, b"p2.img");
-        assert_eq!(t.read(p2_img, 0, MIB as u32).unwrap(), p2);
-        assert_eq!(
-            listed[4].node, p1_img,
-            "the listing's number is the lookup's"
-        );
-        // Files, unlike directories, are one inode through at/ and seq/.
-        let seq_state = Node::SeqState(Seq(4));
-        assert_eq!(lookup(&t, seq_state, b"p1.img"), p1_img);
-        assert_ne!(lookup(&t, seq_state, b"p1"), lookup(&t, state, b"p1"));
-        // An earlier state is another file.
-        let earlier = lookup(&t, Node::AtState(Seq(3)), b"p2.img");
-        assert_ne!(earlier, p2_img);
-        assert_eq!(t.read(earlier, 4096, 16).unwrap(), p2_read_at_3(&t));
-        assert_ne!(t.read(earlier, 4096, 16).unwrap(), [0xa5; 16]);
-
-        // p1's filesystem is readable, p2's is not: the directory is there.
-        let p1_dir = lookup(&t, state, b"p1");
-        assert_eq!(
-            names(&t.list(p1_dir).unwrap()),
-            [b"." as &[u8], b"..", b"files"]
-        );
-        let p2_dir = lookup(&t, state, b"p2");
-        assert_eq!(names(&t.list(p2_dir).unwrap()), [b"." as &[u8], b".."]);
-        assert!(matches!(t.lookup(p2_dir, b"files"), Err(Fail::NotFound)));
-        for missing in ["p3.img", "p3", "p01", "files", "p1.img2"] {
-            assert!(
-                matches!(t.lookup(state, missing.as_bytes()), Err(Fail::NotFound)),
-                "{missing}"
-            );
-        }
-        assert!(matches!(t.lookup(p1_img, b"x"), Err(Fail::NotADirectory)));
-
-        // `info` describes the table and the volumes.
-        let info = t.read(Node::Info(Seq(4)), 0, 64 << 10).unwrap();
-        let info = String::from_utf8(info).unwrap();
-        for line in [
-            "partition_table: mbr\n",
-            "partition: p1 start_bytes=1048576 length_bytes=1048576 type=0x83\n",
-            "partition: p2 start_bytes=2097152 length_bytes=1048576 type=0x0c\n",
-            "volume: p1: unknown; files: available\n",
-            "volume: p2: unknown; files: not available (test: not supported)\n",
-        ] {
-            assert!(info.contains(line), "{line:?} missing in:\n{info}");
-        }
-    }
-
-    fn p2_read_at_3(t: &Tree) -> Vec<u8> {
-        t.read(Node::Image(Seq(3)), 2 * MIB as u64 + 4096, 16)
-            .unwrap()
-    }
-
-    #[test]
-    fn files_show_the_filesystems_names_attributes_contents_and_xattrs() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _, _) = partitioned(dir.path());
-        let t = tree(store, &[VolumeId::Partition(1)]);
-        let files = path(&t, Node::AtState(Seq(4)), "p1/files");
-        let root = t.getattr(files).unwrap().0;
-        assert_eq!(
-            (root.kind, root.perm, root.uid, root.gid),
-            (FileKind::Dir, 0o755, 1000, 100)
-        );
-
-        // Names are bytes, listed as stored, in the filesystem's order.
-        let listed = t.list(files).unwrap();
-        let want: Vec<&[u8]> = vec![
-            b".",
-            b"..",
-            b"hello.txt",
-            b"caf\xe9.txt",
-            b"sub",
-            b"bad",
-            b"boom",
-        ];
-        assert_eq!(names(&listed), want);
-        let latin = lookup(&t, files, b"caf\xe9.txt");
-        assert_eq!(listed[3].node, latin);
-        assert_eq!(t.read(latin, 0, 100).unwrap(), b"latin-1\n");
-        assert!(matches!(
-            t.lookup(files, b"caf\xc3\xa9.txt"),
-            Err(Fail::NotFound)
-        ));
-
-        // Attributes are the filesystem's, with every time to the ns.
-        let hello = lookup(&t, files, b"hello.txt");
-        let (a, ttl) = t.getattr(hello).unwrap();
-        assert_eq!(
-            (a.kind, a.size_bytes, a.perm, a.uid, a.gid, a.nlink),
-            (FileKind::File, 13, 0o640, 1000, 100, 2)
-        );
-        assert_eq!(a.times.mtime, test_fs::MTIME);
-        assert_eq!(a.times.atime, test_fs::ATIME);
-        assert_eq!(a.times.ctime, test_fs::CTIME);
-        assert_eq!(a.times.crtime, test_fs::CRTIME);
-        assert_eq!(ttl, TTL_FOREVER, "a state never changes");
-        assert_eq!(t.read(hello, 0, 4096).unwrap(), b"hello, world\n");
-        assert_eq!(t.read(hello, 7, 3).unwrap(), b"wor");
-        assert!(t.open(hello).is_ok());
-        assert!(matches!(t.open(files), Err(Fail::IsADirectory)));
-
-        // Extended attributes: the fs's number, its times, its own.
-        let x = t.xattrs(hello).unwrap();
-        let get = |name: &str| x.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        assert_eq!(get(INO_XATTR).unwrap(), b"12");
-        assert_eq!(
-            get(test_fs::CRTIME_XATTR).unwrap(),
-            b"2020-09-13T12:26:40.000000003Z"
-        );
-        assert_eq!(
-            get(test_fs::CHANGED_XATTR).unwrap(),
-            format_rfc3339_ns(test_fs::CTIME).as_bytes()
-        );
-        assert_eq!(
-            get("user.Zone.Identifier").unwrap(),
-            b"[ZoneTransfer]\r\nZoneId=3\r\n"
-        );
-        assert!(get("security.capability").is_none(), "only user.* names");
-        assert_eq!(x.len(), 4, "{x:?}");
-        assert_eq!(
-            t.xattr(hello, INO_XATTR.as_bytes()).unwrap().unwrap(),
-            b"12"
-        );
-        assert_eq!(t.xattr(hello, b"security.capability").unwrap(), None);
-        assert_eq!(t.xattr(hello, b"user.none").unwrap(), None);
-        assert!(t.xattrs(Node::Image(Seq(4))).unwrap().is_empty());
-
-        // Hard links share an inode; so do files through at/ and seq/.
-        let sub = lookup(&t, files, b"sub");
-        assert_eq!(lookup(&t, sub, b"again"), hello);
-        let seq_files = path(&t, Node::SeqState(Seq(4)), "p1/files");
-        assert_ne!(seq_files, files, "directories are one per tree");
-        assert_eq!(path(&t, seq_files, "sub/again"), hello);
-        assert_ne!(path(&t, Node::AtState(Seq(3)), "p1/files/hello.txt"), hello);
-        let dots = t.list(sub).unwrap();
-        assert_eq!((dots[0].node, dots[1].node), (sub, files));
-
-        // Symlinks give their stored target; special files their type.
-        let link = lookup(&t, sub, b"link");
-        assert_eq!(t.getattr(link).unwrap().0.kind, FileKind::Symlink);
-        assert_eq!(t.link_target(link).unwrap(), b"/etc/passwd");
-        assert!(matches!(t.link_target(hello), Err(Fail::Invalid)));
-        let null = t.getattr(lookup(&t, sub, b"null")).unwrap().0;
-        assert_eq!(
-            (null.kind, null.rdev),
-            (FileKind::CharDevice, libc::makedev(1, 3))
-        );
-        let fifo = lookup(&t, sub, b"fifo");
-        assert_eq!(t.getattr(fifo).unwrap().0.kind, FileKind::Fifo);
-        assert!(matches!(t.open(fifo), Err(Fail::Invalid)));
-
-        // Damage, and a reader's panic, cost EIO on that file alone.
-        let bad = lookup(&t, files, b"bad");
-        assert!(matches!(t.read(bad, 0, 10), Err(Fail::Damaged)));
-        let boom = lookup(&t, files, b"boom");
-        assert!(matches!(t.read(boom, 0, 10), Err(Fail::Damaged)));
-        assert!(matches!(t.read(boom, 0, 10), Err(Fail::Damaged)));
-        assert_eq!(t.read(hello, 0, 5).unwrap(), b"hello");
-        assert_eq!(names(&t.list(sub).unwrap()).len(), 6);
-    }
-
-    #[test]
-    fn listings_kept_for_lookups_hold_a_bounded_number_of_names() {
-        let dir = |n: NodeId| (Seq(1), VolumeId::WholeDisk, n);
-        let names = |n: usize| (0..n).map(|i| (vec![i as u8; 3], i as NodeId)).collect();
-        let mut l = Listings::new(10);
-        l.put(dir(1), names(4));
-        l.put(dir(2), names(4));
-        l.put(dir(1), names(4)); // again: counted once
-        assert_eq!(l.names, 8);
-        l.put(dir(3), names(4)); // over: the least recently used goes
-        assert_eq!(l.names, 8);
-        assert!(l.dirs.get(&dir(2)).is_none());
-        l.put(dir(4), names(11)); // larger than all: never kept
-        assert!(l.dirs.get(&dir(4)).is_none());
-        assert_eq!(l.names, 8);
-    }
-
-    #[test]
-    fn forgotten_nodes_leave_the_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _, _) = partitioned(dir.path());
-        let t = tree(store, &[VolumeId::Partition(1)]);
-        let files = path(&t, Node::AtState(Seq(4)), "p1/files");
-        let before = t.dynamic_nodes();
-        let hello = lookup(&t, files, b"hello.txt");
-        assert_eq!(lookup(&t, files, b"hello.txt"), hello);
-        assert_eq!(t.dynamic_nodes(), before + 1);
-        t.forget(hello, 1);
-        assert!(t.getattr(hello).is_ok(), "one reference left");
-        t.forget(hello, 1);
-        assert!(matches!(t.getattr(hello), Err(Fail::NotFound)));
-        assert_eq!(t.dynamic_nodes(), before);
-        let again = lookup(&t, files, b"hello.txt");
-        assert_ne!(again, hello, "a forgotten number is not handed out again");
-        t.forget(Node::Root, 1); // fixed nodes are not counted
-        t.forget(Node::Dyn(1 << 50), 1); // nor unknown ones
-    }
-
-    #[test]
-    fn a_disk_without_a_table_shows_its_files_in_the_state_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = incompressible(64 << 10, 3);
-        let store = store(dir.path(), MIB, &[(T1, 4096, &data)]);
-        let t = tree(store, &[VolumeId::WholeDisk]);
-        let state = Node::AtState(Seq(1));
-        let want: Vec<&[u8]> = vec![b".", b"..", b"disk.img", b"info", b"files"];
-        assert_eq!(names(&t.list(state).unwrap()), want);
-        let hello = path(&t, state, "files/sub/again");
-        assert_eq!(t.read(hello, 0, 100).unwrap(), b"hello, world\n");
-        let info = String::from_utf8(t.read(Node::Info(Seq(1)), 0, 4096).unwrap()).unwrap();
-        assert!(info.contains("partition_table: none\n"), "{info}");
-        assert!(
-            info.contains("volume: disk: unknown; files: available\n"),
-            "{info}"
-        );
-        assert!(matches!(t.lookup(state, b"p1.img"), Err(Fail::NotFound)));
-    }
-}
+mod tests;

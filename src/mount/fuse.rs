@@ -12,14 +12,15 @@
 //! (fuser's `batch_forget` falls back to `forget`, one node at a time.)
 
 use super::node::Node;
-use super::tree::{Attr, DirEntry, Fail, Tree};
+use super::tree::{Attr, Fail, Listing, Tree};
 use crate::fs::FileKind;
 use crate::units::TimeNs;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct FuseAdapter {
     tree: Tree,
     /// Directory listings, snapshotted at opendir.
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
 }
 
@@ -128,13 +129,33 @@ impl FuseAdapter {
             next_fh: AtomicU64::new(1),
         }
     }
+
+    /// The listing opendir took for `fh`; listed afresh if there is none
+    /// (not opened through opendir: should not happen).
+    fn listing(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Listing>, Fail> {
+        if let Some(l) = self.dirs.lock().get(&fh.0).cloned() {
+            return Ok(l);
+        }
+        Ok(Arc::new(self.tree.list(node_of(ino)?)?))
+    }
 }
+
+/// The bytes of a READDIRPLUS reply a batch of entries is sized for: the
+/// kernel asks for a page at a time.
+const PLUS_PAGE_BYTES: usize = 4096;
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Let the kernel read ahead generously: images are read sequentially
         // by mount, fsck, TSK and diff.
         let _ = config.set_max_readahead(1 << 20);
+        // Listings that carry attributes (when the kernel sees them used):
+        // `ls -l` of a directory in a filesystem then costs one call to
+        // its reader per page of entries, not one lookup per name.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            log::debug!("the kernel does not offer {missing:?}: plain listings");
+        }
         Ok(())
     }
 
@@ -232,21 +253,51 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dirs.lock().get(&fh.0).cloned() {
-            Some(e) => e,
-            // Not opened through opendir (should not happen): list afresh.
-            None => match node_of(ino).and_then(|n| self.tree.list(n)) {
-                Ok(e) => Arc::new(e),
-                Err(f) => return reply.error(f.errno("readdir")),
-            },
+        let listing = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(f) => return reply.error(f.errno("readdir")),
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, e) in entries.iter().enumerate().skip(skip) {
-            let kind = file_type(e.kind);
+        for i in skip..listing.len() {
+            let e = self.tree.entry(&listing, i);
             let name = OsStr::from_bytes(&e.name);
-            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, kind, name) {
+            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, file_type(e.kind), name) {
                 break;
             }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listing = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(f) => return reply.error(f.errno("readdirplus")),
+        };
+        let mut i = usize::try_from(offset).unwrap_or(usize::MAX);
+        'full: while i < listing.len() {
+            // As many as a page holds, so that few are looked up in vain.
+            let end = listing.page_end(i, PLUS_PAGE_BYTES);
+            let batch = self.tree.entries_plus(&listing, i..end);
+            for (k, p) in batch.iter().enumerate() {
+                let name = OsStr::from_bytes(&p.entry.name);
+                let ino = INodeNo(p.entry.node.ino());
+                let off = (i + k) as u64 + 1;
+                if reply.add(ino, off, name, &p.ttl, &file_attr(&p.attr), Generation(0)) {
+                    // Not sent: the kernel takes no reference to these.
+                    for q in batch[k..].iter().filter(|q| q.counted) {
+                        self.tree.forget(q.entry.node, 1);
+                    }
+                    break 'full;
+                }
+            }
+            i = end;
         }
         reply.ok();
     }

@@ -17,18 +17,20 @@
 
 use super::cache::BlockCache;
 use super::contents::{is_shown_xattr, Contents, Owner};
-use super::inodes::Via;
+use super::inodes::{DynNode, Via};
 use super::listing::{self, Entry, History, ListingLimits};
 use super::names::{parse_seq_name, seq_name, state_name, Day};
 use super::node::{Node, IMAGE_NAME, INFO_NAME, MAX_SEQ};
 use super::volumes::{default_opener, Opener};
-use crate::fs::FileKind;
+use crate::fs::volume::VolumeId;
+use crate::fs::{FileKind, NodeId};
 use crate::store::{Store, StoreError};
 use crate::time::{format_rfc3339_ns, parse_time, TimeSpec};
 use crate::units::{Seq, TimeNs};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,78 @@ pub struct Tree {
     /// reads its whole record (for the chain hash), which getattr, open
     /// and every read of `info` would otherwise repeat.
     infos: Mutex<LruCache<u64, Arc<str>>>,
+}
+
+/// A directory's entries as opendir took them.
+pub struct Listing {
+    pub(super) items: Vec<Item>,
+    /// The filesystem directory listed, whose children are [`Child::Fs`].
+    pub(super) inside: Option<FsDir>,
+}
+
+impl Listing {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The end of the run of entries from `start` that fills about
+    /// `bytes` of a READDIRPLUS reply (at least one entry).
+    pub fn page_end(&self, start: usize, bytes: usize) -> usize {
+        // fuse_direntplus: a 128-byte entry, a 24-byte dirent, the name
+        // padded to 8 bytes.
+        const HEADER: usize = 152;
+        let mut used = 0;
+        let mut end = start;
+        while end < self.items.len() {
+            used += HEADER + self.items[end].name.len().next_multiple_of(8);
+            if used > bytes && end > start {
+                break;
+            }
+            end += 1;
+        }
+        end
+    }
+}
+
+/// One entry of a [`Listing`], not numbered yet.
+pub(super) struct Item {
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+    pub child: Child,
+}
+
+/// What a listed entry is.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Child {
+    /// `.` or `..`: the kernel takes no reference to them.
+    Dot(Node),
+    /// A node of the fixed tree.
+    Fixed(Node),
+    /// A node inside a state (a partition's image or directory, a `files/`).
+    Dyn(DynNode),
+    /// A node of the filesystem directory listed.
+    Fs(NodeId),
+}
+
+/// A filesystem directory being listed: what its children's keys share.
+pub(super) struct FsDir {
+    pub state: Seq,
+    pub volume: VolumeId,
+    /// Which tree the directory is in (its child directories are too).
+    pub via: Option<Via>,
+    /// The directory itself (`..` of its children).
+    pub dir: Node,
+}
+
+/// An entry with its attributes, for READDIRPLUS.
+pub struct PlusEntry {
+    pub entry: DirEntry,
+    pub attr: Attr,
+    /// How long the kernel may keep both the name and the attributes.
+    pub ttl: Duration,
+    /// Whether the tree counted a reference the kernel holds once given
+    /// this entry (to be forgotten if the entry is not sent after all).
+    pub counted: bool,
 }
 
 /// One entry of a directory listing.
@@ -571,21 +645,26 @@ impl Tree {
         }
     }
 
-    /// The entries of a directory (the adapter takes them once per
-    /// opendir, so that readdir offsets stay consistent).
-    pub fn list(&self, dir: Node) -> Result<Vec<DirEntry>> {
+    /// The entries of a directory, taken once per opendir so that
+    /// readdir offsets stay consistent. Entries get their numbers as the
+    /// kernel reads them ([`Tree::entry`], [`Tree::entries_plus`]).
+    pub fn list(&self, dir: Node) -> Result<Listing> {
         let Some(parent) = dir.parent() else {
             let Node::Dyn(id) = dir else {
                 unreachable!("every fixed node has a parent")
             };
             return self.contents.list(id);
         };
-        let entry = |node: Node, name: String| DirEntry {
-            node,
-            kind: node.kind().expect("a fixed node"),
+        let item = |node: Node, name: String| Item {
             name: name.into_bytes(),
+            kind: node.kind().expect("a fixed node"),
+            child: Child::Fixed(node),
         };
-        let mut out = vec![entry(dir, ".".into()), entry(parent, "..".into())];
+        let dot = |node: Node, name: &str| Item {
+            child: Child::Dot(node),
+            ..item(node, name.into())
+        };
+        let mut out = vec![dot(dir, "."), dot(parent, "..")];
         let states = |entries: Vec<Entry>, link: bool| {
             entries.into_iter().map(move |e| {
                 let node = if link {
@@ -593,15 +672,15 @@ impl Tree {
                 } else {
                     Node::AtState(e.seq)
                 };
-                entry(node, state_name(e.time))
+                item(node, state_name(e.time))
             })
         };
         match dir {
             Node::Root => {
-                out.push(entry(Node::At, "at".into()));
-                out.push(entry(Node::ByDay, "by-day".into()));
-                out.push(entry(Node::SeqRoot, "seq".into()));
-                out.push(entry(Node::Latest, "latest".into()));
+                out.push(item(Node::At, "at".into()));
+                out.push(item(Node::ByDay, "by-day".into()));
+                out.push(item(Node::SeqRoot, "seq".into()));
+                out.push(item(Node::Latest, "latest".into()));
             }
             Node::At => {
                 self.refresh();
@@ -614,7 +693,7 @@ impl Tree {
             Node::ByDay => {
                 self.refresh();
                 for day in listing::days(&*self.store)? {
-                    out.push(entry(Node::Day(day), day.name()));
+                    out.push(item(Node::Day(day), day.name()));
                 }
             }
             Node::Day(day) => {
@@ -623,8 +702,8 @@ impl Tree {
             }
             Node::AtState(s) | Node::SeqState(s) => {
                 self.check_state(s)?;
-                out.push(entry(Node::Image(s), IMAGE_NAME.into()));
-                out.push(entry(Node::Info(s), INFO_NAME.into()));
+                out.push(item(Node::Image(s), IMAGE_NAME.into()));
+                out.push(item(Node::Info(s), INFO_NAME.into()));
                 let via = state_dir(dir).expect("a state directory").1;
                 out.extend(self.contents.list_state(s, via));
             }
@@ -635,7 +714,102 @@ impl Tree {
             | Node::DayLink(_)
             | Node::Dyn(_) => return Err(Fail::NotADirectory),
         }
-        Ok(out)
+        Ok(Listing {
+            items: out,
+            inside: None,
+        })
+    }
+
+    /// Entry `i` of `listing` for a plain directory listing (READDIR: the
+    /// kernel takes no reference).
+    pub fn entry(&self, listing: &Listing, i: usize) -> DirEntry {
+        let item = &listing.items[i];
+        let node = match item.child {
+            Child::Dot(n) | Child::Fixed(n) => n,
+            _ => self.contents.number(listing, item).expect("a dynamic item"),
+        };
+        DirEntry {
+            node,
+            kind: item.kind,
+            name: item.name.clone(),
+        }
+    }
+
+    /// Entries `range` of `listing` with their attributes (READDIRPLUS:
+    /// the kernel takes a reference to each dynamic node but `.` and
+    /// `..`). An entry whose attributes cannot be read is given with a
+    /// zero TTL, so that the kernel asks again, and learns why, when it
+    /// is used.
+    pub fn entries_plus(&self, listing: &Listing, range: Range<usize>) -> Vec<PlusEntry> {
+        let items = &listing.items[range];
+        let dynamic = self.contents.plus(listing, items);
+        let placeholder = |node: Node, kind: FileKind| Attr {
+            node,
+            kind,
+            size_bytes: 0,
+            times: Times::all(TimeNs(0)),
+            nlink: 1,
+            perm: 0,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            rdev: 0,
+            block_size: self.block_size(),
+        };
+        items
+            .iter()
+            .zip(dynamic)
+            .map(|(item, dynamic)| {
+                let (node, attr, ttl, counted) = match (item.child, dynamic) {
+                    (_, Some((node, Ok(attr)))) => (node, attr, TTL_FOREVER, true),
+                    (_, Some((node, Err(_)))) => {
+                        (node, placeholder(node, item.kind), Duration::ZERO, true)
+                    }
+                    (Child::Fixed(node), None) => match self.attr(node) {
+                        Ok(attr) => {
+                            let ttl = self.attr_ttl(node).min(self.listed_entry_ttl(node));
+                            (node, attr, ttl, false)
+                        }
+                        Err(_) => (node, placeholder(node, item.kind), Duration::ZERO, false),
+                    },
+                    // The kernel reads nothing of `.` and `..` but their type.
+                    (Child::Dot(node), None) => {
+                        (node, placeholder(node, item.kind), Duration::ZERO, false)
+                    }
+                    (Child::Dyn(_) | Child::Fs(_), None) => {
+                        unreachable!("the contents number every dynamic item")
+                    }
+                };
+                PlusEntry {
+                    entry: DirEntry {
+                        node,
+                        kind: attr.kind,
+                        name: item.name.clone(),
+                    },
+                    attr,
+                    ttl,
+                    counted,
+                }
+            })
+            .collect()
+    }
+
+    /// How long the kernel may keep a name a listing of a fixed directory
+    /// gave (as [`Tree::lookup`] would for that name).
+    fn listed_entry_ttl(&self, node: Node) -> Duration {
+        match node {
+            Node::Day(_) => TTL_LIVE,
+            Node::AtState(s) | Node::DayLink(s) if s >= self.head() => TTL_LIVE,
+            _ => TTL_FOREVER,
+        }
+    }
+
+    /// Every entry of `dir`, numbered as a plain listing numbers them.
+    #[cfg(test)]
+    pub fn list_all(&self, dir: Node) -> Result<Vec<DirEntry>> {
+        let listing = self.list(dir)?;
+        Ok((0..listing.len())
+            .map(|i| self.entry(&listing, i))
+            .collect())
     }
 }
 
