@@ -15,10 +15,13 @@
 //!   reading...), not on every request; everything else keeps working. A
 //!   volume whose filesystem cannot be read has no `files/`, and `info`
 //!   says why.
-//! - The names of the directories listed last are kept (up to
-//!   [`LISTED_NAMES`] names in all), so that the lookup of each name that
-//!   follows a listing (`ls -l`, a file manager) costs one `stat`,
-//!   whatever the reader's own lookup costs.
+//! - Listings: opendir lists a directory once; its entries are numbered
+//!   as the kernel reads them, and when the kernel wants their attributes
+//!   too (READDIRPLUS) a page of entries is stat'ed in one call on the
+//!   worker ([`Contents::plus`]). The names of the directories listed last
+//!   are kept (up to [`LISTED_NAMES`] names in all), so that a lookup that
+//!   follows a listing costs one `stat`, whatever the reader's own lookup
+//!   costs.
 //! - `stat` shows the filesystem's own mode, owner, size, link count and
 //!   times. `st_ino` is the mount's number, not the filesystem's: FUSE
 //!   uses the node id as `st_ino`, and node ids must differ between
@@ -26,7 +29,8 @@
 //!   number is the extended attribute [`INO_XATTR`], beside every
 //!   timestamp the filesystem keeps (each under the name its reader gives
 //!   it, `user.ext4.crtime`, `user.ntfs.si.created`...) and the
-//!   filesystem's own extended attributes.
+//!   filesystem's own extended attributes, `user.` names only
+//!   ([`is_shown_xattr`]).
 
 use super::cache::BlockCache;
 use super::inodes::{DynKey, DynNode, Inodes, Place, Via, UNREFERENCED_ENTRIES};
