@@ -218,7 +218,7 @@ pub enum Fail {
     /// EIO, with the store's error logged.
     Store(StoreError),
     /// EIO: a damaged partition table or filesystem, logged already (once
-    /// per state and volume).
+    /// per state, volume and kind of request).
     Damaged,
     /// EOPNOTSUPP: something a filesystem reader cannot show, logged
     /// already.
