@@ -102,10 +102,9 @@ impl Attempts {
 // SAFETY (every libc call in the closures below): the paths are valid
 // NUL-terminated strings that outlive the call; buffers are static.
 
-/// access(W_OK) is EROFS as mounted. Remounted read-write, the kernel
-/// answers it alone (default_permissions: root may write anything, as far
-/// as mode bits go) and never asks the daemon, so it may say yes there; the
-/// write itself is refused all the same.
+/// access(W_OK) is EROFS as mounted. Remounted read-write, the daemon
+/// answers it (EROFS); a kernel that answered alone might say yes there,
+/// and the write itself is refused all the same.
 fn access_w(a: &mut Attempts, rel: &str) {
     let p = a.path(rel);
     // SAFETY: a valid NUL-terminated path.

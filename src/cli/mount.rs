@@ -20,7 +20,7 @@ pub struct MountArgs {
     /// Memory for decoded blocks: bytes, or with a K, M, G, T or P suffix (64M, 1G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Threads answering the kernel.
+    /// Threads answering the kernel, and as many reading the filesystems under files/.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Newest seconds with writes that `at/` lists one by one (older: one per hour).

@@ -56,18 +56,31 @@ impl BlockCache {
         len: u32,
     ) -> Result<Vec<u8>, StoreError> {
         let size = self.geometry.size_bytes;
-        if offset_bytes >= size {
-            return Ok(Vec::new());
-        }
         let end = size.min(offset_bytes.saturating_add(u64::from(len)));
-        let mut out = vec![0u8; (end - offset_bytes) as usize];
+        let mut out = vec![0u8; end.saturating_sub(offset_bytes) as usize];
+        self.read_into(store, state, offset_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fill `out` with the disk as of `state` from `offset_bytes`; the
+    /// caller keeps `out` inside the disk.
+    pub fn read_into(
+        &self,
+        store: &Store,
+        state: Seq,
+        offset_bytes: u64,
+        out: &mut [u8],
+    ) -> Result<(), StoreError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let end = offset_bytes + out.len() as u64;
+        debug_assert!(end <= self.geometry.size_bytes);
         let blocks = match &self.blocks {
-            Some(b) if len < STREAM_BYTES => b,
-            _ => {
-                store.read_at(state, offset_bytes, &mut out)?;
-                return Ok(out);
-            }
+            Some(b) if (out.len() as u64) < u64::from(STREAM_BYTES) => b,
+            _ => return store.read_at(state, offset_bytes, out),
         };
+        out.fill(0);
         let bs = u64::from(self.geometry.block_size);
         let first = self.geometry.block_of(offset_bytes).0;
         let last = self.geometry.block_of(end - 1).0;
@@ -76,12 +89,12 @@ impl BlockCache {
         for b in first..=last {
             let loc = store.block_content(state, BlockNo(b))?;
             if loc.is_zero() {
-                continue; // `out` starts zeroed
+                continue; // `out` is zeroed
             }
             // The guard must be gone before `fill` locks again.
             let hit = match blocks.lock().get(&loc) {
                 Some(data) => {
-                    copy_part(&mut out, offset_bytes, b * bs, data);
+                    copy_part(out, offset_bytes, b * bs, data);
                     true
                 }
                 None => false,
@@ -90,15 +103,15 @@ impl BlockCache {
                 continue;
             }
             if missing.last().is_some_and(|(m, _)| m + 1 != b) {
-                self.fill(store, &missing, &mut out, offset_bytes, blocks)?;
+                self.fill(store, &missing, out, offset_bytes, blocks)?;
                 missing.clear();
             }
             missing.push((b, loc));
         }
         if !missing.is_empty() {
-            self.fill(store, &missing, &mut out, offset_bytes, blocks)?;
+            self.fill(store, &missing, out, offset_bytes, blocks)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Read the contiguous `run` of blocks (looked up already) from the

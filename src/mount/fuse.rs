@@ -5,19 +5,27 @@
 //!
 //! Every request that would change something answers EROFS, on top of the
 //! kernel's own `ro` mount flag.
+//!
+//! Lookups of nodes inside states are counted by the tree (the kernel
+//! holds a reference per answered lookup); `forget` gives them back, so
+//! the tree's table of such nodes shrinks as the kernel drops its inodes.
+//! (fuser's `batch_forget` falls back to `forget`, one node at a time.)
 
-use super::node::{Kind, Node};
-use super::tree::{Attr, DirEntry, Fail, Tree};
+use super::node::Node;
+use super::tree::{Attr, Fail, Listing, Tree};
+use crate::fs::FileKind;
 use crate::units::TimeNs;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct FuseAdapter {
     tree: Tree,
     /// Directory listings, snapshotted at opendir.
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
 }
 
@@ -44,6 +52,8 @@ impl Fail {
                 log::error!("{what}: {e}");
                 Errno::EIO
             }
+            Fail::Damaged => Errno::EIO,
+            Fail::Unsupported => Errno::EOPNOTSUPP,
         }
     }
 }
@@ -57,41 +67,58 @@ fn to_system_time(t: TimeNs) -> SystemTime {
     }
 }
 
-fn file_type(kind: Kind) -> FileType {
+fn file_type(kind: FileKind) -> FileType {
     match kind {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
     }
 }
 
+/// A device number (glibc's `makedev` form) as FUSE carries it: the
+/// kernel's 32-bit encoding (12 bits of major, 20 of minor).
+fn fuse_rdev(rdev: u64) -> u32 {
+    let major = libc::major(rdev as libc::dev_t);
+    let minor = libc::minor(rdev as libc::dev_t);
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
-    let time = to_system_time(a.time);
     FileAttr {
         ino: INodeNo(a.node.ino()),
         size: a.size_bytes,
         blocks: a.size_bytes.div_ceil(512),
-        atime: time,
-        mtime: time,
-        ctime: time,
-        crtime: time,
-        kind: file_type(a.node.kind()),
+        atime: to_system_time(a.times.atime),
+        mtime: to_system_time(a.times.mtime),
+        ctime: to_system_time(a.times.ctime),
+        crtime: to_system_time(a.times.crtime),
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: fuse_rdev(a.rdev),
         blksize: a.block_size,
         flags: 0,
     }
 }
 
-fn node_of(ino: INodeNo) -> Result<Node, Fail> {
-    Node::from_ino(ino.0).ok_or(Fail::NotFound)
+/// Answer an extended-attribute request with `data`: its size when asked
+/// for the size (`size` 0), ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    match u32::try_from(data.len()) {
+        Ok(len) if size == 0 => reply.size(len),
+        Ok(len) if len <= size => reply.data(data),
+        _ => reply.error(Errno::ERANGE),
+    }
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Fail> {
-    name.to_str().ok_or(Fail::NotFound)
+fn node_of(ino: INodeNo) -> Result<Node, Fail> {
+    Node::from_ino(ino.0).ok_or(Fail::NotFound)
 }
 
 impl FuseAdapter {
@@ -102,18 +129,38 @@ impl FuseAdapter {
             next_fh: AtomicU64::new(1),
         }
     }
+
+    /// The listing opendir took for `fh`; listed afresh if there is none
+    /// (not opened through opendir: should not happen).
+    fn listing(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Listing>, Fail> {
+        if let Some(l) = self.dirs.lock().get(&fh.0).cloned() {
+            return Ok(l);
+        }
+        Ok(Arc::new(self.tree.list(node_of(ino)?)?))
+    }
 }
+
+/// The bytes of a READDIRPLUS reply a batch of entries is sized for: the
+/// kernel asks for a page at a time.
+const PLUS_PAGE_BYTES: usize = 4096;
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Let the kernel read ahead generously: images are read sequentially
         // by mount, fsck, TSK and diff.
         let _ = config.set_max_readahead(1 << 20);
+        // Listings that carry attributes (when the kernel sees them used):
+        // `ls -l` of a directory in a filesystem then costs one call to
+        // its reader per page of entries, not one lookup per name.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            log::debug!("the kernel does not offer {missing:?}: plain listings");
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match node_of(parent).and_then(|p| self.tree.lookup(p, name_str(name)?)) {
+        match node_of(parent).and_then(|p| self.tree.lookup(p, name.as_bytes())) {
             Ok(found) => reply.entry_with_ttls(
                 &found.attr_ttl,
                 &found.entry_ttl,
@@ -121,6 +168,12 @@ impl Filesystem for FuseAdapter {
                 Generation(0),
             ),
             Err(f) => reply.error(f.errno("lookup")),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Some(n) = Node::from_ino(ino.0) {
+            self.tree.forget(n, nlookup);
         }
     }
 
@@ -133,7 +186,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match node_of(ino).and_then(|n| self.tree.link_target(n)) {
-            Ok(target) => reply.data(target.as_bytes()),
+            Ok(target) => reply.data(&target),
             Err(f) => reply.error(f.errno("readlink")),
         }
     }
@@ -200,20 +253,51 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dirs.lock().get(&fh.0).cloned() {
-            Some(e) => e,
-            // Not opened through opendir (should not happen): list afresh.
-            None => match node_of(ino).and_then(|n| self.tree.list(n)) {
-                Ok(e) => Arc::new(e),
-                Err(f) => return reply.error(f.errno("readdir")),
-            },
+        let listing = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(f) => return reply.error(f.errno("readdir")),
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, e) in entries.iter().enumerate().skip(skip) {
-            let kind = file_type(e.node.kind());
-            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, kind, &e.name) {
+        for i in skip..listing.len() {
+            let e = self.tree.entry(&listing, i);
+            let name = OsStr::from_bytes(&e.name);
+            if reply.add(INodeNo(e.node.ino()), i as u64 + 1, file_type(e.kind), name) {
                 break;
             }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listing = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(f) => return reply.error(f.errno("readdirplus")),
+        };
+        let mut i = usize::try_from(offset).unwrap_or(usize::MAX);
+        'full: while i < listing.len() {
+            // As many as a page holds, so that few are looked up in vain.
+            let end = listing.page_end(i, PLUS_PAGE_BYTES);
+            let batch = self.tree.entries_plus(&listing, i..end);
+            for (k, p) in batch.iter().enumerate() {
+                let name = OsStr::from_bytes(&p.entry.name);
+                let ino = INodeNo(p.entry.node.ino());
+                let off = (i + k) as u64 + 1;
+                if reply.add(ino, off, name, &p.ttl, &file_attr(&p.attr), Generation(0)) {
+                    // Not sent: the kernel takes no reference to these.
+                    for q in batch[k..].iter().filter(|q| q.counted) {
+                        self.tree.forget(q.entry.node, 1);
+                    }
+                    break 'full;
+                }
+            }
+            i = end;
         }
         reply.ok();
     }
@@ -235,31 +319,45 @@ impl Filesystem for FuseAdapter {
         reply.statfs(0, 0, 0, 0, 0, bs, 255, bs);
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match node_of(ino).and_then(|n| self.tree.xattr(n, name.as_bytes())) {
+            Ok(Some(value)) => reply_xattr(reply, size, &value),
+            Ok(None) => reply.error(Errno::NO_XATTR),
+            Err(f) => reply.error(f.errno("getxattr")),
         }
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match node_of(ino).and_then(|n| self.tree.xattrs(n)) {
+            Ok(all) => {
+                let mut names = Vec::new();
+                for (k, _) in &all {
+                    names.extend_from_slice(k.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names);
+            }
+            Err(f) => reply.error(f.errno("listxattr")),
+        }
+    }
+
+    /// Whoever FUSE lets in may read everything (run.rs says why there is
+    /// no `default_permissions`); nobody may write; only files with an x
+    /// bit are executable, as exec(2) itself will check.
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS);
-        } else {
-            reply.ok();
+            return reply.error(Errno::EROFS);
         }
+        if mask.contains(AccessFlags::X_OK) {
+            match node_of(ino).and_then(|n| self.tree.getattr(n)) {
+                Ok((a, _)) if a.kind != FileKind::Dir && a.perm & 0o111 == 0 => {
+                    return reply.error(Errno::EACCES)
+                }
+                Ok(_) => {}
+                Err(f) => return reply.error(f.errno("access")),
+            }
+        }
+        reply.ok();
     }
 
     // Everything below would change the tree: refused.

@@ -124,9 +124,65 @@ pub fn seq_name(seq: Seq) -> String {
     seq.0.to_string()
 }
 
+/// A name in a state's directory that stands for partition `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionName {
+    /// `p<N>.img`: the partition's bytes.
+    Image(u32),
+    /// `p<N>`: the directory that holds its `files/`.
+    Dir(u32),
+}
+
+impl PartitionName {
+    /// `p3.img` or `p3`: decimal, no leading zeros, as Linux names them.
+    pub fn parse(name: &str) -> Option<PartitionName> {
+        let rest = name.strip_prefix('p')?;
+        let (digits, image) = match rest.strip_suffix(".img") {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        let n = parse_seq_name(digits)?.0;
+        let n = u32::try_from(n).ok()?;
+        Some(if image {
+            PartitionName::Image(n)
+        } else {
+            PartitionName::Dir(n)
+        })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            PartitionName::Image(n) => format!("p{n}.img"),
+            PartitionName::Dir(n) => format!("p{n}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_names_have_one_spelling() {
+        for (name, want) in [
+            ("p1.img", Some(PartitionName::Image(1))),
+            ("p12", Some(PartitionName::Dir(12))),
+            ("p0", Some(PartitionName::Dir(0))),
+            ("p01", None),
+            ("p1.IMG", None),
+            ("p", None),
+            ("p.img", None),
+            ("p-1", None),
+            ("p+1", None),
+            ("p4294967296", None),
+            ("q1", None),
+        ] {
+            assert_eq!(PartitionName::parse(name), want, "{name}");
+            if let Some(p) = want {
+                assert_eq!(p.name(), name);
+            }
+        }
+    }
     use crate::time::{parse_time, TimeSpec};
 
     const T0: i64 = 1_795_415_415; // 2026-11-23T06:30:15Z

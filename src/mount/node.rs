@@ -13,6 +13,8 @@
 //! /latest                 Latest      symlink to at/<canonical of head>
 //! <state dir>/disk.img    Image(s)
 //! <state dir>/info        Info(s)
+//! <state dir>/p<N>.img, p<N>/, files/ and everything below
+//!                         Dyn(id)      numbered by the tree's table
 //! ```
 //!
 //! Inode numbers are a pure function of the node: no table, nothing to
@@ -24,11 +26,19 @@
 //! under `/at` is a symlink to the canonical directory rather than another
 //! name for it (`readlink` then also tells the user which state they got).
 //!
+//! Nodes inside a state beyond `disk.img` and `info` (partitions, and the
+//! files of the filesystems in them) cannot be named by a pure function:
+//! a state, a volume and a filesystem's own 64-bit node number do not fit
+//! in 64 bits. They are [`Node::Dyn`]: numbers handed out by the tree's
+//! table of what the kernel currently knows (inodes.rs), and taken back
+//! when the kernel forgets them.
+//!
 //! Layout of a number: the top 8 bits are the kind, the low 56 bits the
-//! payload (a record number, or a day offset by [`DAY_BIAS`]). Kind 0 holds
-//! the fixed nodes.
+//! payload (a record number, a day offset by [`DAY_BIAS`], or a dynamic
+//! id). Kind 0 holds the fixed nodes.
 
 use super::names::Day;
+use crate::fs::FileKind;
 use crate::units::Seq;
 
 const KIND_SHIFT: u32 = 56;
@@ -50,9 +60,12 @@ const K_INFO: u64 = 4;
 const K_AT_LINK: u64 = 5;
 const K_DAY: u64 = 6;
 const K_DAY_LINK: u64 = 7;
+const K_DYN: u64 = 8;
 
 /// Largest record number the scheme can name.
 pub const MAX_SEQ: u64 = PAYLOAD_MASK;
+/// Largest dynamic id: 2^56 - 1, more than a mount hands out in its life.
+pub const MAX_DYN: u64 = PAYLOAD_MASK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Node {
@@ -68,14 +81,9 @@ pub enum Node {
     AtLink(Seq),
     Day(Day),
     DayLink(Seq),
-}
-
-/// What kind of file a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Dir,
-    File,
-    Symlink,
+    /// A node inside a state found through its table (partitions, files);
+    /// the id is never 0 and never reused within a mount.
+    Dyn(u64),
 }
 
 impl Node {
@@ -94,6 +102,7 @@ impl Node {
             Node::AtLink(s) => tagged(K_AT_LINK, s.0),
             Node::Day(d) => tagged(K_DAY, (d.0 + DAY_BIAS) as u64),
             Node::DayLink(s) => tagged(K_DAY_LINK, s.0),
+            Node::Dyn(id) => tagged(K_DYN, id),
         }
     }
 
@@ -117,27 +126,32 @@ impl Node {
             K_AT_LINK => Node::AtLink(seq),
             K_DAY => Node::Day(Day(payload as i64 - DAY_BIAS)),
             K_DAY_LINK => Node::DayLink(seq),
+            K_DYN if payload != 0 => Node::Dyn(payload),
             _ => return None,
         })
     }
 
-    pub fn kind(self) -> Kind {
-        match self {
+    /// What kind of file a fixed node is; `None` for a dynamic one (the
+    /// tree's table knows).
+    pub fn kind(self) -> Option<FileKind> {
+        Some(match self {
             Node::Root
             | Node::At
             | Node::SeqRoot
             | Node::ByDay
             | Node::AtState(_)
             | Node::SeqState(_)
-            | Node::Day(_) => Kind::Dir,
-            Node::Image(_) | Node::Info(_) => Kind::File,
-            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => Kind::Symlink,
-        }
+            | Node::Day(_) => FileKind::Dir,
+            Node::Image(_) | Node::Info(_) => FileKind::File,
+            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => FileKind::Symlink,
+            Node::Dyn(_) => return None,
+        })
     }
 
-    /// The node `..` leads to, for directory listings.
-    pub fn parent(self) -> Node {
-        match self {
+    /// The node `..` leads to, for directory listings; `None` for a
+    /// dynamic one (the tree's table knows).
+    pub fn parent(self) -> Option<Node> {
+        Some(match self {
             Node::Root | Node::At | Node::SeqRoot | Node::Latest | Node::ByDay => Node::Root,
             Node::AtState(_) | Node::AtLink(_) => Node::At,
             Node::SeqState(_) => Node::SeqRoot,
@@ -145,7 +159,8 @@ impl Node {
             // Files are reachable from several directories; report /at's.
             Node::Image(s) | Node::Info(s) => Node::AtState(s),
             Node::DayLink(_) => Node::ByDay,
-        }
+            Node::Dyn(_) => return None,
+        })
     }
 
     /// The record number a node belongs to, if it belongs to one state.
@@ -157,7 +172,7 @@ impl Node {
             | Node::Info(s)
             | Node::AtLink(s)
             | Node::DayLink(s) => Some(s),
-            _ => None,
+            _ => None, // Dyn: the tree's table knows
         }
     }
 }
@@ -165,6 +180,9 @@ impl Node {
 /// The files inside every state directory.
 pub const IMAGE_NAME: &str = "disk.img";
 pub const INFO_NAME: &str = "info";
+/// The directory of a filesystem's files: in a state's directory for a
+/// disk without a table, in `p<N>/` for a partition.
+pub const FILES_NAME: &str = "files";
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +211,9 @@ mod tests {
         for d in [-106_751, -1, 0, 1, 20_780, 106_751] {
             nodes.push(Node::Day(Day(d)));
         }
+        for id in [1, 2, 1 << 40, MAX_DYN] {
+            nodes.push(Node::Dyn(id));
+        }
         let mut seen = std::collections::HashSet::new();
         for n in &nodes {
             let ino = n.ino();
@@ -204,6 +225,7 @@ mod tests {
         assert_eq!(Node::from_ino(0), None);
         assert_eq!(Node::from_ino(99), None);
         assert_eq!(Node::from_ino(200 << KIND_SHIFT), None);
+        assert_eq!(Node::from_ino(K_DYN << KIND_SHIFT), None, "dynamic id 0");
     }
 
     #[test]
@@ -212,7 +234,8 @@ mod tests {
         let s = Seq(7);
         assert_ne!(Node::AtState(s).ino(), Node::SeqState(s).ino());
         assert_eq!(Node::Image(s).ino(), Node::Image(Seq(7)).ino());
-        assert_eq!(Node::Image(s).kind(), Kind::File);
-        assert_eq!(Node::AtLink(s).kind(), Kind::Symlink);
+        assert_eq!(Node::Image(s).kind(), Some(FileKind::File));
+        assert_eq!(Node::AtLink(s).kind(), Some(FileKind::Symlink));
+        assert_eq!(Node::Dyn(3).kind(), None);
     }
 }

@@ -1,6 +1,15 @@
 //! Mounting and running: mount the tree read-only (as `fuse.diskhist`),
 //! answer the kernel until the filesystem is unmounted, and unmount it
 //! cleanly on SIGINT or SIGTERM.
+//!
+//! The mount has no `default_permissions`: the files under `files/` show
+//! the owners and modes their filesystem stores, and those uids belong to
+//! the recorded machine, not to this one. Checking them here would shut
+//! the analyst who mounted the tree out of files the image holds (and hand
+//! them to whichever local user happens to have the same number), while
+//! `disk.img` shows every byte to whoever may enter the mount anyway.
+//! Who may enter is FUSE's own rule: the user who mounted it, or everyone
+//! with `--allow-other`.
 
 use super::fuse::FuseAdapter;
 use super::listing::ListingLimits;
@@ -30,7 +39,7 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Bytes of decoded blocks kept in memory.
     pub cache_bytes: u64,
-    /// Threads answering the kernel.
+    /// Threads answering the kernel, and as many reading filesystems.
     pub threads: usize,
     pub limits: ListingLimits,
     /// Mount even on a directory that holds files (the mount hides them).
@@ -114,6 +123,7 @@ pub fn mount_until_unmounted(
         limits: opts.limits,
         uid,
         gid,
+        fs_threads: opts.threads.max(1),
     };
     let fs = FuseAdapter::new(Tree::new(store, tree));
     let fuse_session = mount(fs, store_dir, &mountpoint, opts)?;
@@ -185,7 +195,6 @@ fn mount(
                 MountOption::FSName(fsname),
                 MountOption::Subtype(SUBTYPE.into()),
                 MountOption::RO,
-                MountOption::DefaultPermissions,
                 MountOption::NoDev,
                 MountOption::NoSuid,
                 MountOption::NoAtime,
@@ -206,7 +215,7 @@ fn mount_directly(dir: &Path, fsname: &str, allow_other: bool) -> io::Result<Own
     // SAFETY: geteuid/getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut data = format!(
-        "fd={},rootmode={root_mode:o},user_id={uid},group_id={gid},default_permissions",
+        "fd={},rootmode={root_mode:o},user_id={uid},group_id={gid}",
         device.as_raw_fd()
     );
     if allow_other {

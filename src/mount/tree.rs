@@ -11,22 +11,31 @@
 //! and a time name at or after the newest record (a record appended later
 //! may still fall at or before it). Those get short TTLs, and the store is
 //! re-read (rate-limited) whenever the kernel asks about them.
+//!
+//! Partitions and the files inside a state are the business of
+//! contents.rs; the tree hands it every request about them.
 
 use super::cache::BlockCache;
+use super::contents::{is_shown_xattr, Contents, Owner};
+use super::inodes::{DynNode, Via};
 use super::listing::{self, Entry, History, ListingLimits};
 use super::names::{parse_seq_name, seq_name, state_name, Day};
-use super::node::{Kind, Node, IMAGE_NAME, INFO_NAME, MAX_SEQ};
+use super::node::{Node, IMAGE_NAME, INFO_NAME, MAX_SEQ};
+use super::volumes::{default_opener, Opener};
+use crate::fs::volume::VolumeId;
+use crate::fs::{FileKind, NodeId};
 use crate::store::{Store, StoreError};
 use crate::time::{format_rfc3339_ns, parse_time, TimeSpec};
 use crate::units::{Seq, TimeNs};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// For what never changes: a state's directory, files and attributes.
-const TTL_FOREVER: Duration = Duration::from_secs(365 * 86_400);
+pub(super) const TTL_FOREVER: Duration = Duration::from_secs(365 * 86_400);
 /// For what moves while a writer records: the listings, `/latest`.
 const TTL_LIVE: Duration = Duration::from_secs(1);
 /// How often at most lookups and listings re-read the store's head.
@@ -36,8 +45,9 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 const INFO_CACHE_ENTRIES: usize = 4096;
 
 /// The tree's permissions: read-only for everyone the mount admits.
-const DIR_PERM: u16 = 0o555;
-const FILE_PERM: u16 = 0o444;
+pub(super) const DIR_PERM: u16 = 0o555;
+pub(super) const FILE_PERM: u16 = 0o444;
+
 /// Settings that shape the tree (the CLI fills them).
 #[derive(Debug, Clone, Copy)]
 pub struct TreeConfig {
@@ -45,13 +55,18 @@ pub struct TreeConfig {
     pub limits: ListingLimits,
     pub uid: u32,
     pub gid: u32,
+    /// Worker threads that read filesystems (each owns the volumes it
+    /// opened).
+    pub fs_threads: usize,
 }
 
 /// The tree over one store.
 pub struct Tree {
     store: Arc<Store>,
-    cache: BlockCache,
+    cache: Arc<BlockCache>,
     config: TreeConfig,
+    /// Partitions and files inside the states.
+    contents: Contents,
     last_refresh: Mutex<Instant>,
     /// `info` texts by state. A state never changes, and building its text
     /// reads its whole record (for the chain hash), which getattr, open
@@ -59,23 +74,124 @@ pub struct Tree {
     infos: Mutex<LruCache<u64, Arc<str>>>,
 }
 
+/// A directory's entries as opendir took them.
+pub struct Listing {
+    pub(super) items: Vec<Item>,
+    /// The filesystem directory listed, whose children are [`Child::Fs`].
+    pub(super) inside: Option<FsDir>,
+}
+
+impl Listing {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The end of the run of entries from `start` that fills about
+    /// `bytes` of a READDIRPLUS reply (at least one entry).
+    pub fn page_end(&self, start: usize, bytes: usize) -> usize {
+        // fuse_direntplus: a 128-byte entry, a 24-byte dirent, the name
+        // padded to 8 bytes.
+        const HEADER: usize = 152;
+        let mut used = 0;
+        let mut end = start;
+        while end < self.items.len() {
+            used += HEADER + self.items[end].name.len().next_multiple_of(8);
+            if used > bytes && end > start {
+                break;
+            }
+            end += 1;
+        }
+        end
+    }
+}
+
+/// One entry of a [`Listing`], not numbered yet.
+pub(super) struct Item {
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+    pub child: Child,
+}
+
+/// What a listed entry is.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Child {
+    /// `.` or `..`: the kernel takes no reference to them.
+    Dot(Node),
+    /// A node of the fixed tree.
+    Fixed(Node),
+    /// A node inside a state (a partition's image or directory, a `files/`).
+    Dyn(DynNode),
+    /// A node of the filesystem directory listed.
+    Fs(NodeId),
+}
+
+/// A filesystem directory being listed: what its children's keys share.
+pub(super) struct FsDir {
+    pub state: Seq,
+    pub volume: VolumeId,
+    /// Which tree the directory is in (its child directories are too).
+    pub via: Option<Via>,
+    /// The directory itself (`..` of its children).
+    pub dir: Node,
+}
+
+/// An entry with its attributes, for READDIRPLUS.
+pub struct PlusEntry {
+    pub entry: DirEntry,
+    pub attr: Attr,
+    /// How long the kernel may keep both the name and the attributes.
+    pub ttl: Duration,
+    /// Whether the tree counted a reference the kernel holds once given
+    /// this entry (to be forgotten if the entry is not sent after all).
+    pub counted: bool,
+}
+
 /// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub node: Node,
-    pub name: String,
+    pub kind: FileKind,
+    /// The name's bytes (inside a filesystem, not necessarily UTF-8).
+    pub name: Vec<u8>,
+}
+
+/// A node's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub atime: TimeNs,
+    pub mtime: TimeNs,
+    pub ctime: TimeNs,
+    /// Creation time (FUSE on Linux does not pass it on; the extended
+    /// attributes show it).
+    pub crtime: TimeNs,
+}
+
+impl Times {
+    /// Every timestamp `t`: the tree's own nodes carry their state's time.
+    pub fn all(t: TimeNs) -> Times {
+        Times {
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+        }
+    }
 }
 
 /// A node's attributes, as `stat` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub node: Node,
+    pub kind: FileKind,
     pub size_bytes: u64,
-    /// The state's time: every timestamp of the node.
-    pub time: TimeNs,
+    pub times: Times,
     pub nlink: u32,
+    /// Permission bits (`0o7777`).
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// A device node's number (`makedev` form), 0 otherwise.
+    pub rdev: u64,
     /// The store's block size, the preferred I/O size.
     pub block_size: u32,
 }
@@ -101,6 +217,12 @@ pub enum Fail {
     Invalid,
     /// EIO, with the store's error logged.
     Store(StoreError),
+    /// EIO: a damaged partition table or filesystem, logged already (once
+    /// per state, volume and kind of request).
+    Damaged,
+    /// EOPNOTSUPP: something a filesystem reader cannot show, logged
+    /// already.
+    Unsupported,
 }
 
 impl From<StoreError> for Fail {
@@ -114,13 +236,48 @@ impl From<StoreError> for Fail {
 
 type Result<T> = std::result::Result<T, Fail>;
 
+/// The time a state is shown with (its directories' and files' times).
+pub(super) fn state_time(store: &Store, s: Seq) -> std::result::Result<TimeNs, StoreError> {
+    if s.0 > 0 {
+        return store.time_of(s);
+    }
+    // The empty disk: since the store was created, unless the history
+    // was recorded with earlier times (`import --at`, a stream from
+    // elsewhere); then since the first record, so that seq/0 never
+    // looks newer than the states that follow it.
+    let created = store.header().created_ns;
+    if store.head().seq.0 == 0 {
+        return Ok(created);
+    }
+    Ok(created.min(store.time_of(Seq(1))?))
+}
+
 impl Tree {
+    /// The tree over `store`, reading filesystems with diskhist's readers.
     pub fn new(store: Arc<Store>, config: TreeConfig) -> Tree {
-        let cache = BlockCache::new(store.geometry(), config.cache_bytes);
+        Tree::with_opener(store, config, default_opener())
+    }
+
+    /// The tree over `store`, opening filesystems with `opener`.
+    pub fn with_opener(store: Arc<Store>, config: TreeConfig, opener: Opener) -> Tree {
+        let cache = Arc::new(BlockCache::new(store.geometry(), config.cache_bytes));
+        let owner = Owner {
+            uid: config.uid,
+            gid: config.gid,
+            block_size: store.geometry().block_size,
+        };
+        let contents = Contents::new(
+            store.clone(),
+            cache.clone(),
+            opener,
+            config.fs_threads,
+            owner,
+        );
         Tree {
             store,
             cache,
             config,
+            contents,
             last_refresh: Mutex::new(Instant::now()),
             infos: Mutex::new(LruCache::new(
                 NonZeroUsize::new(INFO_CACHE_ENTRIES).expect("non-zero"),
@@ -129,8 +286,20 @@ impl Tree {
     }
 
     /// The child `name` of `parent`, its attributes, and how long the
-    /// kernel may keep each.
-    pub fn lookup(&self, parent: Node, name: &str) -> Result<Found> {
+    /// kernel may keep each. A dynamic node found counts one reference the
+    /// kernel holds until it [`forget`](Tree::forget)s it.
+    pub fn lookup(&self, parent: Node, name: &[u8]) -> Result<Found> {
+        if let Node::Dyn(id) = parent {
+            return self.contents.lookup(id, name);
+        }
+        // Outside the filesystems, every name is UTF-8.
+        let name = std::str::from_utf8(name).map_err(|_| Fail::NotFound)?;
+        if let Some((s, via)) = state_dir(parent) {
+            if name != IMAGE_NAME && name != INFO_NAME {
+                self.check_state(s)?;
+                return self.contents.lookup_in_state(s, via, name);
+            }
+        }
         let (node, entry_ttl) = self.child(parent, name)?;
         Ok(Found {
             attr: self.attr(node)?,
@@ -144,14 +313,53 @@ impl Tree {
         Ok((self.attr(node)?, self.attr_ttl(node)))
     }
 
+    /// The kernel gives back `n` references to `node` (only dynamic nodes
+    /// are counted).
+    pub fn forget(&self, node: Node, n: u64) {
+        if let Node::Dyn(id) = node {
+            self.contents.forget(id, n);
+        }
+    }
+
+    /// Dynamic nodes the tree keeps for the kernel (bounded by what the
+    /// kernel holds, plus a bounded number only listed).
+    #[cfg(test)]
+    pub fn dynamic_nodes(&self) -> usize {
+        self.contents.held()
+    }
+
     /// Check that `node` is a file that can be opened (its content then
     /// never changes).
     pub fn open(&self, node: Node) -> Result<()> {
         match node {
             Node::Image(s) | Node::Info(s) => self.check_state(s),
-            n if n.kind() == Kind::Dir => Err(Fail::IsADirectory),
+            Node::Dyn(id) => self.contents.open(id),
+            n if n.kind() == Some(FileKind::Dir) => Err(Fail::IsADirectory),
             _ => Err(Fail::Invalid),
         }
+    }
+
+    /// The extended attributes of `node`, names and values. Only files
+    /// inside filesystems have any (contents.rs says which).
+    pub fn xattrs(&self, node: Node) -> Result<Vec<(String, Vec<u8>)>> {
+        match node {
+            Node::Dyn(id) => self.contents.xattrs(id),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The value of `node`'s extended attribute `name`, if it has one.
+    /// Names outside what is shown are answered at once, without asking
+    /// the filesystem (`ls -l` asks two of every file).
+    pub fn xattr(&self, node: Node, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !is_shown_xattr(name) {
+            return Ok(None);
+        }
+        let all = self.xattrs(node)?;
+        Ok(all
+            .into_iter()
+            .find(|(k, _)| k.as_bytes() == name)
+            .map(|(_, v)| v))
     }
 
     /// Bytes `offset_bytes..offset_bytes + len` of a file, cut short at
@@ -159,6 +367,7 @@ impl Tree {
     pub fn read(&self, node: Node, offset_bytes: u64, len: u32) -> Result<Vec<u8>> {
         match node {
             Node::Image(s) => Ok(self.cache.read(&self.store, s, offset_bytes, len)?),
+            Node::Dyn(id) => self.contents.read(id, offset_bytes, len),
             Node::Info(s) => {
                 let text = self.info_text(s)?;
                 let text = text.as_bytes();
@@ -203,18 +412,7 @@ impl Tree {
 
     /// The time a state is shown with (its directories' and files' times).
     fn state_time(&self, s: Seq) -> Result<TimeNs> {
-        if s.0 > 0 {
-            return Ok(self.store.time_of(s)?);
-        }
-        // The empty disk: since the store was created, unless the history
-        // was recorded with earlier times (`import --at`, a stream from
-        // elsewhere); then since the first record, so that seq/0 never
-        // looks newer than the states that follow it.
-        let created = self.store.header().created_ns;
-        if self.head().0 == 0 {
-            return Ok(created);
-        }
-        Ok(created.min(self.store.time_of(Seq(1))?))
+        Ok(state_time(&self.store, s)?)
     }
 
     /// The path, relative to `/at`, that names state `s`: its time if that
@@ -228,7 +426,14 @@ impl Tree {
     }
 
     /// What a symlink points to.
-    pub fn link_target(&self, node: Node) -> Result<String> {
+    pub fn link_target(&self, node: Node) -> Result<Vec<u8>> {
+        if let Node::Dyn(id) = node {
+            return self.contents.link_target(id);
+        }
+        self.fixed_link_target(node).map(String::into_bytes)
+    }
+
+    fn fixed_link_target(&self, node: Node) -> Result<String> {
         match node {
             Node::Latest => {
                 self.refresh();
@@ -272,13 +477,17 @@ impl Tree {
             (format_rfc3339_ns(r.time_ns), r.chain.to_hex())
         };
         Ok(format!(
-            "time: {time}\nseq: {}\nchain: {chain}\nsize_bytes: {}\nblock_size: {}\n",
-            s.0, g.size_bytes, g.block_size
+            "time: {time}\nseq: {}\nchain: {chain}\nsize_bytes: {}\nblock_size: {}\n{}",
+            s.0,
+            g.size_bytes,
+            g.block_size,
+            self.contents.describe(s)
         ))
     }
 
     fn attr(&self, node: Node) -> Result<Attr> {
         let (mtime, size, nlink) = match node {
+            Node::Dyn(id) => return self.contents.attr(id),
             Node::Root | Node::At | Node::SeqRoot | Node::ByDay => {
                 (self.state_time(self.head())?, 0, 2)
             }
@@ -299,7 +508,7 @@ impl Tree {
                 (self.state_time(s)?, self.info_text(s)?.len() as u64, 1)
             }
             Node::Latest | Node::AtLink(_) | Node::DayLink(_) => {
-                let target = self.link_target(node)?;
+                let target = self.fixed_link_target(node)?;
                 let s = match node.state() {
                     Some(s) => s,
                     None => self.head(),
@@ -307,18 +516,21 @@ impl Tree {
                 (self.state_time(s)?, target.len() as u64, 1)
             }
         };
+        let kind = node.kind().expect("a fixed node");
         Ok(Attr {
             node,
+            kind,
             size_bytes: size,
-            time: mtime,
+            times: Times::all(mtime),
             nlink,
-            perm: match node.kind() {
-                Kind::Dir => DIR_PERM,
-                Kind::File => FILE_PERM,
-                Kind::Symlink => 0o777,
+            perm: match kind {
+                FileKind::Dir => DIR_PERM,
+                FileKind::Symlink => 0o777,
+                _ => FILE_PERM,
             },
             uid: self.config.uid,
             gid: self.config.gid,
+            rdev: 0,
             block_size: self.block_size(),
         })
     }
@@ -326,7 +538,11 @@ impl Tree {
     /// How long the kernel may keep a node's attributes.
     fn attr_ttl(&self, node: Node) -> Duration {
         match node {
-            Node::Image(_) | Node::Info(_) | Node::AtState(_) | Node::SeqState(_) => TTL_FOREVER,
+            Node::Image(_)
+            | Node::Info(_)
+            | Node::AtState(_)
+            | Node::SeqState(_)
+            | Node::Dyn(_) => TTL_FOREVER,
             // A link's target settles once a later record exists.
             Node::AtLink(s) | Node::DayLink(s) if s < self.head() => TTL_FOREVER,
             _ => TTL_LIVE,
@@ -389,9 +605,12 @@ impl Tree {
                 INFO_NAME => Ok((Node::Info(s), TTL_FOREVER)),
                 _ => Err(Fail::NotFound),
             },
-            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::DayLink(_) => {
-                Err(Fail::NotADirectory)
-            }
+            Node::Latest
+            | Node::Image(_)
+            | Node::Info(_)
+            | Node::AtLink(_)
+            | Node::DayLink(_)
+            | Node::Dyn(_) => Err(Fail::NotADirectory),
         }
     }
 
@@ -426,11 +645,26 @@ impl Tree {
         }
     }
 
-    /// The entries of a directory (the adapter takes them once per
-    /// opendir, so that readdir offsets stay consistent).
-    pub fn list(&self, dir: Node) -> Result<Vec<DirEntry>> {
-        let entry = |node: Node, name: String| DirEntry { node, name };
-        let mut out = vec![entry(dir, ".".into()), entry(dir.parent(), "..".into())];
+    /// The entries of a directory, taken once per opendir so that
+    /// readdir offsets stay consistent. Entries get their numbers as the
+    /// kernel reads them ([`Tree::entry`], [`Tree::entries_plus`]).
+    pub fn list(&self, dir: Node) -> Result<Listing> {
+        let Some(parent) = dir.parent() else {
+            let Node::Dyn(id) = dir else {
+                unreachable!("every fixed node has a parent")
+            };
+            return self.contents.list(id);
+        };
+        let item = |node: Node, name: String| Item {
+            name: name.into_bytes(),
+            kind: node.kind().expect("a fixed node"),
+            child: Child::Fixed(node),
+        };
+        let dot = |node: Node, name: &str| Item {
+            child: Child::Dot(node),
+            ..item(node, name.into())
+        };
+        let mut out = vec![dot(dir, "."), dot(parent, "..")];
         let states = |entries: Vec<Entry>, link: bool| {
             entries.into_iter().map(move |e| {
                 let node = if link {
@@ -438,15 +672,15 @@ impl Tree {
                 } else {
                     Node::AtState(e.seq)
                 };
-                entry(node, state_name(e.time))
+                item(node, state_name(e.time))
             })
         };
         match dir {
             Node::Root => {
-                out.push(entry(Node::At, "at".into()));
-                out.push(entry(Node::ByDay, "by-day".into()));
-                out.push(entry(Node::SeqRoot, "seq".into()));
-                out.push(entry(Node::Latest, "latest".into()));
+                out.push(item(Node::At, "at".into()));
+                out.push(item(Node::ByDay, "by-day".into()));
+                out.push(item(Node::SeqRoot, "seq".into()));
+                out.push(item(Node::Latest, "latest".into()));
             }
             Node::At => {
                 self.refresh();
@@ -459,7 +693,7 @@ impl Tree {
             Node::ByDay => {
                 self.refresh();
                 for day in listing::days(&*self.store)? {
-                    out.push(entry(Node::Day(day), day.name()));
+                    out.push(item(Node::Day(day), day.name()));
                 }
             }
             Node::Day(day) => {
@@ -468,14 +702,123 @@ impl Tree {
             }
             Node::AtState(s) | Node::SeqState(s) => {
                 self.check_state(s)?;
-                out.push(entry(Node::Image(s), IMAGE_NAME.into()));
-                out.push(entry(Node::Info(s), INFO_NAME.into()));
+                out.push(item(Node::Image(s), IMAGE_NAME.into()));
+                out.push(item(Node::Info(s), INFO_NAME.into()));
+                let via = state_dir(dir).expect("a state directory").1;
+                out.extend(self.contents.list_state(s, via));
             }
-            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::DayLink(_) => {
-                return Err(Fail::NotADirectory)
-            }
+            Node::Latest
+            | Node::Image(_)
+            | Node::Info(_)
+            | Node::AtLink(_)
+            | Node::DayLink(_)
+            | Node::Dyn(_) => return Err(Fail::NotADirectory),
         }
-        Ok(out)
+        Ok(Listing {
+            items: out,
+            inside: None,
+        })
+    }
+
+    /// Entry `i` of `listing` for a plain directory listing (READDIR: the
+    /// kernel takes no reference).
+    pub fn entry(&self, listing: &Listing, i: usize) -> DirEntry {
+        let item = &listing.items[i];
+        let node = match item.child {
+            Child::Dot(n) | Child::Fixed(n) => n,
+            _ => self.contents.number(listing, item).expect("a dynamic item"),
+        };
+        DirEntry {
+            node,
+            kind: item.kind,
+            name: item.name.clone(),
+        }
+    }
+
+    /// Entries `range` of `listing` with their attributes (READDIRPLUS:
+    /// the kernel takes a reference to each dynamic node but `.` and
+    /// `..`). An entry whose attributes cannot be read is given with a
+    /// zero TTL, so that the kernel asks again, and learns why, when it
+    /// is used.
+    pub fn entries_plus(&self, listing: &Listing, range: Range<usize>) -> Vec<PlusEntry> {
+        let items = &listing.items[range];
+        let dynamic = self.contents.plus(listing, items);
+        let placeholder = |node: Node, kind: FileKind| Attr {
+            node,
+            kind,
+            size_bytes: 0,
+            times: Times::all(TimeNs(0)),
+            nlink: 1,
+            perm: 0,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            rdev: 0,
+            block_size: self.block_size(),
+        };
+        items
+            .iter()
+            .zip(dynamic)
+            .map(|(item, dynamic)| {
+                let (node, attr, ttl, counted) = match (item.child, dynamic) {
+                    (_, Some((node, Ok(attr)))) => (node, attr, TTL_FOREVER, true),
+                    (_, Some((node, Err(_)))) => {
+                        (node, placeholder(node, item.kind), Duration::ZERO, true)
+                    }
+                    (Child::Fixed(node), None) => match self.attr(node) {
+                        Ok(attr) => {
+                            let ttl = self.attr_ttl(node).min(self.listed_entry_ttl(node));
+                            (node, attr, ttl, false)
+                        }
+                        Err(_) => (node, placeholder(node, item.kind), Duration::ZERO, false),
+                    },
+                    // The kernel reads nothing of `.` and `..` but their type.
+                    (Child::Dot(node), None) => {
+                        (node, placeholder(node, item.kind), Duration::ZERO, false)
+                    }
+                    (Child::Dyn(_) | Child::Fs(_), None) => {
+                        unreachable!("the contents number every dynamic item")
+                    }
+                };
+                PlusEntry {
+                    entry: DirEntry {
+                        node,
+                        kind: attr.kind,
+                        name: item.name.clone(),
+                    },
+                    attr,
+                    ttl,
+                    counted,
+                }
+            })
+            .collect()
+    }
+
+    /// How long the kernel may keep a name a listing of a fixed directory
+    /// gave (as [`Tree::lookup`] would for that name).
+    fn listed_entry_ttl(&self, node: Node) -> Duration {
+        match node {
+            Node::Day(_) => TTL_LIVE,
+            Node::AtState(s) | Node::DayLink(s) if s >= self.head() => TTL_LIVE,
+            _ => TTL_FOREVER,
+        }
+    }
+
+    /// Every entry of `dir`, numbered as a plain listing numbers them.
+    #[cfg(test)]
+    pub fn list_all(&self, dir: Node) -> Result<Vec<DirEntry>> {
+        let listing = self.list(dir)?;
+        Ok((0..listing.len())
+            .map(|i| self.entry(&listing, i))
+            .collect())
+    }
+}
+
+/// The state a state directory shows, and which of its two trees it is in.
+fn state_dir(node: Node) -> Option<(Seq, Via)> {
+    match node {
+        Node::AtState(s) => Some((s, Via::At)),
+        Node::SeqState(s) => Some((s, Via::Seq)),
+        _ => None,
     }
 }
 
@@ -509,6 +852,7 @@ mod tests {
                 limits: ListingLimits::default(),
                 uid: 0,
                 gid: 0,
+                fs_threads: 1,
             },
         );
         let first = tree.info_text(Seq(1)).unwrap();
