@@ -166,6 +166,12 @@ pub trait FileSystem {
         None
     }
 
+    /// What `info` should say about how the view was made (e.g. that an
+    /// ext4 journal was replayed in memory).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn stat(&mut self, node: NodeId) -> Result<Stat, FsError>;
 
     /// The entries of directory `dir`, in the filesystem's own order,

@@ -795,12 +795,22 @@ impl Contents {
             Ok(v) => v,
             Err(why) => return format!("partition_table: unreadable ({why})\n"),
         };
-        vols.volumes
-            .describe(|v| match self.with_fs(s, &vols, v.id, |_| Ok(())) {
-                Ok(Ok(())) => Ok(String::new()),
+        vols.volumes.describe(|v| {
+            match self.with_fs(s, &vols, v.id, |fs| Ok((fs.label(), fs.notes()))) {
+                Ok(Ok((label, notes))) => {
+                    let mut how: Vec<String> =
+                        label.map(|l| format!("label {l:?}")).into_iter().collect();
+                    how.extend(notes);
+                    Ok(if how.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", how.join("; "))
+                    })
+                }
                 Ok(Err(why)) => Err(why),
                 Err(e) => Err(e.to_string()),
-            })
+            }
+        })
     }
 }
 
