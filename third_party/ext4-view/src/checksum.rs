@@ -8,6 +8,11 @@
 
 use core::fmt::{self, Debug, Formatter};
 
+/// diskhist patch: slice-by-16 tables, several times faster than the
+/// default bytewise one; directory lookups spent most of their time
+/// checksumming blocks.
+type Table = crc::Table<16>;
+
 /// Stateful checksum calculator.
 ///
 /// Ext4 has [metadata checksums][0] for most data structures
@@ -27,7 +32,7 @@ use core::fmt::{self, Debug, Formatter};
 /// initial UUID.
 #[derive(Clone)]
 pub(crate) struct Checksum {
-    digest: crc::Digest<'static, u32>,
+    digest: crc::Digest<'static, u32, Table>,
 }
 
 impl Checksum {
@@ -41,8 +46,8 @@ impl Checksum {
 
     /// Create a `Checksum` with the given `seed`.
     pub(crate) fn with_seed(seed: u32) -> Self {
-        const CRC32C: crc::Crc<u32> =
-            crc::Crc::<u32>::new(&Checksum::ALGORITHM);
+        const CRC32C: crc::Crc<u32, Table> =
+            crc::Crc::<u32, Table>::new(&Checksum::ALGORITHM);
 
         Self {
             digest: CRC32C.digest_with_initial(seed.reverse_bits()),

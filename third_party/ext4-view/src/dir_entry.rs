@@ -323,6 +323,12 @@ impl DirEntry {
         self.name.as_dir_entry_name()
     }
 
+    /// Number of the inode the entry points to (diskhist patch).
+    #[must_use]
+    pub fn inode(&self) -> u32 {
+        self.inode.get()
+    }
+
     /// Get the entry's path.
     ///
     /// This appends the entry's name to the path that `Ext4::read_dir`

@@ -8,7 +8,7 @@
 
 use crate::Ext4;
 use crate::block_index::FsBlockIndex;
-use crate::error::Ext4Error;
+use crate::error::{CorruptKind, Ext4Error};
 use crate::inode::Inode;
 use crate::iters::file_blocks::FileBlocks;
 use crate::metadata::Metadata;
@@ -126,10 +126,11 @@ impl File {
         let block_index = if let Some(block_index) = self.block_index {
             block_index
         } else {
-            // OK to unwrap: already checked that the position is not at
-            // the end of the file, so there must be at least one more
-            // block to read.
-            let block_index = self.file_blocks.next().unwrap()?;
+            // diskhist patch: the block iterator can end before the
+            // file's size on a damaged inode; that was an unwrap panic.
+            let block_index = self.file_blocks.next().ok_or_else(|| {
+                Ext4Error::from(CorruptKind::ExtentBlock(self.inode.index))
+            })??;
 
             self.block_index = Some(block_index);
 

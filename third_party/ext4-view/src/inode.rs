@@ -18,6 +18,7 @@ use crate::util::{
     read_u16le, read_u32le, u32_from_hilo, u64_from_hilo, usize_from_u32,
 };
 use alloc::vec;
+use alloc::vec::Vec;
 use bitflags::bitflags;
 use core::num::NonZeroU32;
 
@@ -234,6 +235,8 @@ impl Inode {
                 // OK to unwap, we know `i_block` is 60 bytes.
                 inline_data: i_block.try_into().unwrap(),
                 metadata: Metadata {
+                    ino: index.get(),
+                    links_count: read_u16le(data, 0x1a),
                     size_in_bytes,
                     mode,
                     uid,
@@ -259,6 +262,16 @@ impl Inode {
         ext4: &Ext4,
         inode: InodeIndex,
     ) -> Result<Self, Ext4Error> {
+        Self::read_with_bytes(ext4, inode).map(|(inode, _)| inode)
+    }
+
+    /// Read an inode, and return its checksum-verified on-disk bytes
+    /// too (diskhist patch: for fields this crate does not parse, such
+    /// as extended attributes and the `*_extra` times).
+    pub(crate) fn read_with_bytes(
+        ext4: &Ext4,
+        inode: InodeIndex,
+    ) -> Result<(Self, Vec<u8>), Ext4Error> {
         let (block_index, offset_within_block) =
             get_inode_location(ext4, inode)?;
 
@@ -298,7 +311,7 @@ impl Inode {
             }
         }
 
-        Ok(inode)
+        Ok((inode, data))
     }
 
     pub(crate) fn symlink_target(

@@ -53,6 +53,12 @@ impl Journal {
         Ok(Self { block_map })
     }
 
+    /// Number of filesystem blocks the replayed journal replaces
+    /// (diskhist patch).
+    pub(crate) fn num_mapped_blocks(&self) -> usize {
+        self.block_map.len()
+    }
+
     /// Map from an absolute block index to a block in the journal.
     ///
     /// If the journal does not contain a replacement for the input

@@ -203,7 +203,24 @@ impl Ext4 {
     ///
     /// This reads and validates the superblock, block group
     /// descriptors, and journal. No other data is read.
-    pub fn load(mut reader: Box<dyn Ext4Read>) -> Result<Self, Ext4Error> {
+    pub fn load(reader: Box<dyn Ext4Read>) -> Result<Self, Ext4Error> {
+        Self::load_inner(reader, true)
+    }
+
+    /// Load an `Ext4` instance from the given `reader`, ignoring the
+    /// journal as `mount -o noload` does (diskhist patch): for a
+    /// filesystem whose journal cannot be replayed, its state as last
+    /// written home.
+    pub fn load_without_journal(
+        reader: Box<dyn Ext4Read>,
+    ) -> Result<Self, Ext4Error> {
+        Self::load_inner(reader, false)
+    }
+
+    fn load_inner(
+        mut reader: Box<dyn Ext4Read>,
+        replay_journal: bool,
+    ) -> Result<Self, Ext4Error> {
         // The first 1024 bytes are reserved for "weird" stuff like x86
         // boot sectors.
         let superblock_start = 1024;
@@ -230,8 +247,10 @@ impl Ext4 {
         }));
 
         // Load the actual journal, if present.
-        let journal = Journal::load(&fs)?;
-        Rc::get_mut(&mut fs.0).unwrap().journal = journal;
+        if replay_journal {
+            let journal = Journal::load(&fs)?;
+            Rc::get_mut(&mut fs.0).unwrap().journal = journal;
+        }
 
         Ok(fs)
     }
@@ -628,6 +647,107 @@ impl Ext4 {
         }
 
         inner(self, path.try_into().map_err(|_| Ext4Error::MalformedPath)?)
+    }
+}
+
+/// Inode-level access (diskhist patch), for readers that walk a
+/// filesystem by inode number rather than by path: no path is resolved
+/// again at each call and no symlink is followed, and fields this crate
+/// does not parse (extended attributes, `*_extra` times, the block map)
+/// can be read from the inode's own bytes. Everything still goes
+/// through the journal and the block cache.
+impl Ext4 {
+    /// The metadata and the on-disk bytes (`inode_size` of them,
+    /// checksum-verified) of inode `ino`.
+    ///
+    /// # Errors
+    ///
+    /// [`Ext4Error::NotFound`] for inode 0; a corruption error if the
+    /// inode lies outside the inode tables or fails its checksum.
+    pub fn inode_with_bytes(
+        &self,
+        ino: u32,
+    ) -> Result<(Metadata, Vec<u8>), Ext4Error> {
+        let index = InodeIndex::new(ino).ok_or(Ext4Error::NotFound)?;
+        let (inode, bytes) = Inode::read_with_bytes(self, index)?;
+        Ok((inode.metadata, bytes))
+    }
+
+    /// The entries of directory inode `ino`, `.` and `..` included, in
+    /// on-disk order. Their [`DirEntry::path`] is relative.
+    ///
+    /// # Errors
+    ///
+    /// [`Ext4Error::NotADirectory`], [`Ext4Error::Encrypted`], or an
+    /// error reading the inode.
+    pub fn read_dir_inode(&self, ino: u32) -> Result<ReadDir, Ext4Error> {
+        let index = InodeIndex::new(ino).ok_or(Ext4Error::NotFound)?;
+        let inode = Inode::read(self, index)?;
+        if !inode.metadata.is_dir() {
+            return Err(Ext4Error::NotADirectory);
+        }
+        ReadDir::new(self.clone(), &inode, PathBuf::empty())
+    }
+
+    /// The metadata of the inode that entry `name` of directory inode
+    /// `dir` points to, found through the directory's hash tree if it
+    /// has one; `None` if there is no such entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Ext4Error::NotADirectory`], [`Ext4Error::Encrypted`],
+    /// [`Ext4Error::Incompatible`] for a hash this crate does not
+    /// compute, or an error reading the directory.
+    pub fn lookup_inode(
+        &self,
+        dir: u32,
+        name: &[u8],
+    ) -> Result<Option<Metadata>, Ext4Error> {
+        let index = InodeIndex::new(dir).ok_or(Ext4Error::NotFound)?;
+        let dir_inode = Inode::read(self, index)?;
+        if !dir_inode.metadata.is_dir() {
+            return Err(Ext4Error::NotADirectory);
+        }
+        let Ok(name) = DirEntryName::try_from(name) else {
+            // No entry can have a name that is not a valid name.
+            return Ok(None);
+        };
+        match dir::get_dir_entry_inode_by_name(self, &dir_inode, name) {
+            Ok(inode) => Ok(Some(inode.metadata)),
+            Err(Ext4Error::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Read `dst.len()` bytes at `offset_within_block` of filesystem
+    /// block `block_index`, as the journal has it, through the block
+    /// cache. The read must stay inside the block.
+    ///
+    /// # Errors
+    ///
+    /// A corruption error if the block is outside the filesystem or the
+    /// read leaves the block; [`Ext4Error::Io`] if reading fails.
+    pub fn read_block(
+        &self,
+        block_index: u64,
+        offset_within_block: u32,
+        dst: &mut [u8],
+    ) -> Result<(), Ext4Error> {
+        self.read_from_block(block_index, offset_within_block, dst)
+    }
+
+    /// Where the current content of filesystem block `block_index` is:
+    /// the journal block that replaces it, or the block itself.
+    #[must_use]
+    pub fn journal_map_block(&self, block_index: u64) -> u64 {
+        self.0.journal.map_block_index(block_index)
+    }
+
+    /// How many filesystem blocks the replayed journal replaces (0 when
+    /// the filesystem did not need recovery).
+    #[must_use]
+    pub fn journal_mapped_blocks(&self) -> usize {
+        self.0.journal.num_mapped_blocks()
     }
 }
 

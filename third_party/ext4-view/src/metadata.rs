@@ -13,6 +13,12 @@ use crate::timestamp::Timestamp;
 /// Metadata information about a file.
 #[derive(Clone, Debug, Eq, PartialEq, Ord, PartialOrd, Hash)]
 pub struct Metadata {
+    /// Inode number (diskhist patch).
+    pub(crate) ino: u32,
+
+    /// Hard link count (diskhist patch).
+    pub(crate) links_count: u16,
+
     /// Size in bytes of the file data.
     pub(crate) size_in_bytes: u64,
 
@@ -116,6 +122,18 @@ impl Metadata {
     #[must_use]
     pub fn modified(&self) -> Timestamp {
         self.mtime
+    }
+
+    /// Inode number (diskhist patch).
+    #[must_use]
+    pub fn ino(&self) -> u32 {
+        self.ino
+    }
+
+    /// Hard link count (diskhist patch).
+    #[must_use]
+    pub fn links_count(&self) -> u16 {
+        self.links_count
     }
 
     /// Creation time.

@@ -35,8 +35,11 @@ impl Timestamp {
         secs: u32,
         extra: Option<u32>,
     ) -> Result<Self, TimestampError> {
-        let mut seconds =
-            i64::from(i32::try_from(secs).map_err(|_| TimestampError)?);
+        // diskhist patch: the base field is a signed 32-bit count
+        // (1901..2038), extended by the epoch bits of `extra`, as the
+        // kernel decodes it; rejecting values >= 2^31 made every inode
+        // with a pre-1970 or post-2038 time unreadable.
+        let mut seconds = i64::from(i32::from_le_bytes(secs.to_le_bytes()));
         let mut nanoseconds = 0;
 
         if let Some(extra) = extra {
