@@ -21,6 +21,7 @@
 //! allocations, and `catch_unwind` around crates known to panic on hostile
 //! input.
 
+pub mod ext4;
 pub mod part;
 pub mod probe;
 pub mod source;
