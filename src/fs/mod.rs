@@ -11,8 +11,13 @@
 //!   arrays) cost a warning, never a hang.
 //! - `probe.rs`: what a volume holds (ext2/3/4, NTFS, FAT, exFAT, btrfs,
 //!   LVM, LUKS, swap...), its label and UUID, by magic numbers.
-//! - `ext4.rs`, `ntfs.rs`, `fat.rs`: one [`FileSystem`] each, over the
-//!   `ext4-view`, `ntfs` and `fatfs` crates.
+//! - `ext4/`, `ntfs.rs`, `fat.rs`: one [`FileSystem`] each, over the
+//!   `ext4-view`, `ntfs` and `fatfs` crates (the first and the last
+//!   vendored with small patches: third_party/README). Each module's doc
+//!   says what it shows, its timestamps' extended-attribute names, its
+//!   directory order and what it does not read.
+//! - `volume.rs`: a disk's volumes and opening each; `pool.rs`: the worker
+//!   threads that own opened filesystems in the mount.
 //!
 //! A damaged or hostile filesystem costs an error on the damaged part
 //! ([`FsError::Damaged`], EIO in the mount), never a panic, a hang or
@@ -21,6 +26,7 @@
 //! allocations, and `catch_unwind` around crates known to panic on hostile
 //! input.
 
+pub mod ext4;
 pub mod fat;
 pub mod ntfs;
 pub mod part;

@@ -88,6 +88,7 @@ pub fn open_filesystem(volume: &Volume) -> Result<Box<dyn FileSystem>, String> {
     }
     let src = volume.source.clone();
     match volume.probe.kind {
+        k @ (FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) => boxed(k, super::ext4::open(src)),
         k @ FsKind::Ntfs => boxed(k, super::ntfs::open(src)),
         k @ (FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) => boxed(k, super::fat::open(src)),
         FsKind::Unknown => Err("no filesystem diskhist recognises".into()),
