@@ -547,8 +547,12 @@ impl Index {
             });
         }
         let bs = self.header.block_size as usize;
-        let mut block_buf = vec![0u8; bs];
-        let mut scratch = Vec::with_capacity(bs);
+        let mut block_buf = Vec::new();
+        let mut scratch = Vec::new();
+        // Whole blocks stored raw one after another in the log (an extent
+        // written at once, an imported image) are read with one pread:
+        // (where in `buf`, where in the log, how many bytes).
+        let mut raw_run: Option<(usize, u64, usize)> = None;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset_bytes + done as u64;
@@ -556,13 +560,37 @@ impl Index {
             let within = (pos % bs as u64) as usize;
             let n = (bs - within).min(buf.len() - done);
             let loc = self.lookup(block, state)?;
-            if n == bs {
-                self.read_loc(loc, &mut buf[done..done + n], &mut scratch)?;
+            if n == bs && loc.encoding == format::Encoding::Raw && loc.stored_len as usize == bs {
+                match &mut raw_run {
+                    Some((_, log_at, len)) if *log_at + *len as u64 == loc.offset_bytes => {
+                        *len += bs;
+                    }
+                    _ => {
+                        self.read_raw_run(buf, raw_run.take())?;
+                        raw_run = Some((done, loc.offset_bytes, bs));
+                    }
+                }
             } else {
-                self.read_loc(loc, &mut block_buf, &mut scratch)?;
-                buf[done..done + n].copy_from_slice(&block_buf[within..within + n]);
+                self.read_raw_run(buf, raw_run.take())?;
+                if n == bs {
+                    self.read_loc(loc, &mut buf[done..done + n], &mut scratch)?;
+                } else {
+                    block_buf.resize(bs, 0);
+                    self.read_loc(loc, &mut block_buf, &mut scratch)?;
+                    buf[done..done + n].copy_from_slice(&block_buf[within..within + n]);
+                }
             }
             done += n;
+        }
+        self.read_raw_run(buf, raw_run)
+    }
+
+    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf`.
+    fn read_raw_run(&self, buf: &mut [u8], run: Option<(usize, u64, usize)>) -> Result<()> {
+        if let Some((at, log_at, len)) = run {
+            self.log
+                .read_exact_at(&mut buf[at..at + len], log_at)
+                .at(&self.log_path)?;
         }
         Ok(())
     }
