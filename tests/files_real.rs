@@ -1,0 +1,628 @@
+//! `files/` in the mounted tree against real filesystems written by their
+//! real drivers, at several recorded moments each: a walk of `files/`
+//! (every name, type, size, content hash, symlink target and mtime; NTFS
+//! named streams too) must equal the same walk of a read-only kernel or
+//! FUSE mount of the same state's `disk.img` or `p<N>.img`, and the files
+//! a test made, rewrote, renamed and deleted must appear and disappear at
+//! the right moments.
+//!
+//! - ext4: made by mkfs.ext4 and written by the kernel, recorded live
+//!   through `diskhist serve` (a QEMU quorum mirror, as tests/nbd_mirror.rs
+//!   records it), checked at frozen checkpoints against `mount -o
+//!   ro,noload` and, for a state between two syncs whose journal holds
+//!   committed transactions, against the kernel's replaying mount of a
+//!   copy (the one place `files/` must differ from `ro,noload`).
+//! - NTFS: made by mkntfs, written through ntfs-3g (a named data stream
+//!   included), checked against `ntfs-3g -o ro`.
+//! - FAT: this kernel has no vfat driver (no module, no modprobe), so FAT
+//!   volumes are written with mtools, which writes the on-disk format the
+//!   kernel writes, and read for reference by The Sleuth Kit.
+//! - A GPT disk made by sfdisk holding ext4 and FAT, and an MBR disk with
+//!   FAT in a primary and ext4 and NTFS in logical partitions.
+
+use diskhist_test_common::{
+    assert_same_tree, frozen_instant, has, import, incompressible, init_store, line_of,
+    now_instant, output_with_input, run, sha256_hex, tsk_walk, walk, KernelMount, LiveDisk,
+    LoopDev, Mounted, WalkOptions, MIB,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const SECTOR: u64 = 512;
+
+/// Walks of ext4 and FAT: directory sizes compared too.
+const PLAIN: WalkOptions = WalkOptions {
+    dir_sizes: true,
+    xattrs: false,
+    hide_xattrs: &[],
+};
+
+/// Walks of NTFS: named streams (`user.<stream>` in both ntfs-3g and
+/// diskhist) compared too; diskhist's own attributes (the inode number,
+/// the eight NTFS timestamps) left out, ntfs-3g has no such names.
+const NTFS: WalkOptions = WalkOptions {
+    dir_sizes: true,
+    xattrs: true,
+    hide_xattrs: &["user.diskhist.", "user.ntfs."],
+};
+
+fn info(state: &Path) -> String {
+    std::fs::read_to_string(state.join("info"))
+        .unwrap_or_else(|e| panic!("{}/info: {e}", state.display()))
+}
+
+/// The line of `info` about volume `name` (`disk`, `p1`...).
+fn volume_line(info: &str, name: &str) -> String {
+    info.lines()
+        .find(|l| l.starts_with(&format!("volume: {name}: ")))
+        .unwrap_or_else(|| panic!("no volume {name} in info:\n{info}"))
+        .to_string()
+}
+
+/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked, then
+/// unmounted.
+fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -> Vec<String> {
+    let dir = tempfile::tempdir_in(scratch).unwrap();
+    let m = KernelMount::new(args, image, dir.path());
+    walk(&m.dir, opts)
+}
+
+/// The kernel's replaying mount of a copy of `image` (the copy is
+/// written: the journal is played into it), walked.
+fn replayed_walk(image: &Path, scratch: &Path) -> Vec<String> {
+    let copy = scratch.join("replayed-copy.img");
+    std::fs::copy(image, &copy).unwrap();
+    let w = kernel_walk(&["-o", "loop"], &copy, scratch, PLAIN);
+    std::fs::remove_file(&copy).unwrap();
+    w
+}
+
+fn sha_of(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// diskhist's `user.diskhist.ino` of `path`: the filesystem's own number.
+fn fs_ino(path: &Path) -> String {
+    diskhist_test_common::user_xattrs(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .find(|(n, _)| n == "user.diskhist.ino")
+        .map(|(_, v)| String::from_utf8(v).unwrap())
+        .unwrap_or_else(|| panic!("{}: no user.diskhist.ino", path.display()))
+}
+
+#[test]
+fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "64M");
+    let live = LiveDisk::mirrored(d, &store, 64 * MIB as u64);
+    let lo = LoopDev::attach(&live.file, None, false);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.dev));
+    let fs = KernelMount::new(&[], &lo.dev, &d.join("rw"));
+    let root = fs.dir.clone();
+
+    let first = b"first version\n".to_vec();
+    let second = b"second version, rewritten in place and longer\n".repeat(50);
+    let big = incompressible(MIB + 12345, 7);
+    let between = b"written after the last freeze, synced, never checkpointed\n".to_vec();
+
+    let c0 = frozen_instant(&root);
+    std::fs::create_dir_all(root.join("dir/sub")).unwrap();
+    std::fs::write(root.join("dir/sub/deep.txt"), b"deep\n").unwrap();
+    std::fs::write(root.join("notes.txt"), &first).unwrap();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("notes.txt", root.join("link")).unwrap();
+    let c1 = frozen_instant(&root);
+    // Rewritten in place: same inode, new content.
+    std::fs::write(root.join("notes.txt"), &second).unwrap();
+    let c2 = frozen_instant(&root);
+    std::fs::rename(root.join("notes.txt"), root.join("dir/renamed.txt")).unwrap();
+    let c3 = frozen_instant(&root);
+    std::fs::remove_file(root.join("dir/renamed.txt")).unwrap();
+    let c4 = frozen_instant(&root);
+    // Between two syncs: the transaction that creates between.txt is
+    // committed to the journal (sync -f), but nothing checkpoints it home
+    // (no freeze, no unmount) before the moment is taken.
+    std::fs::write(root.join("between.txt"), &between).unwrap();
+    run(Command::new("sync").arg("-f").arg(root.join("between.txt")));
+    std::thread::sleep(Duration::from_millis(200));
+    let mid = now_instant();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(fs);
+    drop(lo);
+    live.stop();
+
+    let m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let mut walks = Vec::new();
+    for (name, at) in [("c0", &c0), ("c1", &c1), ("c2", &c2), ("c3", &c3), ("c4", &c4)] {
+        let state = m.path(&format!("at/{at}"));
+        let info = info(&state);
+        let vol = volume_line(&info, "disk");
+        assert!(
+            vol.starts_with("volume: disk: ext4") && vol.contains("files: available"),
+            "{name}: {vol}"
+        );
+        assert!(
+            !vol.contains("journal replayed"),
+            "{name}: a frozen filesystem's journal is clean, yet: {vol}"
+        );
+        let ours = walk(&state.join("files"), PLAIN);
+        let kernel = kernel_walk(
+            &["-o", "loop,ro,noload"],
+            &state.join("disk.img"),
+            d,
+            PLAIN,
+        );
+        assert_same_tree(&format!("ext4 at {name} ({at})"), &ours, &kernel);
+        walks.push((name, state, ours));
+    }
+    let [(_, _, w0), (_, s1, w1), (_, s2, w2), (_, s3, w3), (_, _, w4)] = &walks[..] else {
+        unreachable!()
+    };
+    // Each change at its moment, and only from then on.
+    assert!(!has(w0, "notes.txt") && !has(w0, "dir"), "c0: {w0:?}");
+    assert!(line_of(w1, "notes.txt", "c1").contains(&sha_of(&first)));
+    assert!(line_of(w1, "big.bin", "c1").contains(&sha_of(&big)));
+    assert!(line_of(w1, "link", "c1").contains(" symlink ") && has(w1, "dir/sub/deep.txt"));
+    assert!(line_of(w2, "notes.txt", "c2").contains(&sha_of(&second)));
+    assert_eq!(
+        fs_ino(&s1.join("files/notes.txt")),
+        fs_ino(&s2.join("files/notes.txt")),
+        "rewritten in place: one inode"
+    );
+    assert!(!has(w3, "notes.txt"), "renamed away at c3");
+    assert!(line_of(w3, "dir/renamed.txt", "c3").contains(&sha_of(&second)));
+    assert_eq!(
+        fs_ino(&s3.join("files/dir/renamed.txt")),
+        fs_ino(&s2.join("files/notes.txt")),
+        "a rename keeps the inode"
+    );
+    // The symlink stays, dangling, as stored.
+    assert!(line_of(w3, "link", "c3").contains("-> notes.txt"));
+    assert!(!has(w4, "dir/renamed.txt") && !has(w4, "notes.txt"), "deleted at c4");
+    assert!(!w3.iter().chain(w4).any(|l| l.starts_with("between.txt")));
+
+    // Between two syncs. files/ replays the committed journal, as the
+    // kernel does on a normal mount; `ro,noload` does not replay, so it
+    // may lack between.txt: the one difference the two views must have.
+    let state = m.path(&format!("at/{mid}"));
+    let vol = volume_line(&info(&state), "disk");
+    assert!(
+        vol.contains("journal replayed in memory"),
+        "mid: the journal holds a committed transaction: {vol}"
+    );
+    let ours = walk(&state.join("files"), PLAIN);
+    assert!(line_of(&ours, "between.txt", "mid").contains(&sha_of(&between)));
+    let replayed = replayed_walk(&state.join("disk.img"), d);
+    assert_same_tree(
+        &format!("ext4 between syncs ({mid}) against the kernel's replaying mount"),
+        &ours,
+        &replayed,
+    );
+    let noload = kernel_walk(
+        &["-o", "loop,ro,noload"],
+        &state.join("disk.img"),
+        d,
+        PLAIN,
+    );
+    if noload != ours {
+        eprintln!(
+            "as expected, ro,noload (no journal replay) differs from files/ between syncs: \
+             between.txt {}",
+            if has(&noload, "between.txt") {
+                "is there, other metadata is not"
+            } else {
+                "is missing"
+            }
+        );
+    }
+}
+
+/// Mount the NTFS at `source` read-write through ntfs-3g, named streams
+/// as `FILE:STREAM` names.
+fn ntfs_rw(source: &Path, mnt: &Path) -> KernelMount {
+    KernelMount::new(
+        &["-t", "ntfs-3g", "-o", "streams_interface=windows"],
+        source,
+        mnt,
+    )
+}
+
+const ZONE: &[u8] = b"[ZoneTransfer]\r\nZoneId=3\r\nHostUrl=https://example.invalid/x\r\n";
+
+#[test]
+fn ntfs_written_through_ntfs_3g_at_three_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "32M");
+    let image = d.join("ntfs.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(32 * MIB as u64)
+        .unwrap();
+    run(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-L", "EVIDENCE"])
+        .arg(&image));
+    let rw = d.join("rw");
+    let report1 = b"quarterly report, draft\n".to_vec();
+    let report2 = b"quarterly report, final; numbers changed\n".repeat(300);
+    let deep = incompressible(200_000, 3);
+    let times = [
+        "2026-11-23T06:30:15Z",
+        "2026-11-23T06:31:00Z",
+        "2026-11-23T06:32:00Z",
+    ];
+    {
+        let m = ntfs_rw(&image, &rw);
+        let r = &m.dir;
+        std::fs::write(r.join("report.txt"), &report1).unwrap();
+        std::fs::create_dir_all(r.join("docs/sub")).unwrap();
+        std::fs::write(r.join("docs/a.txt"), b"a\n").unwrap();
+        std::fs::write(r.join("docs/sub/deep.bin"), &deep).unwrap();
+        std::os::unix::fs::symlink("report.txt", r.join("link")).unwrap();
+        std::fs::write(r.join("download.exe"), b"MZ not really\n").unwrap();
+        std::fs::write(r.join("download.exe:Zone.Identifier"), ZONE).unwrap();
+    }
+    import(&store, &image, times[0]);
+    {
+        let m = ntfs_rw(&image, &rw);
+        let r = &m.dir;
+        std::fs::write(r.join("report.txt"), &report2).unwrap();
+        std::fs::rename(r.join("docs/a.txt"), r.join("docs/b.txt")).unwrap();
+        std::fs::write(r.join("docs/new.txt"), b"new\n").unwrap();
+    }
+    import(&store, &image, times[1]);
+    {
+        let m = ntfs_rw(&image, &rw);
+        let r = &m.dir;
+        std::fs::remove_file(r.join("download.exe")).unwrap();
+        std::fs::remove_file(r.join("docs/b.txt")).unwrap();
+    }
+    import(&store, &image, times[2]);
+
+    let m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let mut walks = Vec::new();
+    for at in times {
+        let state = m.path(&format!("at/{at}"));
+        let vol = volume_line(&info(&state), "disk");
+        assert!(
+            vol.starts_with("volume: disk: ntfs") && vol.contains("files: available"),
+            "{at}: {vol}"
+        );
+        let ours = walk(&state.join("files"), NTFS);
+        let theirs = kernel_walk(
+            &["-t", "ntfs-3g", "-o", "ro"],
+            &state.join("disk.img"),
+            d,
+            NTFS,
+        );
+        assert_same_tree(&format!("NTFS at {at}"), &ours, &theirs);
+        walks.push((state, ours));
+    }
+    let [(s1, w1), (s2, w2), (s3, w3)] = &walks[..] else {
+        unreachable!()
+    };
+    let zone_xattr = format!("xattr:user.Zone.Identifier={}", sha_of(ZONE));
+    assert!(line_of(w1, "download.exe", "t1").contains(&zone_xattr));
+    // The stream is also a name that can be looked up (not listed).
+    assert_eq!(
+        std::fs::read(s1.join("files/download.exe:Zone.Identifier")).unwrap(),
+        ZONE
+    );
+    assert!(line_of(w1, "report.txt", "t1").contains(&sha_of(&report1)));
+    assert!(line_of(w1, "docs/sub/deep.bin", "t1").contains(&sha_of(&deep)));
+    assert!(line_of(w1, "link", "t1").contains("-> report.txt"));
+    assert!(has(w1, "docs/a.txt") && !has(w1, "docs/b.txt") && !has(w1, "docs/new.txt"));
+    assert!(line_of(w2, "report.txt", "t2").contains(&sha_of(&report2)));
+    assert!(!has(w2, "docs/a.txt") && has(w2, "docs/b.txt") && has(w2, "docs/new.txt"));
+    assert_eq!(
+        fs_ino(&s1.join("files/docs/a.txt")),
+        fs_ino(&s2.join("files/docs/b.txt")),
+        "a rename keeps the MFT record"
+    );
+    assert!(!has(w3, "download.exe") && !has(w3, "docs/b.txt") && has(w3, "docs/new.txt"));
+    let gone = std::fs::metadata(s3.join("files/download.exe:Zone.Identifier"));
+    assert_eq!(
+        gone.map_err(|e| e.raw_os_error()).err(),
+        Some(Some(libc::ENOENT)),
+        "a deleted file's stream goes with it"
+    );
+}
+
+/// An mtools command on the FAT volume `target` (`IMAGE` or
+/// `IMAGE@@OFFSET`).
+fn mtools(tool: &str, target: &str) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env("MTOOLS_SKIP_CHECK", "1")
+        .env("TZ", "UTC")
+        .args(["-i", target]);
+    cmd
+}
+
+/// Write `content` as `to` (`::/path`) on FAT volume `target`, through a
+/// file in `scratch`, overwriting.
+fn fat_put(target: &str, scratch: &Path, to: &str, content: &[u8]) {
+    let f = scratch.join("fat-put");
+    std::fs::write(&f, content).unwrap();
+    run(mtools("mcopy", target).arg("-o").arg(&f).arg(to));
+}
+
+#[test]
+fn fat32_written_by_mtools_at_four_moments() {
+    // No vfat in this kernel (and no modprobe): mtools writes, The Sleuth
+    // Kit reads the reference (mtools' own listing has no seconds).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "64M");
+    let image = d.join("fat32.img");
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-F", "32", "-s", "1", "-n", "DHFAT32"])
+        .arg(&image)
+        .arg("65536"));
+    let img = image.to_str().unwrap();
+    let times = [
+        "2026-11-23T06:30:15Z",
+        "2026-11-23T06:31:00Z",
+        "2026-11-23T06:32:00Z",
+        "2026-11-23T06:33:00Z",
+    ];
+    let v1 = b"version one\n".to_vec();
+    let v2 = incompressible(700_000, 11);
+    run(mtools("mmd", img).args(["::/Reports", "::/Reports/2026"]));
+    fat_put(img, d, "::/Reports/2026/Quarterly Report.txt", &v1);
+    fat_put(img, d, "::/README.TXT", b"upper-case 8.3 name\n");
+    fat_put(img, d, "::/lower.txt", b"lower-case name\n");
+    import(&store, &image, times[0]);
+    fat_put(img, d, "::/Reports/2026/Quarterly Report.txt", &v2);
+    import(&store, &image, times[1]);
+    run(mtools("mren", img).args([
+        "::/Reports/2026/Quarterly Report.txt",
+        "::/Reports/2026/Final report, renamed.txt",
+    ]));
+    import(&store, &image, times[2]);
+    run(mtools("mdel", img).arg("::/Reports/2026/Final report, renamed.txt"));
+    import(&store, &image, times[3]);
+
+    let m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let q = "Reports/2026/Quarterly Report.txt";
+    let f = "Reports/2026/Final report, renamed.txt";
+    let mut walks = Vec::new();
+    for at in times {
+        let state = m.path(&format!("at/{at}"));
+        let vol = volume_line(&info(&state), "disk");
+        assert!(
+            vol.starts_with("volume: disk: fat32") && vol.contains("files: available"),
+            "{at}: {vol}"
+        );
+        let ours = walk(&state.join("files"), PLAIN);
+        let theirs = tsk_walk(&state.join("disk.img"), 0);
+        assert_same_tree(&format!("FAT32 at {at}"), &ours, &theirs);
+        walks.push(ours);
+    }
+    assert!(line_of(&walks[0], q, "t1").contains(&sha_of(&v1)));
+    assert!(has(&walks[0], "README.TXT") && has(&walks[0], "lower.txt"));
+    assert!(line_of(&walks[1], q, "t2").contains(&sha_of(&v2)));
+    assert!(!has(&walks[2], q) && line_of(&walks[2], f, "t3").contains(&sha_of(&v2)));
+    assert!(!has(&walks[3], q) && !has(&walks[3], f) && has(&walks[3], "Reports/2026"));
+}
+
+/// Partition `disk` (a file) with sfdisk's `script`.
+fn sfdisk(disk: &Path, script: &str) {
+    let out = output_with_input(
+        Command::new("sfdisk").arg("-q").arg(disk),
+        script.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "sfdisk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The ext4 in `range` (bytes) of `disk`, mounted read-write by the
+/// kernel through a loop device; made first if `mkfs`.
+struct Ext4In {
+    mount: Option<KernelMount>,
+    _lo: LoopDev,
+}
+
+impl Ext4In {
+    fn open(disk: &Path, range: (u64, u64), mkfs: bool, mnt: &Path) -> Ext4In {
+        let lo = LoopDev::attach(disk, Some(range), false);
+        if mkfs {
+            run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.dev));
+        }
+        Ext4In {
+            mount: Some(KernelMount::new(&[], &lo.dev, mnt)),
+            _lo: lo,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.mount.as_ref().unwrap().dir.clone()
+    }
+}
+
+impl Drop for Ext4In {
+    fn drop(&mut self) {
+        // Unmounted before the loop device goes.
+        drop(self.mount.take());
+    }
+}
+
+#[test]
+fn a_gpt_disk_holding_ext4_and_fat_at_two_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "64M");
+    let disk = d.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 * MIB as u64)
+        .unwrap();
+    sfdisk(
+        &disk,
+        "label: gpt\n\
+         start=2048, size=57344, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"linux\"\n\
+         start=59392, size=65536, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"shared\"\n",
+    );
+    let p1 = (2048 * SECTOR, 57344 * SECTOR);
+    let p2_start = 59392;
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "16", "-n", "SHARED", "--offset", &p2_start.to_string()])
+        .arg(&disk)
+        .arg((65536 / 2).to_string()));
+    let fat = format!("{}@@{}", disk.display(), p2_start * SECTOR);
+    let times = ["2026-11-23T06:30:15Z", "2026-11-23T06:31:00Z"];
+    let log1 = b"boot ok\n".to_vec();
+    let log2 = b"boot ok\nintruder logged in\n".to_vec();
+    {
+        let fs = Ext4In::open(&disk, p1, true, &d.join("rw"));
+        let r = fs.root();
+        std::fs::create_dir_all(r.join("var/log")).unwrap();
+        std::fs::write(r.join("var/log/auth.log"), &log1).unwrap();
+        std::os::unix::fs::symlink("/var/log/auth.log", r.join("auth")).unwrap();
+    }
+    run(mtools("mmd", &fat).arg("::/Exchange"));
+    fat_put(&fat, d, "::/Exchange/plan.txt", b"the plan\n");
+    import(&store, &disk, times[0]);
+    {
+        let fs = Ext4In::open(&disk, p1, false, &d.join("rw"));
+        let r = fs.root();
+        std::fs::write(r.join("var/log/auth.log"), &log2).unwrap();
+        std::fs::write(r.join("dropped.sh"), b"#!/bin/sh\n").unwrap();
+    }
+    run(mtools("mdel", &fat).arg("::/Exchange/plan.txt"));
+    fat_put(&fat, d, "::/Exchange/other.txt", b"something else\n");
+    import(&store, &disk, times[1]);
+
+    let m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let mut walks = Vec::new();
+    for at in times {
+        let state = m.path(&format!("at/{at}"));
+        let info = info(&state);
+        assert!(info.contains("partition_table: gpt\n"), "{info}");
+        assert!(volume_line(&info, "p1").contains("ext4"), "{info}");
+        assert!(volume_line(&info, "p2").contains("fat16"), "{info}");
+        let ext4 = walk(&state.join("p1/files"), PLAIN);
+        let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p1.img"), d, PLAIN);
+        assert_same_tree(&format!("GPT p1 (ext4) at {at}"), &ext4, &kernel);
+        let fat = walk(&state.join("p2/files"), PLAIN);
+        assert_same_tree(
+            &format!("GPT p2 (FAT16) at {at}"),
+            &fat,
+            &tsk_walk(&state.join("p2.img"), 0),
+        );
+        walks.push((ext4, fat));
+    }
+    let [(e1, f1), (e2, f2)] = &walks[..] else {
+        unreachable!()
+    };
+    assert!(line_of(e1, "var/log/auth.log", "t1").contains(&sha_of(&log1)));
+    assert!(line_of(e1, "auth", "t1").contains("-> /var/log/auth.log"));
+    assert!(!has(e1, "dropped.sh") && has(e2, "dropped.sh"));
+    assert!(line_of(e2, "var/log/auth.log", "t2").contains(&sha_of(&log2)));
+    assert!(has(f1, "Exchange/plan.txt") && !has(f1, "Exchange/other.txt"));
+    assert!(!has(f2, "Exchange/plan.txt") && has(f2, "Exchange/other.txt"));
+}
+
+#[test]
+fn an_mbr_disk_with_fat_in_a_primary_and_ext4_and_ntfs_in_logicals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "64M");
+    let disk = d.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 * MIB as u64)
+        .unwrap();
+    sfdisk(
+        &disk,
+        "label: dos\n\
+         start=2048, size=30720, type=6\n\
+         start=34816, size=96256, type=5\n\
+         start=36864, size=40960, type=83\n\
+         start=79872, size=49152, type=7\n",
+    );
+    let fat_start = 2048;
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "16", "-n", "BOOTFAT", "--offset", &fat_start.to_string()])
+        .arg(&disk)
+        .arg((30720 / 2).to_string()));
+    let fat = format!("{}@@{}", disk.display(), fat_start * SECTOR);
+    let p5 = (36864 * SECTOR, 40960 * SECTOR);
+    let p6 = (79872 * SECTOR, 49152 * SECTOR);
+    {
+        let lo = LoopDev::attach(&disk, Some(p6), false);
+        run(Command::new("mkntfs")
+            .args(["-F", "-Q", "-q", "-L", "WINDATA"])
+            .arg(&lo.dev));
+    }
+    let times = ["2026-11-23T06:30:15Z", "2026-11-23T06:31:00Z"];
+    let stream = b"this is a named stream\n".to_vec();
+    fat_put(&fat, d, "::/BOOT.CFG", b"timeout=5\n");
+    {
+        let fs = Ext4In::open(&disk, p5, true, &d.join("rw"));
+        std::fs::write(fs.root().join("home.txt"), b"home\n").unwrap();
+    }
+    {
+        let lo = LoopDev::attach(&disk, Some(p6), false);
+        let m = ntfs_rw(&lo.dev, &d.join("rw"));
+        std::fs::create_dir(m.dir.join("Users")).unwrap();
+        std::fs::write(m.dir.join("Users/diary.txt"), b"dear diary\n").unwrap();
+        std::fs::write(m.dir.join("Users/diary.txt:notes"), &stream).unwrap();
+        drop(m);
+    }
+    import(&store, &disk, times[0]);
+    fat_put(&fat, d, "::/BOOT.CFG", b"timeout=0\n");
+    {
+        let fs = Ext4In::open(&disk, p5, false, &d.join("rw"));
+        std::fs::rename(fs.root().join("home.txt"), fs.root().join("moved.txt")).unwrap();
+    }
+    {
+        let lo = LoopDev::attach(&disk, Some(p6), false);
+        let m = ntfs_rw(&lo.dev, &d.join("rw"));
+        std::fs::write(m.dir.join("Users/diary.txt"), b"dear diary, again\n").unwrap();
+        drop(m);
+    }
+    import(&store, &disk, times[1]);
+
+    let m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let mut walks = Vec::new();
+    for at in times {
+        let state = m.path(&format!("at/{at}"));
+        let info = info(&state);
+        assert!(info.contains("partition_table: mbr\n"), "{info}");
+        assert!(volume_line(&info, "p1").contains("fat16"), "{info}");
+        assert!(volume_line(&info, "p5").contains("ext4"), "{info}");
+        assert!(volume_line(&info, "p6").contains("ntfs"), "{info}");
+        let fat = walk(&state.join("p1/files"), PLAIN);
+        assert_same_tree(
+            &format!("MBR p1 (FAT16) at {at}"),
+            &fat,
+            &tsk_walk(&state.join("p1.img"), 0),
+        );
+        let ext4 = walk(&state.join("p5/files"), PLAIN);
+        let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p5.img"), d, PLAIN);
+        assert_same_tree(&format!("MBR p5 (logical, ext4) at {at}"), &ext4, &kernel);
+        let ntfs = walk(&state.join("p6/files"), NTFS);
+        let theirs = kernel_walk(&["-t", "ntfs-3g", "-o", "ro"], &state.join("p6.img"), d, NTFS);
+        assert_same_tree(&format!("MBR p6 (logical, NTFS) at {at}"), &ntfs, &theirs);
+        walks.push((fat, ext4, ntfs));
+    }
+    let [(f1, e1, n1), (f2, e2, n2)] = &walks[..] else {
+        unreachable!()
+    };
+    assert_ne!(
+        line_of(f1, "BOOT.CFG", "t1"),
+        line_of(f2, "BOOT.CFG", "t2")
+    );
+    assert!(has(e1, "home.txt") && !has(e1, "moved.txt"));
+    assert!(!has(e2, "home.txt") && has(e2, "moved.txt"));
+    let notes = format!("xattr:user.notes={}", sha_of(&stream));
+    assert!(line_of(n1, "Users/diary.txt", "t1").contains(&notes));
+    assert!(line_of(n2, "Users/diary.txt", "t2").contains(&notes));
+    assert!(line_of(n2, "Users/diary.txt", "t2").contains(&sha_of(b"dear diary, again\n")));
+}
