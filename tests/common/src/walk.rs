@@ -25,8 +25,9 @@ pub struct WalkOptions {
     /// Directory sizes (the kernel's and diskhist's agree on ext4 and
     /// NTFS; a FAT reference may count otherwise).
     pub dir_sizes: bool,
-    /// `user.` extended attributes (NTFS named streams), except those
-    /// whose name starts with one of `hide_xattrs`.
+    /// `user.` extended attributes (NTFS named streams) of files and
+    /// directories, except those whose name starts with one of
+    /// `hide_xattrs`.
     pub xattrs: bool,
     pub hide_xattrs: &'static [&'static str],
 }
@@ -91,7 +92,9 @@ pub fn try_walk(root: &Path, opts: WalkOptions) -> Result<Vec<String>, (PathBuf,
                 &digest,
                 md.mtime() * 1_000_000_000 + md.mtime_nsec(),
             );
-            if opts.xattrs {
+            // The kernel refuses to read `user.` attributes of anything but
+            // files and directories (ENODATA), whatever the filesystem.
+            if opts.xattrs && (kind == "file" || kind == "dir") {
                 for (name, value) in user_xattrs(&path).map_err(fail)? {
                     if !opts.hide_xattrs.iter().any(|h| name.starts_with(h)) {
                         line.push_str(&format!(" xattr:{name}=sha256:{}", sha256_hex(&value)));
