@@ -161,7 +161,11 @@ pub fn frozen_instant(mnt: &Path) -> String {
         .arg(mnt)
         .stderr(Stdio::null())
         .status();
-    assert!(thawed.is_ok_and(|s| s.success()), "fsfreeze -u {}", mnt.display());
+    assert!(
+        thawed.is_ok_and(|s| s.success()),
+        "fsfreeze -u {}",
+        mnt.display()
+    );
     at
 }
 

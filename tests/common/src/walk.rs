@@ -77,10 +77,18 @@ pub fn try_walk(root: &Path, opts: WalkOptions) -> Result<Vec<String>, (PathBuf,
             let rel = show(path.strip_prefix(root).unwrap().as_os_str().as_bytes());
             let kind = kind_of(md.file_type());
             let digest = match kind {
-                "file" => format!("sha256:{}", sha256_hex(&std::fs::read(&path).map_err(fail)?)),
+                "file" => format!(
+                    "sha256:{}",
+                    sha256_hex(&std::fs::read(&path).map_err(fail)?)
+                ),
                 "symlink" => format!(
                     "-> {}",
-                    show(std::fs::read_link(&path).map_err(fail)?.as_os_str().as_bytes())
+                    show(
+                        std::fs::read_link(&path)
+                            .map_err(fail)?
+                            .as_os_str()
+                            .as_bytes()
+                    )
                 ),
                 _ => "-".to_string(),
             };
