@@ -78,11 +78,19 @@ fn answers(m: &mut Mounted) {
     assert!(!names(&m.path("at")).is_empty());
 }
 
-/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked.
+/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked
+/// (under the time limit: the image may come from the mount), then
+/// unmounted.
 fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -> Vec<String> {
-    let dir = tempfile::tempdir_in(scratch).unwrap();
-    let m = KernelMount::new(args, image, dir.path());
-    walk(&m.dir, opts)
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (image, scratch) = (image.to_path_buf(), scratch.to_path_buf());
+    let what = format!("mount {args:?} {} and walk it", image.display());
+    within(LIMIT, &what, move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir_in(&scratch).unwrap();
+        let m = KernelMount::new(&args, &image, dir.path());
+        walk(&m.dir, opts)
+    })
 }
 
 /// Partition `disk` (a file) with sfdisk's `script`.

@@ -22,7 +22,7 @@
 
 use diskhist_test_common::{
     assert_same_tree, frozen_instant, has, import, incompressible, init_store, line_of,
-    now_instant, output_with_input, run, sha256_hex, tsk_walk, walk, KernelMount, LiveDisk,
+    now_instant, output_with_input, run, sha256_hex, tsk_walk, walk, within, KernelMount, LiveDisk,
     LoopDev, Mounted, WalkOptions, MIB,
 };
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ use std::process::Command;
 use std::time::Duration;
 
 const SECTOR: u64 = 512;
+/// Longest one walk may take: a hang fails the test instead of blocking.
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Walks of ext4 and FAT: directory sizes compared too.
 const PLAIN: WalkOptions = WalkOptions {
@@ -47,6 +49,12 @@ const NTFS: WalkOptions = WalkOptions {
     hide_xattrs: &["user.diskhist.", "user.ntfs."],
 };
 
+/// [`walk`] of a tree in the mount, under the time limit.
+fn walk_within(root: PathBuf, opts: WalkOptions) -> Vec<String> {
+    let what = format!("walking {}", root.display());
+    within(LIMIT, &what, move || walk(&root, opts))
+}
+
 fn info(state: &Path) -> String {
     std::fs::read_to_string(state.join("info"))
         .unwrap_or_else(|e| panic!("{}/info: {e}", state.display()))
@@ -60,12 +68,19 @@ fn volume_line(info: &str, name: &str) -> String {
         .to_string()
 }
 
-/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked, then
+/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked
+/// (under the time limit: the image may come from the mount), then
 /// unmounted.
 fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -> Vec<String> {
-    let dir = tempfile::tempdir_in(scratch).unwrap();
-    let m = KernelMount::new(args, image, dir.path());
-    walk(&m.dir, opts)
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (image, scratch) = (image.to_path_buf(), scratch.to_path_buf());
+    let what = format!("mount {args:?} {} and walk it", image.display());
+    within(LIMIT, &what, move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir_in(&scratch).unwrap();
+        let m = KernelMount::new(&args, &image, dir.path());
+        walk(&m.dir, opts)
+    })
 }
 
 /// The kernel's replaying mount of a copy of `image` (the copy is
@@ -160,7 +175,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
             !vol.contains("journal replayed"),
             "{name}: a frozen filesystem's journal is clean, yet: {vol}"
         );
-        let ours = walk(&state.join("files"), PLAIN);
+        let ours = walk_within(state.join("files"), PLAIN);
         let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("disk.img"), d, PLAIN);
         assert_same_tree(&format!("ext4 at {name} ({at})"), &ours, &kernel);
         walks.push((name, state, ours));
@@ -203,7 +218,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
         vol.contains("journal replayed in memory"),
         "mid: the journal holds a committed transaction: {vol}"
     );
-    let ours = walk(&state.join("files"), PLAIN);
+    let ours = walk_within(state.join("files"), PLAIN);
     assert!(line_of(&ours, "between.txt", "mid").contains(&sha_of(&between)));
     let replayed = replayed_walk(&state.join("disk.img"), d);
     assert_same_tree(
@@ -240,7 +255,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
     for seq in picks {
         let state = m.path(&format!("seq/{seq}"));
         let vol = volume_line(&info(&state), "disk");
-        let ours = walk(&state.join("files"), PLAIN);
+        let ours = walk_within(state.join("files"), PLAIN);
         let (how, theirs) = if vol.contains("journal replayed") {
             replayed_states += 1;
             ("replaying", replayed_walk(&state.join("disk.img"), d))
@@ -327,7 +342,7 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
             vol.starts_with("volume: disk: ntfs") && vol.contains("files: available"),
             "{at}: {vol}"
         );
-        let ours = walk(&state.join("files"), NTFS);
+        let ours = walk_within(state.join("files"), NTFS);
         let theirs = kernel_walk(
             &["-t", "ntfs-3g", "-o", "ro"],
             &state.join("disk.img"),
@@ -432,7 +447,7 @@ fn fat32_written_by_mtools_at_four_moments() {
             vol.starts_with("volume: disk: fat32") && vol.contains("files: available"),
             "{at}: {vol}"
         );
-        let ours = walk(&state.join("files"), PLAIN);
+        let ours = walk_within(state.join("files"), PLAIN);
         let theirs = tsk_walk(&state.join("disk.img"), 0);
         assert_same_tree(&format!("FAT32 at {at}"), &ours, &theirs);
         walks.push(ours);
@@ -549,10 +564,10 @@ fn a_gpt_disk_holding_ext4_and_fat_at_two_moments() {
         assert!(info.contains("partition_table: gpt\n"), "{info}");
         assert!(volume_line(&info, "p1").contains("ext4"), "{info}");
         assert!(volume_line(&info, "p2").contains("fat16"), "{info}");
-        let ext4 = walk(&state.join("p1/files"), PLAIN);
+        let ext4 = walk_within(state.join("p1/files"), PLAIN);
         let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p1.img"), d, PLAIN);
         assert_same_tree(&format!("GPT p1 (ext4) at {at}"), &ext4, &kernel);
-        let fat = walk(&state.join("p2/files"), PLAIN);
+        let fat = walk_within(state.join("p2/files"), PLAIN);
         assert_same_tree(
             &format!("GPT p2 (FAT16) at {at}"),
             &fat,
@@ -648,16 +663,16 @@ fn an_mbr_disk_with_fat_in_a_primary_and_ext4_and_ntfs_in_logicals() {
         assert!(volume_line(&info, "p1").contains("fat16"), "{info}");
         assert!(volume_line(&info, "p5").contains("ext4"), "{info}");
         assert!(volume_line(&info, "p6").contains("ntfs"), "{info}");
-        let fat = walk(&state.join("p1/files"), PLAIN);
+        let fat = walk_within(state.join("p1/files"), PLAIN);
         assert_same_tree(
             &format!("MBR p1 (FAT16) at {at}"),
             &fat,
             &tsk_walk(&state.join("p1.img"), 0),
         );
-        let ext4 = walk(&state.join("p5/files"), PLAIN);
+        let ext4 = walk_within(state.join("p5/files"), PLAIN);
         let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p5.img"), d, PLAIN);
         assert_same_tree(&format!("MBR p5 (logical, ext4) at {at}"), &ext4, &kernel);
-        let ntfs = walk(&state.join("p6/files"), NTFS);
+        let ntfs = walk_within(state.join("p6/files"), NTFS);
         let theirs = kernel_walk(
             &["-t", "ntfs-3g", "-o", "ro"],
             &state.join("p6.img"),
