@@ -107,6 +107,41 @@ fn fs_ino(path: &Path) -> String {
         .unwrap_or_else(|| panic!("{}: no user.diskhist.ino", path.display()))
 }
 
+/// What else a kernel-written ext4 holds: a hashed directory of 1,000
+/// names (listed through many FUSE pages), a sparse file, preallocated
+/// (unwritten) extents, a hard link, a slow symlink, a FIFO, a name that
+/// is not UTF-8, and an mtime with nanoseconds set in the past.
+fn ext4_variety(root: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir(root.join("many")).unwrap();
+    for i in 0..1000 {
+        std::fs::write(
+            root.join(format!("many/entry number {i:05}")),
+            format!("{i}\n"),
+        )
+        .unwrap();
+    }
+    let sparse = std::fs::File::create(root.join("sparse.bin")).unwrap();
+    use std::os::unix::fs::FileExt;
+    sparse.write_all_at(b"start", 0).unwrap();
+    sparse
+        .write_all_at(b"after a hole", 9 * MIB as u64 + 17)
+        .unwrap();
+    drop(sparse);
+    run(Command::new("fallocate")
+        .args(["-l", "3M"])
+        .arg(root.join("preallocated.bin")));
+    std::fs::hard_link(root.join("big.bin"), root.join("dir/big-hardlink.bin")).unwrap();
+    let long_target = format!("{}/a/target/longer/than/sixty/bytes", "x".repeat(80));
+    std::os::unix::fs::symlink(long_target, root.join("slow-link")).unwrap();
+    run(Command::new("mkfifo").arg(root.join("fifo")));
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(root.join(latin1), b"latin-1 name\n").unwrap();
+    run(Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06.123456789 UTC"])
+        .arg(root.join("dir/sub/deep.txt")));
+}
+
 #[test]
 fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,6 +164,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
     std::fs::write(root.join("notes.txt"), &first).unwrap();
     std::fs::write(root.join("big.bin"), &big).unwrap();
     std::os::unix::fs::symlink("notes.txt", root.join("link")).unwrap();
+    ext4_variety(&root);
     let c1 = frozen_instant(&root);
     // Rewritten in place: same inode, new content.
     std::fs::write(root.join("notes.txt"), &second).unwrap();
@@ -136,6 +172,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
     std::fs::rename(root.join("notes.txt"), root.join("dir/renamed.txt")).unwrap();
     let c3 = frozen_instant(&root);
     std::fs::remove_file(root.join("dir/renamed.txt")).unwrap();
+    std::fs::remove_dir_all(root.join("many")).unwrap();
     let c4 = frozen_instant(&root);
     // Between two syncs: fsync commits the transaction that creates
     // between.txt to the journal, but leaves its metadata blocks dirty in
@@ -188,6 +225,11 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
     assert!(line_of(w1, "notes.txt", "c1").contains(&sha_of(&first)));
     assert!(line_of(w1, "big.bin", "c1").contains(&sha_of(&big)));
     assert!(line_of(w1, "link", "c1").contains(" symlink ") && has(w1, "dir/sub/deep.txt"));
+    assert!(line_of(w1, "dir/sub/deep.txt", "c1").contains(" mtime=981173106123456789"));
+    assert!(line_of(w1, "caf\\xe9.txt", "c1").contains(&sha_of(b"latin-1 name\n")));
+    assert!(line_of(w1, "fifo", "c1").contains(" fifo "));
+    assert_eq!(w1.iter().filter(|l| l.starts_with("many/")).count(), 1000);
+    assert!(has(w3, "many/entry number 00999") && !has(w4, "many"));
     assert!(line_of(w2, "notes.txt", "c2").contains(&sha_of(&second)));
     assert_eq!(
         fs_ino(&s1.join("files/notes.txt")),
