@@ -357,6 +357,20 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
         std::os::unix::fs::symlink("report.txt", r.join("link")).unwrap();
         std::fs::write(r.join("download.exe"), b"MZ not really\n").unwrap();
         std::fs::write(r.join("download.exe:Zone.Identifier"), ZONE).unwrap();
+        // Beyond the index root: 400 names in index blocks.
+        std::fs::create_dir(r.join("many")).unwrap();
+        for i in 0..400 {
+            std::fs::write(r.join(format!("many/Entry {i:04}.txt")), format!("{i}\n")).unwrap();
+        }
+        std::fs::hard_link(r.join("report.txt"), r.join("docs/report-link.txt")).unwrap();
+        std::fs::write(
+            r.join("r\u{e9}sum\u{e9} \u{65e5}\u{672c}.txt"),
+            b"unicode\n",
+        )
+        .unwrap();
+        let sparse = std::fs::File::create(r.join("sparse.bin")).unwrap();
+        sparse.set_len(5 * MIB as u64).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", 5 * MIB as u64 - 4).unwrap();
     }
     import(&store, &image, times[0]);
     {
@@ -408,6 +422,11 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
     assert!(line_of(w1, "docs/sub/deep.bin", "t1").contains(&sha_of(&deep)));
     assert!(line_of(w1, "link", "t1").contains("-> report.txt"));
     assert!(has(w1, "docs/a.txt") && !has(w1, "docs/b.txt") && !has(w1, "docs/new.txt"));
+    assert_eq!(w1.iter().filter(|l| l.starts_with("many/")).count(), 400);
+    assert!(has(
+        w1,
+        "r\\xc3\\xa9sum\\xc3\\xa9 \\xe6\\x97\\xa5\\xe6\\x9c\\xac.txt"
+    ));
     assert!(line_of(w2, "report.txt", "t2").contains(&sha_of(&report2)));
     assert!(!has(w2, "docs/a.txt") && has(w2, "docs/b.txt") && has(w2, "docs/new.txt"));
     assert_eq!(
