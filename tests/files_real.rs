@@ -486,6 +486,23 @@ fn fat32_written_by_mtools_at_four_moments() {
     fat_put(img, d, "::/Reports/2026/Quarterly Report.txt", &v1);
     fat_put(img, d, "::/README.TXT", b"upper-case 8.3 name\n");
     fat_put(img, d, "::/lower.txt", b"lower-case name\n");
+    // 300 long names (each several directory entries), and a file
+    // fragmented around a gap a deleted file left.
+    let stage = d.join("many");
+    std::fs::create_dir(&stage).unwrap();
+    for i in 0..300 {
+        std::fs::write(
+            stage.join(format!("a rather long file name {i:03}.text")),
+            format!("{i}\n"),
+        )
+        .unwrap();
+    }
+    run(mtools("mcopy", img).arg("-s").arg(&stage).arg("::/"));
+    fat_put(img, d, "::/gap.bin", &incompressible(20_000, 12));
+    fat_put(img, d, "::/after.bin", b"after\n");
+    run(mtools("mdel", img).arg("::/gap.bin"));
+    let fragmented = incompressible(90_000, 13);
+    fat_put(img, d, "::/fragmented.bin", &fragmented);
     import(&store, &image, times[0]);
     fat_put(img, d, "::/Reports/2026/Quarterly Report.txt", &v2);
     import(&store, &image, times[1]);
@@ -515,6 +532,11 @@ fn fat32_written_by_mtools_at_four_moments() {
     }
     assert!(line_of(&walks[0], q, "t1").contains(&sha_of(&v1)));
     assert!(has(&walks[0], "README.TXT") && has(&walks[0], "lower.txt"));
+    assert_eq!(
+        walks[0].iter().filter(|l| l.starts_with("many/")).count(),
+        300
+    );
+    assert!(line_of(&walks[0], "fragmented.bin", "t1").contains(&sha_of(&fragmented)));
     assert!(line_of(&walks[1], q, "t2").contains(&sha_of(&v2)));
     assert!(!has(&walks[2], q) && line_of(&walks[2], f, "t3").contains(&sha_of(&v2)));
     assert!(!has(&walks[3], q) && !has(&walks[3], f) && has(&walks[3], "Reports/2026"));
