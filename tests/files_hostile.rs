@@ -558,3 +558,66 @@ fn states_in_the_middle_of_mkfs() {
         &tsk_walk(&s.join("disk.img"), 0),
     );
 }
+
+#[test]
+fn a_directory_cycle_and_a_petabyte_file_inside_a_healthy_ext4() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = init_store(d, "16M");
+    let image = d.join("ext4.img");
+    ext4_image(
+        &image,
+        16,
+        &[
+            ("a/b/file.txt", "in the cycle\n"),
+            ("big.bin", "the start of a petabyte\n"),
+            ("plain.txt", "plain\n"),
+        ],
+    );
+    // /a/b/back links to /a: a cycle the kernel never makes; big.bin
+    // claims 1 PiB.
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "link /a /a/b/back"])
+        .arg(&image));
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "sif /big.bin size 1125899906842624"])
+        .arg(&image));
+    let t = "2026-11-23T06:30:15Z";
+    import(&store, &image, t);
+
+    let mut m = Mounted::start(&store, &d.join("mnt"), &[]);
+    let files = m.path(&format!("at/{t}/files"));
+    let r = {
+        let a = files.join("a");
+        within(LIMIT, "walking a tree with a cycle", move || {
+            try_walk(&a, PLAIN)
+        })
+    };
+    let (at, e) = r.expect_err("a walk through a directory cycle");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{}: {e}", at.display());
+    assert!(at.ends_with("a/b"), "the damage is a/b: {}", at.display());
+    assert_eq!(names(&files.join("a")), ["b"]);
+
+    // A petabyte is more blocks than an ext4 file can have: damage, EIO
+    // (the kernel refuses it too: "Structure needs cleaning"), logged;
+    // never a petabyte-sized read or allocation.
+    let big = files.join("big.bin");
+    let e = errno_of("stat of a file claiming 1 PiB", {
+        within(LIMIT, "stat big.bin", move || std::fs::metadata(&big))
+    });
+    assert_eq!(e, libc::EIO);
+    let kernel_refuses = {
+        let k = tempfile::tempdir_in(d).unwrap();
+        let km = KernelMount::new(&["-o", "loop,ro,noload"], &image, k.path());
+        std::fs::metadata(km.dir.join("big.bin")).is_err()
+    };
+    assert!(kernel_refuses, "the kernel shows the petabyte file");
+    let log = m.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("damaged") && l.contains("answers EIO")),
+        "the damage is logged:\n{log}"
+    );
+    assert_eq!(std::fs::read(files.join("plain.txt")).unwrap(), b"plain\n");
+    answers(&mut m);
+}
