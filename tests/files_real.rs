@@ -486,6 +486,14 @@ fn fat32_written_by_mtools_at_four_moments() {
     fat_put(img, d, "::/Reports/2026/Quarterly Report.txt", &v1);
     fat_put(img, d, "::/README.TXT", b"upper-case 8.3 name\n");
     fat_put(img, d, "::/lower.txt", b"lower-case name\n");
+    for name in [
+        "r\u{e9}sum\u{e9} \u{65e5}\u{672c}.txt",
+        "MiXeD.TxT",
+        "a+b=c;d.txt",
+        ".hidden",
+    ] {
+        fat_put(img, d, &format!("::/{name}"), name.as_bytes());
+    }
     // 300 long names (each several directory entries), and a file
     // fragmented around a gap a deleted file left.
     let stage = d.join("many");
@@ -532,6 +540,11 @@ fn fat32_written_by_mtools_at_four_moments() {
     }
     assert!(line_of(&walks[0], q, "t1").contains(&sha_of(&v1)));
     assert!(has(&walks[0], "README.TXT") && has(&walks[0], "lower.txt"));
+    assert!(has(&walks[0], "MiXeD.TxT") && has(&walks[0], ".hidden"));
+    assert!(has(
+        &walks[0],
+        "r\\xc3\\xa9sum\\xc3\\xa9 \\xe6\\x97\\xa5\\xe6\\x9c\\xac.txt"
+    ));
     assert_eq!(
         walks[0].iter().filter(|l| l.starts_with("many/")).count(),
         300

@@ -239,7 +239,7 @@ pub fn tsk_walk(image: &Path, offset_sectors: u64) -> Vec<String> {
         };
         let mtime_ns = mtime.parse::<i64>().unwrap() * 1_000_000_000;
         out.push(node_line(
-            rel,
+            &show(rel.as_bytes()),
             kind,
             Some(size.parse().unwrap()),
             &digest,
