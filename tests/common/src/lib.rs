@@ -27,7 +27,7 @@ mod spawned;
 mod stores;
 mod walk;
 
-pub use live::{frozen_instant, now_instant, LiveDisk, LoopDev};
+pub use live::{frozen_instant, now_instant, while_frozen, LiveDisk, LoopDev};
 pub use mount::{ext4_image, is_mounted, mount_fails, mount_line, KernelMount, Mounted};
 pub use process::{
     bin, diskhist, diskhist_cmd, diskhist_fails, diskhist_ok, diskhist_output, diskhist_with_input,

@@ -149,24 +149,36 @@ impl Drop for LoopDev {
     }
 }
 
-/// The moment `@SECS.NANOS` (as diskhist reads it) at which the filesystem
-/// mounted on `mnt` is frozen (`fsfreeze`: every write it made reached
-/// its disk, its journal is checkpointed and marked clean); thawed again
-/// before returning.
-pub fn frozen_instant(mnt: &Path) -> String {
+/// Run `f` while the filesystem mounted on `mnt` is frozen (`fsfreeze`:
+/// every write it made has reached its disk, its journal is checkpointed
+/// and marked clean, and nothing more is written), then thaw it, also if
+/// `f` panics; what `f` returned and the moment, as `@SECS.NANOS`, taken
+/// while frozen after `f`.
+pub fn while_frozen<T>(mnt: &Path, f: impl FnOnce() -> T) -> (T, String) {
+    struct Thaw<'a>(&'a Path);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let thawed = Command::new("fsfreeze")
+                .arg("-u")
+                .arg(self.0)
+                .stderr(Stdio::null())
+                .status();
+            if !thawed.is_ok_and(|s| s.success()) && !std::thread::panicking() {
+                panic!("fsfreeze -u {}", self.0.display());
+            }
+        }
+    }
     run(Command::new("fsfreeze").arg("-f").arg(mnt));
-    let at = now_instant();
-    let thawed = Command::new("fsfreeze")
-        .arg("-u")
-        .arg(mnt)
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        thawed.is_ok_and(|s| s.success()),
-        "fsfreeze -u {}",
-        mnt.display()
-    );
-    at
+    let _thaw = Thaw(mnt);
+    let out = f();
+    (out, now_instant())
+}
+
+/// The moment `@SECS.NANOS` (as diskhist reads it) at which the filesystem
+/// mounted on `mnt` is frozen (see [`while_frozen`]); thawed again before
+/// returning.
+pub fn frozen_instant(mnt: &Path) -> String {
+    while_frozen(mnt, || ()).1
 }
 
 /// Now, as `@SECS.NANOS`.
