@@ -83,7 +83,8 @@ EOF
 echo "# store: $("$DISKHIST" info "$WORK/S" | grep records:) ; the old state is #$OLD"
 
 start_mount() {
-    "$DISKHIST" mount "$WORK/S" "$WORK/dh" 2>>"$WORK/mount.log" &
+    # stdout away from any pipe: the daemon outlives the command it serves
+    "$DISKHIST" mount "$WORK/S" "$WORK/dh" >/dev/null 2>>"$WORK/mount.log" &
     DPID=$!
     for _ in $(seq 200); do mountpoint -q "$WORK/dh" && return; sleep 0.05; done
     echo "mount did not appear" >&2; exit 1
@@ -116,7 +117,9 @@ run_round() { # prints: dh_read kern_read dh_ls kern_ls dh_find kern_find
     echo "${r[*]}"
 }
 : > "$WORK/rounds"
-for i in $(seq "$ROUNDS"); do run_round | tee -a "$WORK/rounds"; done
+# Not in a pipeline: run_round starts and stops the daemon, whose pid the
+# main shell must know.
+for i in $(seq "$ROUNDS"); do run_round >>"$WORK/rounds"; tail -1 "$WORK/rounds"; done
 col() { awk -v c="$1" '{print $c}' "$WORK/rounds" | median; }
 DR=$(col 1); KR=$(col 2); DL=$(col 3); KL=$(col 4); DF=$(col 5); KF=$(col 6)
 printf '\n%-38s %12s %12s %10s\n' "files/ vs kernel ro,noload (cold)" diskhist kernel "ratio"
