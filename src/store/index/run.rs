@@ -29,8 +29,10 @@
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{Encoding, Loc};
 use crate::units::Seq;
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,7 +169,13 @@ pub struct Run<E: RunEntry> {
     fences: Vec<E::Key>,
     page_crcs: Arc<[u32]>,
     bloom: Vec<u64>,
+    /// Pages read and checked already, direct-mapped by page number: a
+    /// lookup that hits one costs no `pread` and no checksum.
+    pages: Box<[Mutex<Option<(usize, Arc<[u8]>)>>]>,
 }
+
+/// Pages a run keeps checked in memory, at most (512 KiB of a run).
+pub const CACHED_PAGES: usize = 128;
 
 impl<E: RunEntry> Run<E> {
     pub fn path(&self) -> &Path {
@@ -229,6 +237,13 @@ impl<E: RunEntry> Run<E> {
             .chunks_exact(8)
             .map(|c| crate::le::u64_at(c, 0))
             .collect();
+        // Lookups read single pages at random: no readahead around them.
+        // Only advice: nothing depends on it being taken.
+        // SAFETY: posix_fadvise only reads its arguments; the fd is open.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+        }
+        let cached = (Self::pages_of(n) as usize).min(CACHED_PAGES);
         Ok(Run {
             path: path.to_path_buf(),
             file,
@@ -238,6 +253,7 @@ impl<E: RunEntry> Run<E> {
             fences,
             page_crcs: page_crcs.into(),
             bloom,
+            pages: (0..cached).map(|_| Mutex::new(None)).collect(),
         })
     }
 
@@ -270,14 +286,33 @@ impl<E: RunEntry> Run<E> {
         Ok(count)
     }
 
+    /// Page `page`, checked, from memory or read and kept.
+    fn cached_page(&self, page: usize) -> Result<Arc<[u8]>> {
+        let Some(slot) = self.pages.get(page % self.pages.len().max(1)) else {
+            let mut buf = Vec::new();
+            self.read_page(page, &mut buf)?;
+            return Ok(buf.into());
+        };
+        if let Some((p, data)) = &*slot.lock() {
+            if *p == page {
+                return Ok(data.clone());
+            }
+        }
+        let mut buf = Vec::new();
+        self.read_page(page, &mut buf)?;
+        let data: Arc<[u8]> = buf.into();
+        *slot.lock() = Some((page, data.clone()));
+        Ok(data)
+    }
+
     /// The entry with the greatest key <= `key`.
     pub fn find_le(&self, key: &E::Key) -> Result<Option<E>> {
         let p = self.fences.partition_point(|f| f <= key);
         if p == 0 {
             return Ok(None);
         }
-        let mut buf = Vec::new();
-        let count = self.read_page(p - 1, &mut buf)?;
+        let buf = self.cached_page(p - 1)?;
+        let count = buf.len() / E::LEN;
         let q = partition(&buf, count, |b| E::decode_key(b) <= *key);
         if q == 0 {
             // The page's first key is its fence, which is <= key; both are
