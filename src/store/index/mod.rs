@@ -111,6 +111,10 @@ pub struct Index {
     cap: Option<Cap>,
     writable: bool,
     scan_buf: Vec<u8>,
+    /// `seqs` entries read and checked already, direct-mapped by sequence
+    /// number, each with the manifest generation it was read under (a new
+    /// manifest, or a writer cutting `seqs`, makes them stale).
+    seq_cache: seqs::SeqCache,
 }
 
 pub fn read_header(dir: &Path) -> Result<StoreHeader> {
@@ -186,6 +190,7 @@ impl Index {
             cap: None,
             writable,
             scan_buf: Vec::new(),
+            seq_cache: seqs::SeqCache::new(),
         };
         idx.load_manifest()?;
         idx.scan()?;
