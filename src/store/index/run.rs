@@ -171,8 +171,11 @@ pub struct Run<E: RunEntry> {
     bloom: Vec<u64>,
     /// Pages read and checked already, direct-mapped by page number: a
     /// lookup that hits one costs no `pread` and no checksum.
-    pages: Box<[Mutex<Option<(usize, Arc<[u8]>)>>]>,
+    pages: Box<[PageSlot]>,
 }
+
+/// One slot of a run's page cache: the page number and its checked bytes.
+type PageSlot = Mutex<Option<(usize, Arc<[u8]>)>>;
 
 /// Pages a run keeps checked in memory, at most (512 KiB of a run).
 pub const CACHED_PAGES: usize = 128;
