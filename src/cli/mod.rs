@@ -18,6 +18,7 @@ mod diff;
 mod dump;
 mod export;
 mod files;
+mod history;
 mod import;
 mod info;
 mod ingest;
@@ -71,6 +72,8 @@ enum Command {
     Ls(ls::LsArgs),
     /// Print a file of a filesystem inside the disk at TIME.
     Cat(cat::CatArgs),
+    /// Every change of one file or directory across the history.
+    History(history::HistoryArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -114,6 +117,7 @@ pub fn main() -> i32 {
         Command::Info(a) => done(info::info(a)),
         Command::Ls(a) => done(ls::ls(a)),
         Command::Cat(a) => done(cat::cat(a)),
+        Command::History(a) => done(history::run(a)),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -172,6 +176,7 @@ impl Command {
             Command::Info(a) => Some(&a.store),
             Command::Ls(a) => Some(&a.store),
             Command::Cat(a) => Some(&a.store),
+            Command::History(a) => Some(&a.store),
         }
     }
 }
