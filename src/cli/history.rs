@@ -129,6 +129,9 @@ fn describe(c: &Change) -> String {
             v.map_or(0, |v| v.stat.ino)
         )),
         ChangeKind::Modified => {}
+        ChangeKind::RenamedFrom(from) => {
+            parts.push(format!("renamed from {}", String::from_utf8_lossy(from)))
+        }
         ChangeKind::Deleted => parts.push("deleted".into()),
         ChangeKind::RenamedAway { ino, links } => parts.push(format!(
             "renamed away (inode {ino} still has {links} link{})",

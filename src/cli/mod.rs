@@ -30,6 +30,7 @@ mod mount;
 pub mod output;
 pub mod progress;
 mod serve;
+mod timeline;
 mod verify;
 
 #[derive(Parser)]
@@ -74,6 +75,8 @@ enum Command {
     Cat(cat::CatArgs),
     /// Every change of one file or directory across the history.
     History(history::HistoryArgs),
+    /// Every file version with claimed and recorded times; --check for contradictions.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -97,9 +100,11 @@ pub fn main() -> i32 {
         warn_if_exposed(store);
     }
     // diff answers with its status, as cmp(1) does: 1 means "they differ",
-    // so any trouble is 2.
+    // so any trouble is 2 (and so for timeline --check).
     let failure = match cli.command {
         Command::Diff(_) => 2,
+        // timeline --check answers "contradictions found" with 1.
+        Command::Timeline(ref a) if a.check => 2,
         _ => 1,
     };
     let done = |r: anyhow::Result<()>| r.map(|()| Status::Success);
@@ -118,6 +123,7 @@ pub fn main() -> i32 {
         Command::Ls(a) => done(ls::ls(a)),
         Command::Cat(a) => done(cat::cat(a)),
         Command::History(a) => done(history::run(a)),
+        Command::Timeline(a) => timeline::run(a),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -177,6 +183,7 @@ impl Command {
             Command::Ls(a) => Some(&a.store),
             Command::Cat(a) => Some(&a.store),
             Command::History(a) => Some(&a.store),
+            Command::Timeline(a) => Some(&a.store),
         }
     }
 }

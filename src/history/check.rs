@@ -124,7 +124,7 @@ impl Checker {
         }
         let Some(v) = &e.version else { return };
         let st = &v.stat;
-        let same_node = matches!(e.kind, ChangeKind::Modified);
+        let same_node = matches!(e.kind, ChangeKind::Modified | ChangeKind::RenamedFrom(_));
         let prev = e.previous.as_ref().filter(|_| same_node).map(|p| &p.stat);
         let new_node = !same_node;
         let mtime_changed = prev.is_none_or(|p| p.mtime != st.mtime);

@@ -18,6 +18,9 @@ pub enum ChangeKind {
     Replaced { old_ino: u64 },
     /// The same node, changed.
     Modified,
+    /// A node that was at another path (the one given) arrived here: a
+    /// rename (timelines only; `history` follows one path).
+    RenamedFrom(Vec<u8>),
     /// The name is gone and so is the node.
     Deleted,
     /// The name is gone but the node still has `links` links: renamed
@@ -36,6 +39,7 @@ impl ChangeKind {
             ChangeKind::Recreated => "re-created",
             ChangeKind::Replaced { .. } => "replaced",
             ChangeKind::Modified => "modified",
+            ChangeKind::RenamedFrom(_) => "renamed-from",
             ChangeKind::Deleted => "deleted",
             ChangeKind::RenamedAway { .. } => "renamed-away",
             ChangeKind::Unreadable(_) => "unreadable",

@@ -221,9 +221,37 @@ pub fn timeline(
             .iter()
             .map(|(p, v)| (v.stat.ino, p))
             .collect();
+        // Nodes whose old path is gone, by inode: where a new path's node
+        // came from.
+        let gone_by_ino: HashMap<u64, &Vec<u8>> = prev
+            .iter()
+            .filter(|(p, _)| !walked.versions.contains_key(*p))
+            .map(|(p, v)| (v.stat.ino, p))
+            .collect();
         let mut events = Vec::new();
         for (path, v) in &walked.versions {
+            let moved_from = gone_by_ino
+                .get(&v.stat.ino)
+                .filter(|_| !prev.contains_key(path))
+                .filter(|op| prev[op.as_slice()].stat.kind == v.stat.kind);
             let (kind, content, fields, previous) = match prev.get(path) {
+                None if moved_from.is_some() => {
+                    let op = moved_from.expect("checked");
+                    let p = &prev[op.as_slice()];
+                    let (c, f) = match compare(p, v) {
+                        Some((_, c, f)) => (c, f),
+                        None => (false, Vec::new()),
+                    };
+                    if let Some(w) = writes.get(op.as_slice()).copied() {
+                        writes.insert(path.clone(), w);
+                    }
+                    (
+                        ChangeKind::RenamedFrom((*op).clone()),
+                        c,
+                        f,
+                        Some(p.clone()),
+                    )
+                }
                 None if first => (ChangeKind::Present, true, Vec::new(), None),
                 None if ever.contains(path) => (ChangeKind::Recreated, true, Vec::new(), None),
                 None => (ChangeKind::Created, true, Vec::new(), None),
