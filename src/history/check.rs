@@ -15,8 +15,9 @@
 //! Only what changed in a version is checked, so one forged time is one
 //! finding, not one per later version. The content-kept rule waits for
 //! the next version of the node: a live recording can show an in-place
-//! write's data a moment before the inode carrying its new mtime, and the
-//! mtime arriving within the tolerance clears it.
+//! write's data a moment before the inode carrying its new mtime, and
+//! that inode arriving within the tolerance (same content, newer mtime)
+//! clears it; further writes do not.
 
 use super::diff::ChangeKind;
 use super::tree::Event;
@@ -113,8 +114,11 @@ impl Checker {
     pub fn event(&mut self, e: &Event) {
         let tol = self.tolerance_ns;
         if let Some(p) = self.pending.remove(&e.path) {
+            // Only the inode arriving late (the same content, a newer
+            // mtime, soon after) clears it; more writes do not.
             let cleared = e.version.as_ref().is_some_and(|v| {
                 v.stat.ino == p.ino
+                    && !e.content_changed
                     && e.time_ns.0.saturating_sub(p.finding.time_ns.0) <= tol
                     && v.stat.mtime > p.old_mtime
             });

@@ -1,0 +1,561 @@
+//! When did it change: `history`, `timeline` (read by the real `mactime`)
+//! and `timeline --check`, on ext4 written by the kernel and NTFS written
+//! by ntfs-3g, recorded by importing the live image after each step (the
+//! recorded times are the real times of the imports). Timestamps are
+//! forged for real: `touch -d`, an edited log's mtime restored, debugfs
+//! setting ctime and crtime.
+
+use diskhist_test_common::{
+    diskhist, diskhist_output, ext4_image, fails, init_store, log_records, p, run, stderr_of,
+    stdout_of, KernelMount,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn import_now(store: &Path, img: &Path) -> u64 {
+    diskhist(&["import", p(store), p(img)]);
+    log_records(store).last().map_or(0, |r| r.seq)
+}
+
+fn sync_fs(dir: &Path) {
+    run(Command::new("sync").arg("-f").arg(dir));
+}
+
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v.get(key).map(|x| match x {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn lines_of(n: std::ops::RangeInclusive<u32>) -> String {
+    n.map(|i| format!("line {i}: something happened at step {i}\n"))
+        .collect()
+}
+
+/// The ext4 history every test here reads.
+struct Ext4Case {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    /// State after each append of the log (40 lines each).
+    appends: Vec<u64>,
+    /// The state holding the tampered log (twenty lines cut from its
+    /// middle, mtime restored).
+    tamper: u64,
+    /// The state holding /etc/app.conf backdated with touch -d.
+    backdate: u64,
+    /// The state after the last append after the tamper.
+    after: u64,
+}
+
+fn ext4_case() -> Ext4Case {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "64M");
+    let img = dir.path().join("fs.img");
+    ext4_image(&img, 64, &[]);
+    let m = KernelMount::new(&["-o", "loop"], &img, &dir.path().join("m"));
+    let root = m.dir.clone();
+    std::fs::create_dir_all(root.join("var/log")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("home/u")).unwrap();
+    std::fs::write(root.join("etc/app.conf"), "mode=strict\n").unwrap();
+    let log = root.join("var/log/app.log");
+    let mut appends = Vec::new();
+    for step in 0..5u32 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        std::io::Write::write_all(&mut f, lines_of(step * 40 + 1..=step * 40 + 40).as_bytes())
+            .unwrap();
+        drop(f);
+        // Ordinary work beside it: a note saved the way editors save
+        // (a new file renamed over the old), a scratch file come and gone.
+        let note = root.join("home/u/notes.txt");
+        std::fs::write(
+            root.join("home/u/.notes.txt.swp"),
+            format!("draft {step}\n"),
+        )
+        .unwrap();
+        std::fs::rename(root.join("home/u/.notes.txt.swp"), &note).unwrap();
+        std::fs::write(root.join(format!("home/u/scratch{step}")), "tmp\n").unwrap();
+        if step > 0 {
+            std::fs::remove_file(root.join(format!("home/u/scratch{}", step - 1))).unwrap();
+        }
+        sync_fs(&root);
+        appends.push(import_now(&store, &img));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The tamper: lines 121..=140 cut, in place (same inode), and the old
+    // mtime put back.
+    let old_mtime = std::fs::metadata(&log).unwrap().modified().unwrap();
+    let old = old_mtime.duration_since(UNIX_EPOCH).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| !(120..140).contains(i))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, kept).unwrap();
+    run(Command::new("touch")
+        .arg("-m")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", old.as_secs(), old.subsec_nanos()))
+        .arg(&log));
+    sync_fs(&root);
+    let tamper = import_now(&store, &img);
+    std::thread::sleep(Duration::from_millis(300));
+    // The backdating.
+    run(Command::new("touch")
+        .args(["-d", "2019-03-01"])
+        .arg(root.join("etc/app.conf")));
+    sync_fs(&root);
+    let backdate = import_now(&store, &img);
+    std::thread::sleep(Duration::from_millis(300));
+    // The log goes on.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, lines_of(201..=210).as_bytes()).unwrap();
+    drop(f);
+    sync_fs(&root);
+    let after = import_now(&store, &img);
+    drop(m);
+    Ext4Case {
+        _dir: dir,
+        store,
+        appends,
+        tamper,
+        backdate,
+        after,
+    }
+}
+
+#[test]
+fn ext4_history_check_timeline_and_errors() {
+    let c = ext4_case();
+    let s = p(&c.store);
+
+    // history: created, four appends, the tamper, one more append.
+    let out = diskhist_output(&["history", s, "/var/log/app.log", "--json", "--stats"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    let changes: Vec<&str> = text.lines().collect();
+    let seqs: Vec<u64> = changes
+        .iter()
+        .map(|l| json_str(l, "seq").unwrap().parse().unwrap())
+        .collect();
+    let mut expect = c.appends.clone();
+    expect.push(c.tamper);
+    expect.push(c.after);
+    assert_eq!(seqs, expect, "{text}");
+    assert_eq!(json_str(changes[0], "change").unwrap(), "created");
+    for l in &changes[1..] {
+        assert_eq!(json_str(l, "change").unwrap(), "modified", "{l}");
+        assert_eq!(json_str(l, "content_changed").unwrap(), "true", "{l}");
+    }
+    // The tamper's version: the content and size of the cut log, the mtime
+    // the same as before.
+    let t = changes[5];
+    let cut_len: usize = lines_of(1..=200)
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| !(120..140).contains(i))
+        .map(|(_, l)| l.len() + 1)
+        .sum();
+    assert_eq!(json_str(t, "size").unwrap(), cut_len.to_string(), "{t}");
+    assert!(
+        !json_str(t, "changed").unwrap().contains("ext4.mtime"),
+        "{t}"
+    );
+    assert!(
+        json_str(t, "changed").unwrap().contains("ext4.ctime"),
+        "{t}"
+    );
+    // The jumps: a handful of states examined, not one per record.
+    let stats = stderr_of(&out);
+    let examined: u64 = stats
+        .split(" states examined")
+        .next()
+        .and_then(|x| x.rsplit(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    let records = log_records(&c.store).len() as u64;
+    assert!(
+        examined <= 12 && examined < records / 3,
+        "{examined} of {records}: {stats}"
+    );
+
+    // Text form: one line per change, each with record, time and the fs's times.
+    let text = diskhist(&["history", s, "var/log/app.log"]);
+    assert_eq!(text.lines().count(), 7, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with(&format!("#{}  ", c.appends[0])),
+        "{text}"
+    );
+    assert!(text.contains("ext4.crtime="), "{text}");
+
+    // --from/--to: only the changes between, the first as "present".
+    let from = format!("#{}", c.appends[2]);
+    let to = format!("#{}", c.tamper);
+    let text = diskhist(&[
+        "history",
+        s,
+        "/var/log/app.log",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ]);
+    let got: Vec<&str> = text
+        .lines()
+        .map(|l| l.split("  ").next().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [c.appends[2], c.appends[3], c.appends[4], c.tamper].map(|x| format!("#{x}")),
+        "{text}"
+    );
+    assert!(text.lines().next().unwrap().contains("present"), "{text}");
+
+    // The editor-saved note: replaced (a new inode) at each save.
+    let text = diskhist(&["history", s, "/home/u/notes.txt"]);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("replaced by another file"))
+            .count(),
+        4,
+        "{text}"
+    );
+    // The scratch file: created, then deleted.
+    let text = diskhist(&["history", s, "/home/u/scratch1"]);
+    let l: Vec<&str> = text.lines().collect();
+    assert!(
+        l.len() == 2 && l[0].contains("created") && l[1].contains("deleted"),
+        "{text}"
+    );
+
+    // timeline --check: the tamper and the backdating, nothing else.
+    let out = diskhist_output(&["timeline", s, "--check", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let findings: Vec<(String, String, u64)> = stdout_of(&out)
+        .lines()
+        .map(|l| {
+            for k in ["path", "finding", "seq", "time", "claimed", "detail"] {
+                assert!(json_str(l, k).is_some(), "{k} missing: {l}");
+            }
+            (
+                json_str(l, "path").unwrap(),
+                json_str(l, "finding").unwrap(),
+                json_str(l, "seq").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let kept: Vec<_> = findings
+        .iter()
+        .filter(|f| f.1 == "content-changed-time-kept")
+        .collect();
+    assert_eq!(kept.len(), 1, "{findings:?}");
+    assert_eq!(kept[0].0, "/var/log/app.log");
+    // At a record of the tamper's import (the one that wrote the content).
+    assert!(
+        kept[0].2 > c.appends[4] && kept[0].2 <= c.tamper,
+        "{findings:?}"
+    );
+    let back: Vec<_> = findings
+        .iter()
+        .filter(|f| f.1 == "claimed-before-written")
+        .collect();
+    assert_eq!(back.len(), 1, "{findings:?}");
+    assert_eq!(
+        (back[0].0.as_str(), back[0].2),
+        ("/etc/app.conf", c.backdate)
+    );
+    for f in &findings {
+        let planted = (f.0 == "/var/log/app.log" && f.1 == "content-changed-time-kept")
+            || (f.0 == "/etc/app.conf" && f.2 == c.backdate);
+        assert!(
+            planted,
+            "a finding nobody planted: {f:?}\nall: {findings:?}"
+        );
+    }
+    assert!(findings
+        .iter()
+        .any(|f| f.0 == "/etc/app.conf" && f.1 == "time-went-backwards"));
+
+    // The text form names the rule, the path, the record and the clock.
+    let out = diskhist_output(&["timeline", s, "--check"]);
+    let text = stdout_of(&out);
+    assert!(
+        text.contains("content-changed-time-kept: /var/log/app.log  record "),
+        "{text}"
+    );
+    assert!(text.contains("[clock: no serve session"), "{text}");
+    // A tolerance wider than the backdating hides the before-written
+    // finding but not the content one.
+    let text = stdout_of(&diskhist_output(&[
+        "timeline",
+        s,
+        "--check",
+        "--tolerance",
+        "3000d",
+    ]));
+    assert!(!text.contains("claimed-before-written"), "{text}");
+    assert!(text.contains("content-changed-time-kept"), "{text}");
+
+    // Bad input: unknown path, bad time, bad --part, bad tolerance.
+    fails(
+        Command::new(diskhist_test_common::bin()).args(["history", s, "/no/such"]),
+        1,
+        "no such file or directory: /no/such",
+    );
+    fails(
+        Command::new(diskhist_test_common::bin()).args([
+            "history",
+            s,
+            "/etc",
+            "--from",
+            "yesterday",
+        ]),
+        2,
+        "yesterday",
+    );
+    fails(
+        Command::new(diskhist_test_common::bin()).args(["history", s, "/etc", "--part", "3"]),
+        2,
+        "no partition 3",
+    );
+    fails(
+        Command::new(diskhist_test_common::bin()).args([
+            "timeline",
+            s,
+            "--check",
+            "--tolerance",
+            "2 weeks",
+        ]),
+        2,
+        "bad duration",
+    );
+    fails(
+        Command::new(diskhist_test_common::bin())
+            .args(["history", s, "/etc", "--from", "latest", "--to", "#1"]),
+        2,
+        "nothing between them",
+    );
+}
+
+/// Parse `mactime -b FILE -d -y` output into (date, macb, name).
+fn mactime(body: &Path) -> Vec<(String, String, String)> {
+    let out = run(Command::new("mactime")
+        .args(["-b"])
+        .arg(body)
+        .args(["-d", "-y"]));
+    let mut last_date = String::new();
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.splitn(8, ',').collect();
+            if !cols[0].is_empty() {
+                last_date = cols[0].to_string();
+            }
+            (
+                last_date.clone(),
+                cols[2].to_string(),
+                cols[7].trim_matches('"').to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ext4_timeline_reads_in_mactime_with_recorded_times_interleaved() {
+    let c = ext4_case();
+    let s = p(&c.store);
+    let body = c._dir.path().join("t.body");
+    diskhist(&["timeline", s, "-o", p(&body)]);
+    // Never over an existing file without --force.
+    fails(
+        Command::new(diskhist_test_common::bin()).args(["timeline", s, "-o", p(&body)]),
+        1,
+        "exists",
+    );
+    let rows = mactime(&body);
+    // The backdated claim sorts first, in 2019; the recorded write of the
+    // backdated version sits with the other recorded times of today.
+    assert!(rows[0].0.starts_with("2019-03-01T00:00:00"), "{rows:?}");
+    assert_eq!(rows[0].2, "/etc/app.conf", "{rows:?}");
+    let rec = format!(
+        "/etc/app.conf (diskhist: version recorded, record {})",
+        c.backdate
+    );
+    let r = rows
+        .iter()
+        .find(|r| r.2 == rec)
+        .unwrap_or_else(|| panic!("{rec} in {rows:?}"));
+    assert_eq!(r.1, "macb");
+    let year = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 31_557_600
+        + 1970;
+    assert!(r.0.starts_with(&year.to_string()), "{r:?}");
+    // Every version of the log is there with its content write.
+    for seq in c.appends.iter().skip(1) {
+        assert!(
+            rows.iter()
+                .any(|r| r.2
+                    == format!("/var/log/app.log (diskhist: version recorded, record {seq})")),
+            "{seq}"
+        );
+    }
+    assert!(rows.iter().any(|r| r
+        .2
+        .starts_with("/var/log/app.log (diskhist: content written, record ")));
+    // Sorted by time, claimed and recorded lines mixed.
+    let dates: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+    let mut sorted = dates.clone();
+    sorted.sort();
+    assert_eq!(dates, sorted);
+
+    // jsonl: one object per version, with claimed times and the content write.
+    let text = diskhist(&["timeline", s, "--format", "jsonl"]);
+    let logv: Vec<&str> = text
+        .lines()
+        .filter(|l| json_str(l, "path").as_deref() == Some("/var/log/app.log"))
+        .collect();
+    assert_eq!(logv.len(), 7, "{text}");
+    for l in &logv {
+        assert!(json_str(l, "content_write_seq").is_some(), "{l}");
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["claimed"]["ext4.mtime"].is_string(), "{l}");
+    }
+    let deleted = text
+        .lines()
+        .filter(|l| json_str(l, "change").as_deref() == Some("deleted"))
+        .count();
+    assert!(deleted >= 4, "scratch files deleted: {text}");
+    // csv: a header and the same versions.
+    let text = diskhist(&["timeline", s, "--format", "csv"]);
+    assert!(text.starts_with("path,change,seq,recorded,ino,"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("/var/log/app.log,"))
+            .count(),
+        7
+    );
+}
+
+/// ctime and crtime, which userspace cannot set, forged with debugfs on
+/// the unmounted image: `time-went-backwards` sees them go back.
+#[test]
+fn ext4_ctime_and_crtime_forged_with_debugfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "64M");
+    let img = dir.path().join("fs.img");
+    ext4_image(&img, 64, &[("doc.txt", "v1\n")]);
+    import_now(&store, &img);
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "set_inode_field /doc.txt ctime 20190301000000"])
+        .arg(&img));
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "set_inode_field /doc.txt crtime 20190301000000"])
+        .arg(&img));
+    let forged = import_now(&store, &img);
+    let text = stdout_of(&diskhist_output(&[
+        "timeline",
+        p(&store),
+        "--check",
+        "--json",
+    ]));
+    let f: Vec<(String, String, u64, String)> = text
+        .lines()
+        .map(|l| {
+            (
+                json_str(l, "path").unwrap(),
+                json_str(l, "finding").unwrap(),
+                json_str(l, "seq").unwrap().parse().unwrap(),
+                json_str(l, "detail").unwrap(),
+            )
+        })
+        .collect();
+    let back: Vec<_> = f.iter().filter(|x| x.1 == "time-went-backwards").collect();
+    assert_eq!(back.len(), 2, "{f:?}");
+    assert!(
+        back.iter().all(|x| x.0 == "/doc.txt" && x.2 == forged),
+        "{f:?}"
+    );
+    assert!(
+        back.iter().any(|x| x.3.starts_with("ctime went back")),
+        "{f:?}"
+    );
+    assert!(
+        back.iter().any(|x| x.3.starts_with("crtime went back")),
+        "{f:?}"
+    );
+    let h = diskhist(&["history", p(&store), "/doc.txt"]);
+    assert!(
+        h.lines().nth(1).unwrap().contains("ext4.ctime") && h.contains("-> 2019-03-01T00:00:00"),
+        "{h}"
+    );
+}
+
+/// NTFS written by ntfs-3g: a file's times set back with touch -d. Its
+/// $STANDARD_INFORMATION goes back; its $FILE_NAME does not.
+#[test]
+fn ntfs_times_set_back_through_ntfs3g() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "32M");
+    let img = dir.path().join("ntfs.img");
+    std::fs::write(&img, vec![0u8; 32 << 20]).unwrap();
+    run(Command::new("mkntfs").args(["-q", "-F", "-f"]).arg(&img));
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let mount = || run(Command::new("ntfs-3g").arg(&img).arg(&m));
+    let umount = || run(Command::new("fusermount3").arg("-u").arg(&m));
+    mount();
+    std::fs::write(m.join("report.docx"), "quarterly numbers\n").unwrap();
+    std::fs::write(m.join("other.txt"), "fine\n").unwrap();
+    umount();
+    import_now(&store, &img);
+    std::thread::sleep(Duration::from_millis(1100));
+    mount();
+    run(Command::new("touch")
+        .args(["-d", "2019-03-01 12:00:00"])
+        .arg(m.join("report.docx")));
+    umount();
+    let forged = import_now(&store, &img);
+    let text = stdout_of(&diskhist_output(&[
+        "timeline",
+        p(&store),
+        "--check",
+        "--json",
+    ]));
+    let f: Vec<(String, String, u64)> = text
+        .lines()
+        .map(|l| {
+            (
+                json_str(l, "path").unwrap(),
+                json_str(l, "finding").unwrap(),
+                json_str(l, "seq").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        f.iter().any(|x| x.0 == "/report.docx"
+            && x.2 == forged
+            && (x.1 == "time-went-backwards" || x.1 == "si-before-fn")),
+        "{f:?}"
+    );
+    assert!(f.iter().all(|x| x.0 == "/report.docx"), "{f:?}");
+    let h = diskhist(&["history", p(&store), "/report.docx"]);
+    assert!(
+        h.contains("ntfs.si.modified") && h.contains("-> 2019-03-01T12:00:00"),
+        "{h}"
+    );
+}
