@@ -9,6 +9,7 @@ use diskhist_test_common::{
     diskhist, diskhist_output, ext4_image, fails, init_store, log_records, p, run, stderr_of,
     stdout_of, KernelMount,
 };
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -558,4 +559,118 @@ fn ntfs_times_set_back_through_ntfs3g() {
         h.contains("ntfs.si.modified") && h.contains("-> 2019-03-01T12:00:00"),
         "{h}"
     );
+}
+
+#[test]
+fn bisect_finds_the_tamper_and_cleans_up() {
+    let c = ext4_case();
+    let s = p(&c.store);
+    let pred = ["--", "grep", "-q", "^line 130:", "{}/var/log/app.log"];
+    let mut args = vec!["bisect", s, "--from", "#1"];
+    let from = format!("#{}", c.appends[3]);
+    args[3] = &from;
+    args.extend(pred);
+    let out = diskhist_output(&args);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(
+        text.contains(&format!("first bad state: #{} (", c.tamper)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("before it: #{} (", c.appends[4])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("next record: #{} (", c.tamper + 1)),
+        "{text}"
+    );
+    // O(log n) runs: the two ends and a few between.
+    let steps = text.lines().filter(|l| l.starts_with("bisect: #")).count();
+    assert!(steps <= 5, "{text}");
+    // A command that never changes its verdict: said so, exit 1; the
+    // private mount it ran under is gone afterwards.
+    let rec = c._dir.path().join("paths");
+    let cmd = format!("echo {{}} >> {}", rec.display());
+    let out = diskhist_output(&["bisect", s, "--", "sh", "-c", &cmd]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("good at both"),
+        "{}",
+        stderr_of(&out)
+    );
+    let used = std::fs::read_to_string(&rec).unwrap();
+    let mnt = used
+        .lines()
+        .next()
+        .unwrap()
+        .trim_end_matches("/files")
+        .rsplit_once("/seq/")
+        .unwrap()
+        .0
+        .to_string();
+    assert!(mnt.contains("diskhist-bisect-"), "{used}");
+    assert!(!Path::new(&mnt).exists(), "{mnt} left behind");
+    assert!(!std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .contains(&mnt));
+
+    // --image: {} is the state's disk.img; a running mount given with --mount.
+    let m = diskhist_test_common::Mounted::start(&c.store, &c._dir.path().join("mnt"), &[]);
+    let out = diskhist_output(&[
+        "bisect",
+        s,
+        "--mount",
+        p(&m.dir),
+        "--image",
+        "--from",
+        &from,
+        "--",
+        "sh",
+        "-c",
+        "debugfs -R 'cat /var/log/app.log' {} 2>/dev/null | grep -q '^line 130:'",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains(&format!("first bad state: #{} (", c.tamper)),
+        "{}",
+        stdout_of(&out)
+    );
+    drop(m);
+
+    // Ctrl-C during a step: the private mount is unmounted and removed.
+    let mut child =
+        diskhist_test_common::diskhist_cmd(["bisect", s, "--", "sh", "-c", "sleep 30; test -d {}"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    let find = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(&format!("diskhist-bisect-{pid}-")))
+            .map(|l| l.split(' ').nth(1).unwrap().to_string())
+    };
+    let mnt = loop {
+        if let Some(m) = find() {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no private mount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // As a terminal's Ctrl-C does: the whole foreground group (bisect and
+    // its command; the mount daemon has a group of its own).
+    run(Command::new("kill").args(["-INT", "--", &format!("-{pid}")]));
+    let st = child.wait().unwrap();
+    assert!(!st.success());
+    assert!(find().is_none(), "still mounted: {mnt}");
+    assert!(!Path::new(&mnt).exists(), "{mnt} left behind");
 }

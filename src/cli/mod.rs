@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod bisect;
 mod cat;
 mod diff;
 mod dump;
@@ -77,6 +78,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Every file version with claimed and recorded times; --check for contradictions.
     Timeline(timeline::TimelineArgs),
+    /// The first record at which COMMAND's verdict changes (git bisect run semantics).
+    Bisect(bisect::BisectArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -124,6 +127,7 @@ pub fn main() -> i32 {
         Command::Cat(a) => done(cat::cat(a)),
         Command::History(a) => done(history::run(a)),
         Command::Timeline(a) => timeline::run(a),
+        Command::Bisect(a) => done(bisect::run(a)),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -184,6 +188,7 @@ impl Command {
             Command::Cat(a) => Some(&a.store),
             Command::History(a) => Some(&a.store),
             Command::Timeline(a) => Some(&a.store),
+            Command::Bisect(a) => Some(&a.store),
         }
     }
 }
