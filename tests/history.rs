@@ -674,3 +674,114 @@ fn bisect_finds_the_tamper_and_cleans_up() {
     assert!(find().is_none(), "still mounted: {mnt}");
     assert!(!Path::new(&mnt).exists(), "{mnt} left behind");
 }
+
+/// Ordinary work gives no findings: 200 files created, appended to,
+/// edited in place, saved the way editors save (a new file renamed over
+/// the old) and deleted by the kernel's ext4, recorded after each round
+/// for about a minute (DISKHIST_WORKLOAD_ROUNDS rounds, default 12, two
+/// seconds apart); one backdating planted half way is the only finding.
+#[test]
+fn ordinary_work_gives_no_findings() {
+    let rounds = diskhist_test_common::env_number("DISKHIST_WORKLOAD_ROUNDS").unwrap_or(12) as u32;
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "64M");
+    let img = dir.path().join("fs.img");
+    ext4_image(&img, 64, &[]);
+    let m = KernelMount::new(&["-o", "loop"], &img, &dir.path().join("m"));
+    let root = m.dir.join("work");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut rng = diskhist_test_common::Rng::new(12);
+    let mut live: Vec<u32> = Vec::new();
+    let mut created = 0u32;
+    let mut planted = None;
+    // Files alive at some import (one made and deleted between two
+    // imports never reached a recorded state).
+    let mut recorded = std::collections::HashSet::new();
+    for round in 0..rounds {
+        // New files, until 200 have been made.
+        while created < 200 * (round + 1) / rounds {
+            let name = root.join(format!("f{created:03}.txt"));
+            std::fs::write(&name, format!("file {created} born in round {round}\n")).unwrap();
+            live.push(created);
+            created += 1;
+        }
+        for _ in 0..live.len() / 3 {
+            let f = live[rng.below(live.len() as u64) as usize];
+            let name = root.join(format!("f{f:03}.txt"));
+            match rng.below(4) {
+                0 => {
+                    // Append.
+                    let mut h = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&name)
+                        .unwrap();
+                    std::io::Write::write_all(
+                        &mut h,
+                        format!("more in round {round}\n").as_bytes(),
+                    )
+                    .unwrap();
+                }
+                1 => {
+                    // In place: overwrite the first bytes.
+                    let h = std::fs::OpenOptions::new().write(true).open(&name).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(&h, b"FILE", 0).unwrap();
+                }
+                2 => {
+                    // An editor's save: a new file renamed over the old.
+                    let tmp = root.join(format!(".f{f:03}.txt.swp"));
+                    let old = std::fs::read(&name).unwrap();
+                    let mut new = old.clone();
+                    new.extend_from_slice(format!("edited in round {round}\n").as_bytes());
+                    std::fs::write(&tmp, new).unwrap();
+                    std::fs::rename(&tmp, &name).unwrap();
+                }
+                _ => {
+                    std::fs::remove_file(&name).unwrap();
+                    live.retain(|x| *x != f);
+                }
+            }
+        }
+        if round == rounds / 2 {
+            let f = live[0];
+            run(Command::new("touch")
+                .args(["-d", "2020-01-01"])
+                .arg(root.join(format!("f{f:03}.txt"))));
+            planted = Some(format!("/work/f{f:03}.txt"));
+        }
+        sync_fs(&m.dir);
+        import_now(&store, &img);
+        recorded.extend(live.iter().map(|f| format!("/work/f{f:03}.txt")));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    drop(m);
+    let planted = planted.unwrap();
+    let out = diskhist_output(&["timeline", p(&store), "--check", "--json", "--stats"]);
+    let text = stdout_of(&out);
+    let mut n = 0;
+    for l in text.lines() {
+        n += 1;
+        assert_eq!(
+            json_str(l, "path").as_deref(),
+            Some(planted.as_str()),
+            "unplanted finding: {l}\nall:\n{text}"
+        );
+    }
+    assert!(
+        n >= 1,
+        "the planted backdating was not found: {text}\n{}",
+        stderr_of(&out)
+    );
+    // The timeline holds the 200 files' versions.
+    let jl = diskhist(&["timeline", p(&store), "--format", "jsonl"]);
+    let names: std::collections::HashSet<String> = jl
+        .lines()
+        .filter_map(|l| json_str(l, "path"))
+        .filter(|p| p.starts_with("/work/f"))
+        .collect();
+    assert!(recorded.len() > 150, "{}", recorded.len());
+    assert_eq!(names, recorded);
+    assert!(
+        jl.contains("\"change\":\"replaced\""),
+        "editor saves seen as replacements"
+    );
+}

@@ -233,7 +233,11 @@ pub fn timeline(
             let moved_from = gone_by_ino
                 .get(&v.stat.ino)
                 .filter(|_| !prev.contains_key(path))
-                .filter(|op| prev[op.as_slice()].stat.kind == v.stat.kind);
+                .filter(|op| {
+                    // The same node, not its number reused by a new file.
+                    let o = &prev[op.as_slice()].stat;
+                    o.kind == v.stat.kind && o.crtime == v.stat.crtime
+                });
             let (kind, content, fields, previous) = match prev.get(path) {
                 None if moved_from.is_some() => {
                     let op = moved_from.expect("checked");
