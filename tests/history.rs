@@ -506,8 +506,9 @@ fn ext4_ctime_and_crtime_forged_with_debugfs() {
     );
 }
 
-/// NTFS written by ntfs-3g: a file's times set back with touch -d. Its
-/// $STANDARD_INFORMATION goes back; its $FILE_NAME does not.
+/// NTFS written by ntfs-3g: a file's times set back with touch -d (its
+/// $STANDARD_INFORMATION goes back, its $FILE_NAME does not), another's
+/// creation time through the system.ntfs_crtime attribute.
 #[test]
 fn ntfs_times_set_back_through_ntfs3g() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,6 +523,7 @@ fn ntfs_times_set_back_through_ntfs3g() {
     mount();
     std::fs::write(m.join("report.docx"), "quarterly numbers\n").unwrap();
     std::fs::write(m.join("other.txt"), "fine\n").unwrap();
+    std::fs::write(m.join("plain.txt"), "untouched\n").unwrap();
     umount();
     import_now(&store, &img);
     std::thread::sleep(Duration::from_millis(1100));
@@ -529,6 +531,17 @@ fn ntfs_times_set_back_through_ntfs3g() {
     run(Command::new("touch")
         .args(["-d", "2019-03-01 12:00:00"])
         .arg(m.join("report.docx")));
+    // The creation time set back through ntfs-3g's system.ntfs_crtime
+    // (an NTFS time: 100 ns units since 1601, little-endian).
+    let nt = (1_514_764_800u64 + 11_644_473_600) * 10_000_000; // 2018-01-01
+    let hex: String = nt
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    run(Command::new("setfattr")
+        .args(["-n", "system.ntfs_crtime", "-v", &format!("0x{hex}")])
+        .arg(m.join("other.txt")));
     umount();
     let forged = import_now(&store, &img);
     let text = stdout_of(&diskhist_output(&[
@@ -553,7 +566,16 @@ fn ntfs_times_set_back_through_ntfs3g() {
             && (x.1 == "time-went-backwards" || x.1 == "si-before-fn")),
         "{f:?}"
     );
-    assert!(f.iter().all(|x| x.0 == "/report.docx"), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|x| x.0 == "/other.txt" && x.2 == forged && x.1 == "time-went-backwards"),
+        "{f:?}"
+    );
+    assert!(
+        f.iter()
+            .all(|x| x.0 == "/report.docx" || x.0 == "/other.txt"),
+        "{f:?}"
+    );
     let h = diskhist(&["history", p(&store), "/report.docx"]);
     assert!(
         h.contains("ntfs.si.modified") && h.contains("-> 2019-03-01T12:00:00"),

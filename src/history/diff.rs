@@ -82,9 +82,9 @@ pub fn metadata_changes(a: &Stat, b: &Stat) -> Vec<String> {
 pub fn compare(prev: &Version, cur: &Version) -> Option<(ChangeKind, bool, Vec<String>)> {
     let content = prev.sha256 != cur.sha256 || prev.stat.size != cur.stat.size;
     let fields = metadata_changes(&prev.stat, &cur.stat);
-    // Another inode, or the same number reused by a new file (its
-    // creation time differs): a new node under the name.
-    let reborn = matches!((prev.stat.crtime, cur.stat.crtime), (Some(a), Some(b)) if a != b);
+    // Another inode, or the same number reused by a file created later
+    // (a creation time set back is a forged time, not a new file).
+    let reborn = matches!((prev.stat.crtime, cur.stat.crtime), (Some(a), Some(b)) if b > a);
     if prev.stat.ino != cur.stat.ino || reborn {
         return Some((
             ChangeKind::Replaced {
