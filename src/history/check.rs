@@ -362,3 +362,142 @@ impl Checker {
         self.found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FileKind;
+    use crate::history::view::Version;
+
+    const S: i64 = 1_000_000_000;
+
+    fn stat(ino: u64, mtime: i64, ctime: i64) -> Stat {
+        Stat {
+            kind: FileKind::File,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 10,
+            nlink: 1,
+            ino,
+            rdev: 0,
+            atime: Some(TimeNs(mtime)),
+            mtime: Some(TimeNs(mtime)),
+            ctime: Some(TimeNs(ctime)),
+            crtime: Some(TimeNs(1000 * S + 7)),
+            times: vec![
+                ("user.ext4.atime", TimeNs(mtime)),
+                ("user.ext4.mtime", TimeNs(mtime)),
+                ("user.ext4.ctime", TimeNs(ctime)),
+            ],
+        }
+    }
+
+    fn version(st: Stat, content: u8) -> Version {
+        Version {
+            stat: st,
+            sha256: [content; 32],
+            content_blocks: vec![5],
+        }
+    }
+
+    fn event(seq: u64, t: i64, kind: ChangeKind, prev: Option<&Version>, cur: &Version) -> Event {
+        Event {
+            path: b"/log".to_vec(),
+            seq: Seq(seq),
+            time_ns: TimeNs(t),
+            kind,
+            content_changed: prev.is_none_or(|p| p.sha256 != cur.sha256),
+            fields: Vec::new(),
+            version: Some(cur.clone()),
+            previous: prev.cloned(),
+            content_write: Some((Seq(seq), TimeNs(t))),
+            renamed_to: None,
+        }
+    }
+
+    fn rules(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn an_edit_with_its_mtime_put_back_is_found_and_ordinary_edits_are_not() {
+        let a = version(stat(12, 1000 * S + 5, 1000 * S + 5), 1);
+        let b = version(stat(12, 1010 * S + 5, 1010 * S + 5), 2);
+        let c = version(stat(12, 1010 * S + 5, 1020 * S + 5), 3); // mtime put back
+        let mut ch = Checker::new(120 * S);
+        ch.event(&event(1, 1001 * S, ChangeKind::Created, None, &a));
+        ch.event(&event(2, 1011 * S, ChangeKind::Modified, Some(&a), &b));
+        ch.event(&event(3, 1021 * S, ChangeKind::Modified, Some(&b), &c));
+        let f = ch.finish();
+        assert_eq!(rules(&f), ["content-changed-time-kept"]);
+        assert_eq!(f[0].seq, Seq(3));
+        assert_eq!(f[0].claimed, TimeNs(1010 * S + 5));
+    }
+
+    #[test]
+    fn new_data_seen_before_its_inode_is_cleared_when_the_mtime_follows() {
+        let a = version(stat(12, 1000 * S + 5, 1000 * S + 5), 1);
+        let b = version(stat(12, 1000 * S + 5, 1000 * S + 5), 2); // data first
+        let c = version(stat(12, 1003 * S + 5, 1003 * S + 5), 2); // then the inode
+        let mut ch = Checker::new(120 * S);
+        ch.event(&event(1, 1001 * S, ChangeKind::Created, None, &a));
+        ch.event(&event(2, 1003 * S, ChangeKind::Modified, Some(&a), &b));
+        let mut e = event(3, 1004 * S, ChangeKind::Modified, Some(&b), &c);
+        e.content_changed = false;
+        e.content_write = Some((Seq(2), TimeNs(1003 * S)));
+        ch.event(&e);
+        assert_eq!(rules(&ch.finish()), Vec::<&str>::new());
+        // More writes instead of the inode: the finding stands.
+        let d = version(stat(12, 1000 * S + 5, 1000 * S + 5), 3);
+        let mut ch = Checker::new(120 * S);
+        ch.event(&event(1, 1001 * S, ChangeKind::Created, None, &a));
+        ch.event(&event(2, 1003 * S, ChangeKind::Modified, Some(&a), &b));
+        ch.event(&event(3, 1004 * S, ChangeKind::Modified, Some(&b), &d));
+        assert_eq!(
+            rules(&ch.finish()),
+            ["content-changed-time-kept", "content-changed-time-kept"]
+        );
+    }
+
+    #[test]
+    fn backdating_future_dating_and_whole_seconds() {
+        let a = version(stat(12, 1000 * S + 5, 1000 * S + 5), 1);
+        // touch -d: whole-second mtime and atime, ctime now.
+        let b = version(stat(12, 500 * S, 2000 * S + 9), 1);
+        let mut ch = Checker::new(120 * S);
+        ch.event(&event(1, 1001 * S, ChangeKind::Created, None, &a));
+        let mut e = event(2, 2001 * S, ChangeKind::Modified, Some(&a), &b);
+        e.content_changed = false;
+        e.content_write = Some((Seq(1), TimeNs(1001 * S)));
+        ch.event(&e);
+        let f = ch.finish();
+        assert_eq!(
+            rules(&f),
+            [
+                "claimed-before-written",
+                "time-went-backwards",
+                "whole-seconds"
+            ]
+        );
+        assert!(f[0].detail.contains("touch -d"), "{}", f[0].detail);
+        assert!(f[2].informational && !f[0].informational);
+        // A file claiming a time an hour after it was recorded.
+        let c = version(stat(13, 4600 * S + 1, 4600 * S + 1), 1);
+        let mut ch = Checker::new(120 * S);
+        ch.event(&event(5, 1000 * S, ChangeKind::Created, None, &c));
+        let f = ch.finish();
+        assert!(
+            rules(&f).iter().all(|r| *r == "claimed-after-written") && f.len() == 2,
+            "{f:?}"
+        );
+        assert_eq!(f[0].apart_ns, 3600 * S + 1);
+    }
+
+    #[test]
+    fn distances_read_as_durations() {
+        assert_eq!(human_ns(0), "0s");
+        assert_eq!(human_ns(1_500_000_000), "1.500s");
+        assert_eq!(human_ns(-(86_400 + 3_661) * S), "1d 1h 1m 1s");
+    }
+}
