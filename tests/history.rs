@@ -807,3 +807,59 @@ fn ordinary_work_gives_no_findings() {
         "editor saves seen as replacements"
     );
 }
+
+/// A partitioned disk: `--part` picks the volume; leaving it out, or
+/// naming a partition that is not there, is a usage error that says so.
+#[test]
+fn history_and_timeline_of_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "64M");
+    let disk = dir.path().join("disk.img");
+    let part = dir.path().join("part.img");
+    let mut disk_with = |files: &[(&str, &str)]| {
+        ext4_image(&part, 60, files);
+        std::fs::write(&disk, vec![0u8; 64 << 20]).unwrap();
+        let out = diskhist_test_common::output_with_input(
+            Command::new("sfdisk").arg("-q").arg(&disk),
+            b"label: dos\nstart=2048, size=122880, type=83\n",
+        );
+        assert!(out.status.success(), "sfdisk");
+        run(Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", disk.display()))
+            .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]));
+        import_now(&store, &disk)
+    };
+    let first = disk_with(&[("notes.txt", "one\n")]);
+    let second = disk_with(&[("notes.txt", "one\ntwo\n")]);
+    let s = p(&store);
+    let text = diskhist(&["history", s, "/notes.txt", "--part", "1"]);
+    let l: Vec<&str> = text.lines().collect();
+    assert_eq!(l.len(), 2, "{text}");
+    assert!(
+        l[0].starts_with(&format!("#{first}  ")) && l[0].contains("created"),
+        "{text}"
+    );
+    assert!(
+        l[1].starts_with(&format!("#{second}  ")) && l[1].contains("size=8"),
+        "{text}"
+    );
+    fails(
+        Command::new(diskhist_test_common::bin()).args(["history", s, "/notes.txt"]),
+        2,
+        "--part",
+    );
+    fails(
+        Command::new(diskhist_test_common::bin()).args(["history", s, "/notes.txt", "--part", "2"]),
+        2,
+        "no partition 2",
+    );
+    let jl = diskhist(&["timeline", s, "--part", "1", "--format", "jsonl"]);
+    assert_eq!(
+        jl.lines()
+            .filter(|l| json_str(l, "path").as_deref() == Some("/notes.txt"))
+            .count(),
+        2,
+        "{jl}"
+    );
+}
