@@ -816,7 +816,7 @@ fn history_and_timeline_of_a_partition() {
     let store = init_store(dir.path(), "64M");
     let disk = dir.path().join("disk.img");
     let part = dir.path().join("part.img");
-    let mut disk_with = |files: &[(&str, &str)]| {
+    let disk_with = |files: &[(&str, &str)]| {
         ext4_image(&part, 60, files);
         std::fs::write(&disk, vec![0u8; 64 << 20]).unwrap();
         let out = diskhist_test_common::output_with_input(

@@ -236,7 +236,7 @@ pub fn timeline(
                 .filter(|op| {
                     // The same node, not its number reused by a new file.
                     let o = &prev[op.as_slice()].stat;
-                    o.kind == v.stat.kind && !(v.stat.crtime > o.crtime)
+                    o.kind == v.stat.kind && v.stat.crtime <= o.crtime
                 });
             let (kind, content, fields, previous) = match prev.get(path) {
                 None if moved_from.is_some() => {
