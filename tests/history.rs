@@ -925,3 +925,36 @@ fn history_matches_the_naive_scan_of_every_state() {
         }
     }
 }
+
+/// A directory whose block is damaged (zeroed by debugfs: its checksum
+/// fails) is unreadable in the timeline and the history, not a deletion
+/// of everything in it.
+#[test]
+fn a_damaged_directory_is_unreadable_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "64M");
+    let img = dir.path().join("fs.img");
+    ext4_image(&img, 64, &[("docs/a.txt", "a\n"), ("docs/b.txt", "b\n")]);
+    import_now(&store, &img);
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "zap_block -f /docs 0"])
+        .arg(&img));
+    let damaged = import_now(&store, &img);
+    let jl = diskhist(&["timeline", p(&store), "--format", "jsonl"]);
+    let later: Vec<&str> = jl
+        .lines()
+        .filter(|l| json_str(l, "seq").as_deref() == Some(&damaged.to_string()))
+        .collect();
+    assert_eq!(later.len(), 1, "{jl}");
+    assert_eq!(json_str(later[0], "path").unwrap(), "/docs");
+    assert_eq!(json_str(later[0], "change").unwrap(), "unreadable");
+    assert!(
+        json_str(later[0], "why").unwrap().contains("checksum"),
+        "{jl}"
+    );
+    let h = diskhist(&["history", p(&store), "/docs/a.txt"]);
+    let l: Vec<&str> = h.lines().collect();
+    assert_eq!(l.len(), 2, "{h}");
+    assert!(l[1].starts_with(&format!("#{damaged}  ")), "{h}");
+    assert!(l[1].contains("unreadable: damaged"), "{h}");
+}

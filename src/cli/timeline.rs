@@ -22,6 +22,7 @@ use clap::{Args, ValueEnum};
 use diskhist::fs::{FileKind, Stat};
 use diskhist::history::check::{human_ns, Checker, Finding};
 use diskhist::history::tree::{self, Event};
+use diskhist::history::ChangeKind;
 use diskhist::sessions::{read_sessions, Session};
 use diskhist::{format_rfc3339_ns, Seq, TimeNs};
 use std::io::Write;
@@ -154,6 +155,13 @@ fn write_event(out: &mut Output, f: Format, e: &Event) -> std::io::Result<()> {
                     .str("change", e.kind.name())
                     .num("seq", e.seq.0)
                     .str("recorded", &time_text(e.seq, e.time_ns))
+                    .opt_str(
+                        "why",
+                        match &e.kind {
+                            ChangeKind::Unreadable(why) => Some(why.as_str()),
+                            _ => None,
+                        },
+                    )
                     .opt_str(
                         "renamed_to",
                         e.renamed_to

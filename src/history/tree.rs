@@ -42,6 +42,9 @@ pub struct Event {
 struct Walked {
     versions: BTreeMap<Vec<u8>, Version>,
     deps: BTreeSet<u64>,
+    /// Nodes (and directories' listings) the filesystem answered with
+    /// damage: what was below them is not known to be gone.
+    unreadable: Vec<(Vec<u8>, String)>,
 }
 
 /// Walk the whole tree of `fs`; content hashes are taken from `reuse`
@@ -55,6 +58,7 @@ fn walk(
     let mut deps = BTreeSet::new();
     let mut stack: Vec<(Vec<u8>, NodeId)> = vec![(b"/".to_vec(), fs.root())];
     let mut dirs_seen = HashSet::new();
+    let mut unreadable = Vec::new();
     while let Some((path, node)) = stack.pop() {
         if versions.len() >= MAX_NODES {
             return Err(FsError::Damaged(format!("more than {MAX_NODES} nodes")));
@@ -62,7 +66,11 @@ fn walk(
         let stat = match fs.stat(node) {
             Ok(s) => s,
             Err(FsError::Io(e)) => return Err(FsError::Io(e)),
-            Err(_) => continue, // one damaged node: the rest of the tree stands
+            // One damaged node: the rest of the tree stands.
+            Err(e) => {
+                unreadable.push((path, e.to_string()));
+                continue;
+            }
         };
         deps.extend(rec.take());
         if let Some(v) = reuse(&path, &stat) {
@@ -76,8 +84,13 @@ fn walk(
                 if !dirs_seen.insert(node) {
                     continue;
                 }
-                let Ok(entries) = fs.list(node) else {
-                    continue;
+                let entries = match fs.list(node) {
+                    Ok(e) => e,
+                    Err(FsError::Io(e)) => return Err(FsError::Io(e)),
+                    Err(e) => {
+                        unreadable.push((path, e.to_string()));
+                        continue;
+                    }
                 };
                 for e in &entries {
                     h.update(&e.name);
@@ -127,7 +140,11 @@ fn walk(
         );
     }
     deps.extend(rec.take());
-    Ok(Walked { versions, deps })
+    Ok(Walked {
+        versions,
+        deps,
+        unreadable,
+    })
 }
 
 /// The last write to any of `blocks` up to `state`.
@@ -167,6 +184,9 @@ pub fn timeline(
     let mut writes: HashMap<Vec<u8>, Option<(Seq, TimeNs)>> = HashMap::new();
     let mut ever: HashSet<Vec<u8>> = HashSet::new();
     let mut first = true;
+    let mut unreadable_now: HashSet<Vec<u8>> = HashSet::new();
+    let mut unreadable_next: HashSet<Vec<u8>> = HashSet::new();
+    let mut reuse_next = NextWrite::default();
     loop {
         stats.states_examined += 1;
         let opened = open_state(store, state, part);
@@ -177,6 +197,7 @@ pub fn timeline(
                 Walked {
                     versions: BTreeMap::new(),
                     deps: rec.take(),
+                    unreadable: Vec::new(),
                 }
             }
             Ok(mut fs) => {
@@ -188,14 +209,11 @@ pub fn timeline(
                         return None;
                     }
                     let since = prev_state?;
-                    for &b in &p.content_blocks {
-                        match store.next_write(BlockNo(b), since) {
-                            Ok(Some(q)) if q <= state => return None,
-                            Ok(_) => {}
-                            Err(_) => return None,
-                        }
+                    match reuse_next.after(store, &p.content_blocks, since) {
+                        Ok(Some(q)) if q <= state => None,
+                        Ok(_) => Some(p.clone()),
+                        Err(_) => None,
                     }
-                    Some(p.clone())
                 };
                 match walk(fs.as_mut(), &rec, &mut reuse) {
                     Ok(w) => w,
@@ -204,11 +222,40 @@ pub fn timeline(
                         Walked {
                             versions: BTreeMap::new(),
                             deps: rec.take(),
+                            unreadable: Vec::new(),
                         }
                     }
                 }
             }
         };
+        let mut walked = walked;
+        // What lies at or below a node that cannot be read now keeps its
+        // last version (said once, as unreadable), rather than looking
+        // deleted.
+        let mut unreadable_events = Vec::new();
+        for (path, why) in std::mem::take(&mut walked.unreadable) {
+            let mut below = path.clone();
+            if below.len() > 1 {
+                below.push(b'/');
+            }
+            for (p, v) in prev.range(path.clone()..) {
+                if *p != path && !p.starts_with(&below) {
+                    if p.as_slice() > below.as_slice() {
+                        break;
+                    }
+                    continue;
+                }
+                walked
+                    .versions
+                    .entry(p.clone())
+                    .or_insert_with(|| v.clone());
+            }
+            if !unreadable_now.contains(&path) {
+                unreadable_events.push((path.clone(), why));
+            }
+            unreadable_next.insert(path);
+        }
+        unreadable_now = std::mem::take(&mut unreadable_next);
         stats.max_dependencies = stats.max_dependencies.max(walked.deps.len());
         let time_ns = if state.0 == 0 {
             TimeNs(i64::MIN)
@@ -311,6 +358,20 @@ pub fn timeline(
                 renamed_to: moved,
             });
             writes.remove(path);
+        }
+        for (path, why) in unreadable_events {
+            events.push(Event {
+                path: path.clone(),
+                seq: state,
+                time_ns,
+                kind: ChangeKind::Unreadable(why),
+                content_changed: false,
+                fields: Vec::new(),
+                version: None,
+                previous: prev.get(&path).cloned(),
+                content_write: None,
+                renamed_to: None,
+            });
         }
         events.sort_by(|a, b| a.path.cmp(&b.path));
         for e in &events {

@@ -165,10 +165,3 @@ pub fn view_path(
     deps.extend(recorder.take());
     (view, deps)
 }
-
-/// Links left to inode `ino` at `state` (0 or an error: it is gone), and
-/// the blocks that answer read: whether a path that vanished was renamed
-/// away or deleted.
-pub fn links_left(fs: &mut dyn FileSystem, ino: NodeId) -> u32 {
-    fs.stat(ino).map(|s| s.nlink).unwrap_or(0)
-}
