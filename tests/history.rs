@@ -112,7 +112,7 @@ fn ext4_case() -> Ext4Case {
     std::thread::sleep(Duration::from_millis(300));
     // The backdating.
     run(Command::new("touch")
-        .args(["-d", "2019-03-01"])
+        .args(["-d", "2019-03-01 00:00:00 UTC"])
         .arg(root.join("etc/app.conf")));
     sync_fs(&root);
     let backdate = import_now(&store, &img);
@@ -355,7 +355,7 @@ fn mactime(body: &Path) -> Vec<(String, String, String)> {
     let out = run(Command::new("mactime")
         .args(["-b"])
         .arg(body)
-        .args(["-d", "-y"]));
+        .args(["-d", "-y", "-z", "UTC"]));
     let mut last_date = String::new();
     out.lines()
         .skip(1)
@@ -529,7 +529,7 @@ fn ntfs_times_set_back_through_ntfs3g() {
     std::thread::sleep(Duration::from_millis(1100));
     mount();
     run(Command::new("touch")
-        .args(["-d", "2019-03-01 12:00:00"])
+        .args(["-d", "2019-03-01 12:00:00 UTC"])
         .arg(m.join("report.docx")));
     // The creation time set back through ntfs-3g's system.ntfs_crtime
     // (an NTFS time: 100 ns units since 1601, little-endian).
@@ -576,6 +576,21 @@ fn ntfs_times_set_back_through_ntfs3g() {
             .all(|x| x.0 == "/report.docx" || x.0 == "/other.txt"),
         "{f:?}"
     );
+    // The bodyfile: $SI times on the file's line, $FN on their own.
+    let body = diskhist(&["timeline", p(&store)]);
+    let si = body
+        .lines()
+        .filter(|l| l.starts_with("0|/report.docx|"))
+        .last()
+        .unwrap_or_else(|| panic!("{body}"));
+    let fname = body
+        .lines()
+        .filter(|l| l.starts_with("0|/report.docx ($FILE_NAME)|"))
+        .last()
+        .unwrap_or_else(|| panic!("{body}"));
+    let col = |l: &str, i: usize| l.split('|').nth(i).unwrap().parse::<i64>().unwrap();
+    assert_eq!(col(si, 8), 1_551_441_600, "{si}"); // 2019-03-01T12:00:00Z
+    assert!(col(fname, 8) > 1_700_000_000, "{fname}");
     let h = diskhist(&["history", p(&store), "/report.docx"]);
     assert!(
         h.contains("ntfs.si.modified") && h.contains("-> 2019-03-01T12:00:00"),
@@ -766,7 +781,7 @@ fn ordinary_work_gives_no_findings() {
         if round == rounds / 2 {
             let f = live[0];
             run(Command::new("touch")
-                .args(["-d", "2020-01-01"])
+                .args(["-d", "2020-01-01 00:00:00 UTC"])
                 .arg(root.join(format!("f{f:03}.txt"))));
             planted = Some(format!("/work/f{f:03}.txt"));
         }

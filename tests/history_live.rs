@@ -171,7 +171,7 @@ fn live_recording_finds_the_planted_and_nothing_else() {
     sync_fs(&mnt);
     std::thread::sleep(Duration::from_millis(700));
     run(Command::new("touch")
-        .args(["-d", "2019-03-01"])
+        .args(["-d", "2019-03-01 00:00:00 UTC"])
         .arg(mnt.join("etc/app.conf")));
     sync_fs(&mnt);
     std::thread::sleep(Duration::from_millis(700));

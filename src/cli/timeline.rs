@@ -7,7 +7,9 @@
 //! The bodyfile is The Sleuth Kit 3.x body format (`MD5|name|inode|
 //! mode_as_string|UID|GID|size|atime|mtime|ctime|crtime`, whole seconds),
 //! so `mactime -b FILE` reads it. Each version is one line with its
-//! claimed times; its recorded times are lines of their own, named
+//! claimed times (NTFS: the $STANDARD_INFORMATION ones, and the
+//! $FILE_NAME ones on a line named `PATH ($FILE_NAME)`, as `fls -m` does);
+//! its recorded times are lines of their own, named
 //! `PATH (diskhist: content written, record N)` and `PATH (diskhist:
 //! version recorded, record N)`, with the recorded time in all four time
 //! columns (mactime shows a zero time as a real entry dated 1970), so
@@ -198,6 +200,24 @@ fn write_event(out: &mut Output, f: Format, e: &Event) -> std::io::Result<()> {
                 secs(st.ctime),
                 secs(st.crtime)
             )?;
+            // NTFS keeps a second set of times in $FILE_NAME: a line of its
+            // own, named as The Sleuth Kit's fls -m names it.
+            let named = |n: &str| st.times.iter().find(|(k, _)| *k == n).map(|(_, t)| *t);
+            if let Some(fn_mod) = named("user.ntfs.fn.modified") {
+                writeln!(
+                    out,
+                    "0|{name} ($FILE_NAME)|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                    st.ino,
+                    body_mode(st),
+                    st.uid,
+                    st.gid,
+                    st.size,
+                    secs(named("user.ntfs.fn.accessed")),
+                    secs(Some(fn_mod)),
+                    secs(named("user.ntfs.fn.changed")),
+                    secs(named("user.ntfs.fn.created"))
+                )?;
+            }
             if e.seq.0 > 0 {
                 writeln!(
                     out,
