@@ -580,13 +580,11 @@ fn ntfs_times_set_back_through_ntfs3g() {
     let body = diskhist(&["timeline", p(&store)]);
     let si = body
         .lines()
-        .filter(|l| l.starts_with("0|/report.docx|"))
-        .last()
+        .rfind(|l| l.starts_with("0|/report.docx|"))
         .unwrap_or_else(|| panic!("{body}"));
     let fname = body
         .lines()
-        .filter(|l| l.starts_with("0|/report.docx ($FILE_NAME)|"))
-        .last()
+        .rfind(|l| l.starts_with("0|/report.docx ($FILE_NAME)|"))
         .unwrap_or_else(|| panic!("{body}"));
     let col = |l: &str, i: usize| l.split('|').nth(i).unwrap().parse::<i64>().unwrap();
     assert_eq!(col(si, 8), 1_551_441_600, "{si}"); // 2019-03-01T12:00:00Z
