@@ -70,16 +70,16 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Size, block size, record count, times, space, chain head.
     Info(info::InfoArgs),
+    /// Every change of one file or directory across the history.
+    History(history::HistoryArgs),
+    /// The first record at which COMMAND's verdict changes (git bisect run semantics).
+    Bisect(bisect::BisectArgs),
+    /// Every file version with claimed and recorded times; --check for contradictions.
+    Timeline(timeline::TimelineArgs),
     /// List a directory of a filesystem inside the disk at TIME.
     Ls(ls::LsArgs),
     /// Print a file of a filesystem inside the disk at TIME.
     Cat(cat::CatArgs),
-    /// Every change of one file or directory across the history.
-    History(history::HistoryArgs),
-    /// Every file version with claimed and recorded times; --check for contradictions.
-    Timeline(timeline::TimelineArgs),
-    /// The first record at which COMMAND's verdict changes (git bisect run semantics).
-    Bisect(bisect::BisectArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -123,11 +123,11 @@ pub fn main() -> i32 {
         Command::Dump(a) => done(dump::dump(a)),
         Command::Verify(a) => verify::verify(a),
         Command::Info(a) => done(info::info(a)),
-        Command::Ls(a) => done(ls::ls(a)),
-        Command::Cat(a) => done(cat::cat(a)),
         Command::History(a) => done(history::run(a)),
         Command::Timeline(a) => timeline::run(a),
         Command::Bisect(a) => done(bisect::run(a)),
+        Command::Ls(a) => done(ls::ls(a)),
+        Command::Cat(a) => done(cat::cat(a)),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -184,11 +184,11 @@ impl Command {
             Command::Dump(a) => Some(&a.store),
             Command::Verify(a) => Some(&a.store),
             Command::Info(a) => Some(&a.store),
-            Command::Ls(a) => Some(&a.store),
-            Command::Cat(a) => Some(&a.store),
             Command::History(a) => Some(&a.store),
             Command::Timeline(a) => Some(&a.store),
             Command::Bisect(a) => Some(&a.store),
+            Command::Ls(a) => Some(&a.store),
+            Command::Cat(a) => Some(&a.store),
         }
     }
 }
