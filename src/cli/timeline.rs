@@ -56,6 +56,7 @@ pub struct TimelineArgs {
     /// Stop at the state at this time (default: the latest).
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
+    /// What to write.
     #[arg(long, value_enum, default_value = "bodyfile")]
     pub format: Format,
     /// Report contradictions between claimed and recorded times instead
@@ -73,6 +74,7 @@ pub struct TimelineArgs {
     /// file without --force, never inside a store).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With -o: replace FILE if it exists.
     #[arg(long)]
     pub force: bool,
     /// Say on standard error how many states were examined and how long.
