@@ -86,6 +86,13 @@ fn ext4_case() -> Ext4Case {
         if step > 0 {
             std::fs::remove_file(root.join(format!("home/u/scratch{}", step - 1))).unwrap();
         }
+        match step {
+            1 => std::fs::write(root.join("home/u/todo.txt"), "buy milk\n").unwrap(),
+            3 => {
+                std::fs::rename(root.join("home/u/todo.txt"), root.join("home/u/done.txt")).unwrap()
+            }
+            _ => {}
+        }
         sync_fs(&root);
         appends.push(import_now(&store, &img));
         std::thread::sleep(Duration::from_millis(300));
@@ -239,6 +246,38 @@ fn ext4_history_check_timeline_and_errors() {
     assert!(
         l.len() == 2 && l[0].contains("created") && l[1].contains("deleted"),
         "{text}"
+    );
+
+    // A rename: the old name's history ends "renamed away", the timeline
+    // follows the node to its new name.
+    let text = diskhist(&["history", s, "/home/u/todo.txt"]);
+    let l: Vec<&str> = text.lines().collect();
+    assert!(l.len() == 2 && l[0].contains("created"), "{text}");
+    assert!(l[1].starts_with(&format!("#{}  ", c.appends[3])), "{text}");
+    assert!(
+        l[1].contains("renamed away (inode ") && l[1].contains("still has 1 link)"),
+        "{text}"
+    );
+    let jl = diskhist(&["timeline", s, "--format", "jsonl"]);
+    let moved: Vec<&str> = jl
+        .lines()
+        .filter(|l| json_str(l, "seq").as_deref() == Some(&c.appends[3].to_string()))
+        .filter(|l| json_str(l, "path").unwrap().starts_with("/home/u/"))
+        .collect();
+    assert!(
+        moved
+            .iter()
+            .any(|l| json_str(l, "path").unwrap() == "/home/u/done.txt"
+                && json_str(l, "change").unwrap() == "renamed-from"),
+        "{moved:?}"
+    );
+    assert!(
+        moved
+            .iter()
+            .any(|l| json_str(l, "path").unwrap() == "/home/u/todo.txt"
+                && json_str(l, "change").unwrap() == "renamed-away"
+                && json_str(l, "renamed_to").unwrap() == "/home/u/done.txt"),
+        "{moved:?}"
     );
 
     // timeline --check: the tamper and the backdating, nothing else.
