@@ -110,12 +110,15 @@ struct Seen {
     deps: BTreeSet<u64>,
 }
 
+/// The view of `path` at `state`; `prev` is the node the path showed
+/// before (inode number and creation time), to tell a rename from a
+/// deletion when the name is gone.
 fn look(
     store: &Arc<Store>,
     state: Seq,
     part: Option<u32>,
     path: &[u8],
-    prev_ino: Option<u64>,
+    prev: Option<(u64, Option<TimeNs>)>,
 ) -> Seen {
     let opened = open_state(store, state, part);
     let rec = opened.recorder;
@@ -136,8 +139,14 @@ fn look(
             },
             Ok(None) => {
                 seen.absence = Some("no such file or directory".into());
-                if let Some(ino) = prev_ino {
-                    seen.links_of_previous = fs.stat(ino).map(|s| s.nlink).unwrap_or(0);
+                // Still linked, and not its number reused by a file
+                // created since.
+                if let Some((ino, crtime)) = prev {
+                    seen.links_of_previous = fs
+                        .stat(ino)
+                        .ok()
+                        .filter(|s| s.crtime <= crtime)
+                        .map_or(0, |s| s.nlink);
                 }
             }
             Err(e) => seen.unreadable = Some(e.to_string()),
@@ -257,7 +266,13 @@ pub fn history(
             break;
         }
         state = group_end(store, n, to)?;
-        seen = look(store, state, part, path, prev.as_ref().map(|v| v.stat.ino));
+        seen = look(
+            store,
+            state,
+            part,
+            path,
+            prev.as_ref().map(|v| (v.stat.ino, v.stat.crtime)),
+        );
         stats.states_examined += 1;
     }
     stats.index_probes = next.probes;

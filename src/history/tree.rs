@@ -262,12 +262,6 @@ pub fn timeline(
         } else {
             store.time_of(state)?
         };
-        // Nodes by inode, to tell a rename from a deletion.
-        let by_ino: HashMap<u64, &Vec<u8>> = walked
-            .versions
-            .iter()
-            .map(|(p, v)| (v.stat.ino, p))
-            .collect();
         // Nodes whose old path is gone, by inode: where a new path's node
         // came from.
         let gone_by_ino: HashMap<u64, &Vec<u8>> = prev
@@ -276,6 +270,8 @@ pub fn timeline(
             .map(|(p, v)| (v.stat.ino, p))
             .collect();
         let mut events = Vec::new();
+        // Old path -> new path of the nodes renamed.
+        let mut moves: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         for (path, v) in &walked.versions {
             let moved_from = gone_by_ino
                 .get(&v.stat.ino)
@@ -288,6 +284,7 @@ pub fn timeline(
             let (kind, content, fields, previous) = match prev.get(path) {
                 None if moved_from.is_some() => {
                     let op = moved_from.expect("checked");
+                    moves.insert((*op).clone(), path.clone());
                     let p = &prev[op.as_slice()];
                     let (c, f) = match compare(p, v) {
                         Some((_, c, f)) => (c, f),
@@ -334,16 +331,13 @@ pub fn timeline(
             if walked.versions.contains_key(path) {
                 continue;
             }
-            let moved = by_ino
-                .get(&p.stat.ino)
-                .filter(|np| !prev.contains_key(np.as_slice()) || p.stat.kind != FileKind::Dir)
-                .map(|np| (*np).clone());
-            let kind = match (&moved, walked.versions.get(moved.as_deref().unwrap_or(b""))) {
-                (Some(_), Some(nv)) if nv.stat.nlink > 0 => ChangeKind::RenamedAway {
+            let moved = moves.get(path).cloned();
+            let kind = match moved.as_ref().and_then(|np| walked.versions.get(np)) {
+                Some(nv) => ChangeKind::RenamedAway {
                     ino: p.stat.ino,
                     links: nv.stat.nlink,
                 },
-                _ => ChangeKind::Deleted,
+                None => ChangeKind::Deleted,
             };
             events.push(Event {
                 path: path.clone(),
