@@ -5,10 +5,11 @@
 //! between syncs and all). Ordinary work gives no finding; the planted
 //! tamper and backdating are found, with the session's clock.
 
+use diskhist_test_common::forged::sync_fs;
 use diskhist_test_common::{
     diskhist, diskhist_output, init_store, is_mounted, run, stderr_of, stdout_of, Served, Spawned,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -53,10 +54,6 @@ fn json_str(line: &str, key: &str) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn sync_fs(dir: &Path) {
-    run(Command::new("sync").arg("-f").arg(dir));
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //!   used by their module's name: `nbd::Client`, `dmlog::Entry`.
 
 pub mod dmlog;
+pub mod forged;
 mod mount;
 pub mod nbd;
 mod process;
