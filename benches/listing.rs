@@ -71,7 +71,10 @@ impl Mount {
             .expect("diskhist mount starts");
         let t = Instant::now();
         while !is_mounted(at) {
-            assert!(t.elapsed() < Duration::from_secs(30), "mount did not appear");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "mount did not appear"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Mount {
@@ -154,7 +157,11 @@ fn main() {
     println!("store: {records} records over {DAYS} days; by-day/{day} lists {entries} lines");
     println!(
         "ls -l by-day/{day}: cold {cold:.2} s (target < 3 s){}, warm {warm:.2} s (target < 1 s)",
-        if root { "" } else { " [not root: caches not dropped]" }
+        if root {
+            ""
+        } else {
+            " [not root: caches not dropped]"
+        }
     );
     println!("ls at/ (3,600 seconds and the hours before), cold: {at:.2} s");
 }

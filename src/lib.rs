@@ -31,6 +31,7 @@
 //! calls these, and maps errors to exit codes.
 
 pub mod fs;
+pub mod history;
 mod le;
 #[cfg(feature = "fuse")]
 pub mod mount;

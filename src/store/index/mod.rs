@@ -519,6 +519,51 @@ impl Index {
         Ok(Loc::ZERO)
     }
 
+    /// The first record after state `after` that writes (zeroes, trims)
+    /// block `block`: one probe of each run and of the in-memory tail,
+    /// O(log n). Records of an open batch a reader does not show are not
+    /// answered.
+    pub fn next_write(&self, block: u64, after: Seq) -> Result<Option<Seq>> {
+        let head = self.visible_head().seq;
+        let mut best: Option<u64> = self
+            .mem
+            .range((block, after.0.saturating_add(1))..=(block, u64::MAX))
+            .next()
+            .map(|(&(_, s), _)| s);
+        for run in &self.runs {
+            if run.last_seq <= after || best.is_some_and(|b| run.first_seq.0 >= b) {
+                continue;
+            }
+            if let Some(v) = run.find_gt(&(block, after.0))? {
+                if v.block == block && best.is_none_or(|b| v.seq < b) {
+                    best = Some(v.seq);
+                }
+            }
+        }
+        Ok(best.filter(|&s| s <= head.0).map(Seq))
+    }
+
+    /// The last record up to state `state` that wrote block `block`
+    /// (`None`: never written, all zeros).
+    pub fn last_write(&self, block: u64, state: Seq) -> Result<Option<Seq>> {
+        if state > self.manifest.indexed_through {
+            if let Some((&(_, s), _)) = self.mem.range((block, 0)..=(block, state.0)).next_back() {
+                return Ok(Some(Seq(s)));
+            }
+        }
+        for run in self.runs.iter().rev() {
+            if run.first_seq > state {
+                continue;
+            }
+            if let Some(v) = run.find_le(&(block, state.0))? {
+                if v.block == block {
+                    return Ok(Some(Seq(v.seq)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Decode the content at `loc` into `out` (one block).
     pub fn read_loc(&self, loc: Loc, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
         if loc.encoding == format::Encoding::Zero {

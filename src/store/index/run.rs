@@ -331,6 +331,30 @@ impl<E: RunEntry> Run<E> {
             .ok_or_else(|| StoreError::corrupted(&self.path, "index run entry does not decode"))
     }
 
+    /// The entry with the least key > `key`: one page read, two when the
+    /// answer opens the next page.
+    pub fn find_gt(&self, key: &E::Key) -> Result<Option<E>> {
+        let p = self.fences.partition_point(|f| f <= key);
+        let mut buf = Vec::new();
+        if p > 0 {
+            let count = self.read_page(p - 1, &mut buf)?;
+            let q = partition(&buf, count, |b| E::decode_key(b) <= *key);
+            if q < count {
+                return self.decode_at(&buf, q).map(Some);
+            }
+        }
+        if p >= self.fences.len() {
+            return Ok(None);
+        }
+        self.read_page(p, &mut buf)?;
+        self.decode_at(&buf, 0).map(Some)
+    }
+
+    fn decode_at(&self, page: &[u8], i: usize) -> Result<E> {
+        E::decode(&page[i * E::LEN..(i + 1) * E::LEN])
+            .ok_or_else(|| StoreError::corrupted(&self.path, "index run entry does not decode"))
+    }
+
     /// The entry whose key equals `key`, consulting the bloom filter first.
     pub fn find_eq(&self, key: &E::Key) -> Result<Option<E>> {
         if let Some((h1, h2)) = E::bloom_hashes(key) {
@@ -630,6 +654,15 @@ mod tests {
         // Block 501 is absent: the answer is the last version of block 500.
         assert_eq!(run.find_le(&(501, u64::MAX)).unwrap().unwrap().block, 500);
         assert_eq!(run.find_le(&(1998, 999)).unwrap().unwrap().loc, loc(99903));
+        // The next version after a key, within a page and across pages.
+        assert_eq!(run.find_gt(&(0, 0)).unwrap().unwrap().key(), (0, 10));
+        assert_eq!(run.find_gt(&(0, 10)).unwrap().unwrap().key(), (0, 20));
+        assert_eq!(run.find_gt(&(0, 30)).unwrap().unwrap().key(), (2, 10));
+        for (i, e) in entries.iter().enumerate().take(entries.len() - 1) {
+            assert_eq!(run.find_gt(&e.key()).unwrap(), Some(entries[i + 1]));
+        }
+        assert_eq!(run.find_gt(&(1998, 30)).unwrap(), None);
+        assert_eq!(run.find_gt(&(5000, 0)).unwrap(), None);
         let all: Vec<_> = run.iter().unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(all, entries);
     }

@@ -17,6 +17,7 @@
 //!   used by their module's name: `nbd::Client`, `dmlog::Entry`.
 
 pub mod dmlog;
+pub mod forged;
 mod live;
 mod mount;
 pub mod nbd;
