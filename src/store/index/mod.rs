@@ -49,8 +49,13 @@ use crate::units::{Hash32, Seq, TimeNs};
 use run::{BlockVersion, Run, StoredContent};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// A run of raw blocks this long is a streaming reader's: the log after it
+/// is read ahead (see `Index::read_raw_run`).
+const STREAMING_RUN_BYTES: usize = 128 << 10;
 
 /// The newest state of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -635,9 +640,25 @@ impl Index {
         self.read_raw_run(buf, raw_run)
     }
 
-    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf`.
+    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf`. A
+    /// long run is a streaming reader's (an image read through, a file
+    /// copied): the log bytes after it are probably next, so the kernel is
+    /// asked to start reading them now, while this run is handed back.
     fn read_raw_run(&self, buf: &mut [u8], run: Option<(usize, u64, usize)>) -> Result<()> {
         if let Some((at, log_at, len)) = run {
+            if len >= STREAMING_RUN_BYTES {
+                let ahead = (log_at + len as u64) as libc::off_t;
+                // Only advice: nothing depends on it being taken.
+                // SAFETY: posix_fadvise only reads its arguments.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.log.as_raw_fd(),
+                        ahead,
+                        (2 * len) as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
+            }
             self.log
                 .read_exact_at(&mut buf[at..at + len], log_at)
                 .at(&self.log_path)?;
