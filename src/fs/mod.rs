@@ -83,6 +83,37 @@ pub struct Stat {
     pub times: Vec<(&'static str, TimeNs)>,
 }
 
+/// A part of a file's bytes, as [`FileSystem::plan_read`] finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `len` bytes of zeros (a hole, an unwritten extent).
+    Zeros(usize),
+    /// `len` bytes at `offset` on the volume.
+    At { offset: u64, len: usize },
+}
+
+/// Read the pieces of `plan` from `volume`, in order.
+pub fn read_planned(volume: &Source, plan: &[Piece]) -> std::io::Result<Vec<u8>> {
+    let total = plan
+        .iter()
+        .map(|p| match *p {
+            Piece::Zeros(len) | Piece::At { len, .. } => len,
+        })
+        .sum();
+    let mut out = vec![0u8; total];
+    let mut done = 0;
+    for p in plan {
+        match *p {
+            Piece::Zeros(len) => done += len, // `out` is zeroed
+            Piece::At { offset, len } => {
+                volume.read_at(offset, &mut out[done..done + len])?;
+                done += len;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -195,6 +226,22 @@ pub trait FileSystem {
     /// Up to `buf.len()` bytes of file `node` from `offset`; fewer only at
     /// the end of the file.
     fn read(&mut self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+
+    /// Where the bytes [`FileSystem::read`] would return for the same
+    /// arguments lie on the volume, in order ([`read_planned`] reads
+    /// them); `None` when this reader cannot say, and reads only with
+    /// `read`. A plan lets the mount read a file's data on any thread,
+    /// beside the worker that owns the filesystem, and several reads of
+    /// one file at once.
+    fn plan_read(
+        &mut self,
+        node: NodeId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<Piece>>, FsError> {
+        let _ = (node, offset, len);
+        Ok(None)
+    }
 
     /// Extended attributes to show for `node`, beyond the timestamps in
     /// its [`Stat`]: ext4's own xattrs, NTFS named data streams

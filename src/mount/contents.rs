@@ -733,12 +733,24 @@ impl Contents {
                 Ok(out)
             }
             Place::Fs { volume, node, .. } if n.kind == FileKind::File => {
-                self.call(s, volume, "reading a file", move |fs| {
-                    let mut buf = vec![0u8; len as usize];
-                    let got = fs.read(node, offset_bytes, &mut buf)?;
-                    buf.truncate(got);
-                    Ok(buf)
-                })
+                // The worker that owns the filesystem only says where the
+                // bytes are; they are read here, so that reads of one
+                // file (the kernel's readahead) run side by side.
+                let plan = self.call(s, volume, "reading a file", move |fs| {
+                    fs.plan_read(node, offset_bytes, len as usize)
+                })?;
+                let Some(plan) = plan else {
+                    return self.call(s, volume, "reading a file", move |fs| {
+                        let mut buf = vec![0u8; len as usize];
+                        let got = fs.read(node, offset_bytes, &mut buf)?;
+                        buf.truncate(got);
+                        Ok(buf)
+                    });
+                };
+                let vols = self.state(s)?;
+                let source = &vols.volumes.get(volume).ok_or(Fail::NotFound)?.source;
+                crate::fs::read_planned(source, &plan)
+                    .map_err(|e| self.fail(s, volume, "reading a file", FsError::Io(e)))
             }
             _ if n.kind == FileKind::Dir => Err(Fail::IsADirectory),
             _ => Err(Fail::Invalid),

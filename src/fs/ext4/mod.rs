@@ -62,7 +62,7 @@ mod inode;
 mod map;
 mod xattr;
 
-use super::{DirEntry, FileKind, FileSystem, FsError, NodeId, Source, Stat};
+use super::{DirEntry, FileKind, FileSystem, FsError, NodeId, Piece, Source, Stat};
 use crate::le::u32_at;
 use ext4_view::{Ext4, Ext4Error, FileType};
 use inode::{RawInode, Time, ENCRYPT_FL, INLINE_DATA_FL};
@@ -522,10 +522,43 @@ impl Ext4Fs {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, FsError> {
-        if offset >= size {
-            return Ok(0);
+        let plan = self.plan_data(node, size, offset, buf.len())?;
+        self.read_plan(&plan, buf)
+    }
+
+    /// Read the pieces of `plan` into the start of `buf`; how many bytes.
+    fn read_plan(&self, plan: &[Piece], buf: &mut [u8]) -> Result<usize, FsError> {
+        let mut done = 0;
+        for piece in plan {
+            match *piece {
+                Piece::Zeros(n) => {
+                    buf[done..done + n].fill(0);
+                    done += n;
+                }
+                Piece::At { offset, len } => {
+                    self.src.read_at(offset, &mut buf[done..done + len])?;
+                    done += len;
+                }
+            }
         }
-        let want = (size - offset).min(buf.len() as u64) as usize;
+        Ok(done)
+    }
+
+    /// Where the bytes `read_data` returns lie on the volume: extents and
+    /// block maps walked, runs of blocks that follow each other on disk
+    /// joined, each block where the replayed journal has it.
+    fn plan_data(
+        &mut self,
+        node: &RawInode,
+        size: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<Piece>, FsError> {
+        let mut plan = Vec::new();
+        if offset >= size {
+            return Ok(plan);
+        }
+        let want = (size - offset).min(len as u64) as usize;
         let block_size = u64::from(self.layout.block_size);
         let mut done = 0;
         while done < want {
@@ -549,52 +582,55 @@ impl Ext4Fs {
             }
             let in_run = mapped.blocks * block_size - at % block_size;
             let n = in_run.min((want - done) as u64) as usize;
-            let out = &mut buf[done..done + n];
             match mapped.run {
-                Run::Zeros => out.fill(0),
+                Run::Zeros => plan.push(Piece::Zeros(n)),
                 Run::Data { first_block } => {
-                    self.read_blocks(first_block, at % block_size, out)?;
+                    self.plan_blocks(first_block, at % block_size, n, &mut plan);
                 }
             }
             done += n;
         }
-        Ok(want)
+        Ok(plan)
     }
 
     fn map(&mut self, node: &RawInode, logical: u64) -> Result<Mapped, FsError> {
         map::map_block(&self.fs, &self.layout, node, logical, &mut self.node)
     }
 
-    /// Fill `out` from byte `within` of filesystem block `first_block`
-    /// on, each block as the journal has it.
-    fn read_blocks(&self, first_block: u64, within: u64, out: &mut [u8]) -> Result<(), FsError> {
+    /// The pieces of `len` bytes from byte `within` of filesystem block
+    /// `first_block` on, each block where the journal has it.
+    fn plan_blocks(&self, first_block: u64, within: u64, len: usize, plan: &mut Vec<Piece>) {
         let block_size = u64::from(self.layout.block_size);
         if self.fs.journal_mapped_blocks() == 0 {
-            self.src.read_at(first_block * block_size + within, out)?;
-            return Ok(());
+            plan.push(Piece::At {
+                offset: first_block * block_size + within,
+                len,
+            });
+            return;
         }
         // Runs of blocks the journal leaves where they are, or moves
         // together.
         let mut done = 0;
         let mut block = first_block;
         let mut within = within;
-        while done < out.len() {
+        while done < len {
             let home = self.fs.journal_map_block(block);
             let mut blocks = 1;
-            let needed = (out.len() - done) as u64 + within;
+            let needed = (len - done) as u64 + within;
             while blocks * block_size < needed
                 && self.fs.journal_map_block(block + blocks) == home + blocks
             {
                 blocks += 1;
             }
-            let n = (blocks * block_size - within).min((out.len() - done) as u64) as usize;
-            self.src
-                .read_at(home * block_size + within, &mut out[done..done + n])?;
+            let n = (blocks * block_size - within).min((len - done) as u64) as usize;
+            plan.push(Piece::At {
+                offset: home * block_size + within,
+                len: n,
+            });
             done += n;
             block += blocks;
             within = 0;
         }
-        Ok(())
     }
 }
 
@@ -724,12 +760,21 @@ impl FileSystem for Ext4Fs {
     }
 
     fn read(&mut self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
+        let plan = self.plan_read(node, offset, buf.len())?.unwrap_or_default();
+        self.read_plan(&plan, buf)
+    }
+
+    fn plan_read(
+        &mut self,
+        node: NodeId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<Piece>>, FsError> {
         let n = self.node(node)?;
         match n.kind() {
             FileKind::File => {}
             FileKind::Dir => return Err(FsError::IsADirectory),
-            // Special files and symlinks have no content to read.
-            _ => return Ok(0),
+            _ => return Ok(Some(Vec::new())),
         }
         let flags = n.raw.flags();
         if flags & ENCRYPT_FL != 0 {
@@ -739,7 +784,7 @@ impl FileSystem for Ext4Fs {
             return Err(FsError::Unsupported("inline data".into()));
         }
         let size = n.raw.size(self.large_dir);
-        self.read_data(&n.raw, size, offset, buf)
+        self.plan_data(&n.raw, size, offset, len).map(Some)
     }
 
     fn xattrs(&mut self, node: NodeId) -> Result<Vec<(String, Vec<u8>)>, FsError> {
