@@ -79,8 +79,6 @@ impl Superblock {
         const S_CHECKSUM_OFFSET: usize = 0x3fc;
         let s_checksum = read_u32le(bytes, S_CHECKSUM_OFFSET);
 
-        let blocks_count = u64_from_hilo(s_blocks_count_hi, s_blocks_count_lo);
-
         let block_size = BlockSize::from_superblock_value(s_log_block_size)
             .ok_or(CorruptKind::InvalidBlockSize)?;
 
@@ -90,6 +88,17 @@ impl Superblock {
 
         let incompatible_features =
             check_incompat_features(s_feature_incompat)?;
+        // diskhist patch: the high half of the block count only counts on
+        // a 64bit filesystem, as the kernel reads it (ext4_blocks_count);
+        // without the feature the field is padding, and reading it made a
+        // hostile superblock claim 2^27 block groups.
+        let blocks_count = if incompatible_features
+            .contains(IncompatibleFeatures::IS_64BIT)
+        {
+            u64_from_hilo(s_blocks_count_hi, s_blocks_count_lo)
+        } else {
+            u64::from(s_blocks_count_lo)
+        };
         let read_only_compatible_features =
             ReadOnlyCompatibleFeatures::from_bits_retain(s_feature_ro_compat);
         let compatible_features =
