@@ -32,6 +32,7 @@
 
 pub mod fs;
 mod le;
+pub mod merkle;
 #[cfg(feature = "fuse")]
 pub mod mount;
 #[cfg(feature = "nbd")]
