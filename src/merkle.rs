@@ -440,7 +440,12 @@ mod tests {
         let mut f = Frontier::default();
         for (i, w) in want.iter().enumerate() {
             f.push(leaves.0[i], |_, _, _| {});
-            assert_eq!(root(&leaves, i as u64 + 1).unwrap(), hex(w), "size {}", i + 1);
+            assert_eq!(
+                root(&leaves, i as u64 + 1).unwrap(),
+                hex(w),
+                "size {}",
+                i + 1
+            );
             assert_eq!(f.root(), hex(w), "incremental, size {}", i + 1);
         }
         assert_eq!(
@@ -525,7 +530,9 @@ mod tests {
         let mut f = Frontier::default();
         let mut completed = Vec::new();
         for n in 1..=70u64 {
-            f.push(leaves.0[n as usize - 1], |s, h, x| completed.push((s, h, *x)));
+            f.push(leaves.0[n as usize - 1], |s, h, x| {
+                completed.push((s, h, *x))
+            });
             let r = reference_root(&leaves.0[..n as usize]);
             assert_eq!(f.root(), r);
             assert_eq!(Frontier::at(&leaves, n).unwrap(), f);
@@ -533,7 +540,9 @@ mod tests {
                 let p = inclusion_proof(&leaves, i, n).unwrap().unwrap();
                 let leaf = leaves.0[i as usize];
                 verify_inclusion(&leaf, i, n, &p, &r).unwrap();
-                assert!(verify_inclusion(&leaves.0[((i + 1) % 70) as usize], i, n, &p, &r).is_err());
+                assert!(
+                    verify_inclusion(&leaves.0[((i + 1) % 70) as usize], i, n, &p, &r).is_err()
+                );
                 if n > 1 {
                     assert!(verify_inclusion(&leaf, (i + 1) % n, n, &p, &r).is_err());
                 }

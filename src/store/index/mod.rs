@@ -36,11 +36,13 @@ mod manifest;
 pub mod run;
 mod scan;
 mod seqs;
+mod tree;
 
 pub use flush::remove_orphan_runs;
 pub use manifest::{manifest_version, read_manifest, run_file_names, Manifest, INDEX_FORMAT};
 pub use scan::{is_torn_tail, TailRecord, TailStop};
 pub use seqs::SEQ_ENTRY_LEN;
+pub use tree::{decode_entry, encode_entry, level_file_name, TILE_HEIGHT, TREE_ENTRY_LEN};
 
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Loc, StoreHeader};
@@ -111,6 +113,8 @@ pub struct Index {
     cap: Option<Cap>,
     writable: bool,
     scan_buf: Vec<u8>,
+    /// The Merkle tree's stored hashes and the writer's frontier.
+    tree: tree::Tree,
 }
 
 pub fn read_header(dir: &Path) -> Result<StoreHeader> {
@@ -186,6 +190,7 @@ impl Index {
             cap: None,
             writable,
             scan_buf: Vec::new(),
+            tree: tree::Tree::default(),
         };
         idx.load_manifest()?;
         idx.scan()?;
@@ -218,7 +223,7 @@ impl Index {
             self.read_loc(loc, &mut block, &mut scratch)?;
             self.pending_dedup.insert(run::dedup_key(&block), loc);
         }
-        Ok(())
+        self.prepare_tree()
     }
 
     /// (Re)load the manifest and its runs, and forget the in-memory tail.
@@ -263,6 +268,7 @@ impl Index {
         self.mem.clear();
         self.tail.clear();
         self.stop = None;
+        self.tree.reset_files();
         Ok(())
     }
 
@@ -439,10 +445,13 @@ impl Index {
         for &(b, loc) in locs {
             self.mem.insert((b, h.seq.0), loc);
         }
+        let leaf = h.leaf_hash();
         self.tail.push(TailRecord {
             time_ns: h.time_ns,
             offset_bytes: offset,
+            leaf,
         });
+        self.tree.push(leaf);
         self.head = Head {
             seq: h.seq,
             time_ns: Some(h.time_ns),
@@ -463,6 +472,9 @@ impl Index {
         self.pending_dedup.retain(|_, l| l.offset_bytes < log_end);
         self.head = head;
         self.log_end = log_end;
+        if let Err(e) = self.rewind_tree() {
+            log::error!("could not rebuild the Merkle tree's frontier after rewinding: {e}");
+        }
     }
 
     /// The dedup keys held in memory, for tests that forge a collision.

@@ -37,6 +37,7 @@ impl Index {
         let entry = TailRecord {
             time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),
             offset_bytes: u64::from_le_bytes(e[8..].try_into().unwrap()),
+            leaf: Default::default(),
         };
         self.check_seq_entry(seq, &entry)?;
         Ok(entry)

@@ -269,6 +269,11 @@ impl Writer {
         self.idx.head()
     }
 
+    /// The Merkle tree's root at the head (kept incrementally: no reads).
+    pub fn tree_root(&self) -> Result<crate::units::Hash32> {
+        self.idx.tree_root(self.idx.head().seq.0)
+    }
+
     /// The torn tail cut when this writer opened, if any.
     pub fn recovered(&self) -> Option<&TailStop> {
         self.recovered.as_ref()
