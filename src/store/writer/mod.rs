@@ -113,6 +113,21 @@ pub struct Writer {
     batch_counter: u64,
     /// The unfinished batch cut when this writer opened, if any.
     cut_batch: Option<CutBatch>,
+    /// Who seals checkpoints of the history as it is recorded, if anyone.
+    seal_hook: Option<Box<dyn SealHook>>,
+}
+
+/// Told when the history may be sealed (see `crate::seal::sealer`): the
+/// writer asks before each record whether a checkpoint is due and, if so,
+/// makes the log durable and hands over the head's size and Merkle root,
+/// so that a checkpoint never covers a record a crash could still take
+/// back. Never during an import's batch (it may be undone).
+pub trait SealHook: Send {
+    /// Whether a checkpoint of the head (`head` records) is due.
+    fn due(&mut self, head: Seq) -> bool;
+    /// The durable history of `size` records has Merkle root `root`: seal
+    /// it. Failures are the hook's to report; recording goes on.
+    fn seal(&mut self, size: Seq, root: crate::units::Hash32);
 }
 
 /// Records of an unfinished batch that a writer cut off the log.
@@ -249,6 +264,7 @@ impl Writer {
             batch: None,
             batch_counter: bstate.counter,
             cut_batch,
+            seal_hook: None,
         };
         if w.idx.pending_versions() >= w.opts.flush_threshold || w.recovered.is_some() {
             // On a full disk the store still opens: records are refused
@@ -267,6 +283,34 @@ impl Writer {
 
     pub fn head(&self) -> Head {
         self.idx.head()
+    }
+
+    /// Have `hook` seal the history as it is recorded.
+    pub fn set_seal_hook(&mut self, hook: Box<dyn SealHook>) {
+        self.seal_hook = Some(hook);
+    }
+
+    /// If the seal hook says a checkpoint is due (or `force`, and records
+    /// came since), make the log durable and seal the head. An error is a
+    /// failed fsync (the writer is poisoned: nothing more is recorded).
+    pub fn seal_if_due(&mut self, force: bool) -> Result<()> {
+        if self.batch.is_some() || self.poisoned {
+            return Ok(());
+        }
+        let Some(mut hook) = self.seal_hook.take() else {
+            return Ok(());
+        };
+        let head = self.idx.head().seq;
+        let result = (|| {
+            if force || hook.due(head) {
+                self.sync()?;
+                let root = self.tree_root()?;
+                hook.seal(head, root);
+            }
+            Ok(())
+        })();
+        self.seal_hook = Some(hook);
+        result
     }
 
     /// The Merkle tree's root at the head (kept incrementally: no reads).
@@ -385,6 +429,11 @@ impl Writer {
     /// returns an error.
     pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
         self.check_usable()?;
+        if self.seal_hook.is_some() {
+            // Before the record, like an index flush: a failed fsync still
+            // means nothing was recorded.
+            self.seal_if_due(false)?;
+        }
         if self.idx.pending_versions() >= self.next_flush_at {
             // Before the record, so that an error (a poisoning fsync
             // failure) still means nothing was recorded.
@@ -578,10 +627,13 @@ impl Writer {
             log::warn!("closing the store with a batch open: its records are cut");
             self.abort_batch()?;
         }
-        self.closed = true;
         if self.poisoned {
+            self.closed = true;
             return Err(StoreError::Poisoned);
         }
+        // The last records recorded are sealed too.
+        self.seal_if_due(true)?;
+        self.closed = true;
         self.sync()?;
         self.try_flush_index()
     }
