@@ -41,6 +41,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
     Binary,
+    /// Text (keys, checkpoints, proof bundles): may go to a terminal.
+    Text,
 }
 
 const BUF_BYTES: usize = 1 << 20;
