@@ -157,8 +157,7 @@ fn info_listings_and_mtimes_tell_the_truth() {
         format!(
             "time: 2026-11-23T06:30:15.250000000Z\nseq: {}\nchain: {chain1}\n\
              tree_size: {}\ntree_root: {root1}\nsize_bytes: 67108864\nblock_size: 4096\n",
-            r1.0,
-            r1.0
+            r1.0, r1.0
         )
     );
     // The image is one ext4 filesystem (whether its files are shown

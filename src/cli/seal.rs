@@ -106,6 +106,49 @@ pub struct AuditArgs {
     pub bundle: PathBuf,
 }
 
+/// `--seal-key`, `--seal-every`, `--seal-cmd`: sealing while recording
+/// (`serve`, `ingest`).
+#[derive(Args, Debug, Clone)]
+pub struct SealingArgs {
+    /// Seal the history as it is recorded with this signer key: each
+    /// checkpoint is appended to STORE/seals (and published with
+    /// --seal-cmd).
+    #[arg(long, value_name = "KEY")]
+    pub seal_key: Option<PathBuf>,
+    /// How often: every N records (`10000records`) or every so long
+    /// (`30s`, `5m`, `1h`); the last records are sealed when recording
+    /// stops.
+    #[arg(
+        long,
+        value_name = "DURATION|Nrecords",
+        requires = "seal_key",
+        default_value = "1m"
+    )]
+    pub seal_every: String,
+    /// Publish each checkpoint by running `sh -c CMD` with it on standard
+    /// input (copy it to another host, a ticket, a mail). A failing
+    /// command is logged and retried; recording never waits for it.
+    #[arg(long, value_name = "CMD", requires = "seal_key")]
+    pub seal_cmd: Option<String>,
+}
+
+impl SealingArgs {
+    pub fn config(&self) -> Result<Option<diskhist::seal::sealer::SealConfig>> {
+        let Some(key) = &self.seal_key else {
+            return Ok(None);
+        };
+        let every = diskhist::seal::sealer::SealEvery::parse(&self.seal_every)
+            .map_err(|e| UsageError(format!("--seal-every {e}")))?;
+        let text = read_text(key, "signer key")?;
+        Signer::parse(&text).with_context(|| format!("{}", key.display()))?;
+        Ok(Some(diskhist::seal::sealer::SealConfig {
+            signer_key: text,
+            every,
+            cmd: self.seal_cmd.clone(),
+        }))
+    }
+}
+
 fn read_text(p: &Path, what: &str) -> Result<String> {
     let mut s = String::new();
     std::fs::File::open(p)
@@ -126,9 +169,8 @@ pub fn read_verifier(s: &str) -> Result<Verifier> {
         let t = read_text(p, "verifier key")?;
         return Verifier::parse(&t).with_context(|| format!("{}", p.display()));
     }
-    Verifier::parse(s).with_context(|| {
-        format!("{s:?} is neither a verifier key file nor a verifier key")
-    })
+    Verifier::parse(s)
+        .with_context(|| format!("{s:?} is neither a verifier key file nor a verifier key"))
 }
 
 pub fn read_checkpoint(p: &Path) -> Result<SignedCheckpoint> {
@@ -176,11 +218,7 @@ pub fn seal(a: SealArgs) -> Result<()> {
     let note = diskhist::seal::seal(&s, &signer)?;
     write_text(a.output.as_deref(), a.force, &note)?;
     if a.output.is_some() {
-        eprintln!(
-            "sealed {} records of {}",
-            s.head().seq.0,
-            a.store.display()
-        );
+        eprintln!("sealed {} records of {}", s.head().seq.0, a.store.display());
     }
     Ok(())
 }
@@ -199,8 +237,7 @@ pub fn cosign(a: CosignArgs) -> Result<()> {
 }
 
 pub fn prove(a: ProveArgs) -> Result<()> {
-    if a.records.is_empty() && a.at.is_empty() && a.sample.is_none() && a.consistency.is_none()
-    {
+    if a.records.is_empty() && a.at.is_empty() && a.sample.is_none() && a.consistency.is_none() {
         return Err(UsageError(
             "say what to prove: --record N, --at TIME, --sample K --seed S, or --consistency OLD"
                 .into(),
@@ -254,7 +291,7 @@ pub fn audit(a: AuditArgs) -> Result<Status> {
     let r = match bundle::audit(&keys, &c, &b) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("diskhist: audit FAILED: {e}");
+            eprintln!("diskhist: {e}");
             return Ok(Status::No);
         }
     };
@@ -275,8 +312,7 @@ pub fn audit(a: AuditArgs) -> Result<Status> {
     if let Some(k) = r.sample {
         writeln!(
             out,
-            "sample: the {} records are the ones the seed chooses (asked for {k})",
-            r.records.len()
+            "sample: the last {k} records are the ones the seed chooses"
         )?;
     }
     for l in &r.records {

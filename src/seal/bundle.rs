@@ -28,8 +28,9 @@
 //! `i = 0, 1, …`, `x = SHA-256("diskhist-sample\0" ‖ S ‖ i as u64
 //! big-endian)`, record `(first 8 bytes of x, big-endian) mod N + 1`,
 //! skipping records already chosen, until `K` (at most `N`) are chosen,
-//! in that order. The auditor recomputes it: the holder of the store
-//! cannot choose which records are audited.
+//! in that order; they are the bundle's last `K` records (records asked
+//! for by number come first). The auditor recomputes it: the holder of the
+//! store cannot choose which records are audited.
 
 use super::checkpoint::SignedCheckpoint;
 use super::note::Verifier;
@@ -465,13 +466,15 @@ pub fn audit(
         if cp.size == 0 {
             return Err(SealError::AuditFailed("a sample of an empty tree".into()));
         }
+        // The sample comes last, after any records asked for by number.
         let want = sample(seed, *k, cp.size);
-        let got: Vec<Seq> = bundle.records.iter().map(|r| r.seq).collect();
+        let all: Vec<Seq> = bundle.records.iter().map(|r| r.seq).collect();
+        let got = &all[all.len().saturating_sub(want.len())..];
         if got != want {
             return Err(SealError::AuditFailed(format!(
                 "the bundle's records are not the sample the seed determines: want {}, got {}",
                 list(&want),
-                list(&got)
+                list(got)
             )));
         }
     }
@@ -504,7 +507,7 @@ pub fn audit(
             .collect(),
         records: leaves,
         contents_checked,
-        sample: bundle.sample.as_ref().map(|s| s.0),
+        sample: bundle.sample.as_ref().map(|s| s.0.min(cp.size)),
         extends,
     })
 }

@@ -59,6 +59,61 @@ impl SealEvery {
     }
 }
 
+/// What a recorder is told to seal with (`--seal-key`, `--seal-every`,
+/// `--seal-cmd`).
+#[derive(Clone)]
+pub struct SealConfig {
+    /// The signer key, in the note format.
+    pub signer_key: String,
+    pub every: SealEvery,
+    pub cmd: Option<String>,
+}
+
+impl std::fmt::Debug for SealConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealConfig")
+            .field("signer_key", &"(secret)")
+            .field("every", &self.every)
+            .field("cmd", &self.cmd)
+            .finish()
+    }
+}
+
+impl SealConfig {
+    /// Have `w` seal what it records, as configured.
+    pub fn attach(
+        &self,
+        store_dir: &Path,
+        w: &mut crate::store::Writer,
+    ) -> Result<(), super::SealError> {
+        let signer = Signer::parse(&self.signer_key)?;
+        let origin = super::checkpoint::origin_for(&w.store_id());
+        let sealer = Sealer::new(
+            store_dir,
+            origin,
+            signer,
+            self.every,
+            self.cmd.clone(),
+            w.head().seq,
+        )
+        .map_err(|e| super::SealError::Usage(e.to_string()))?;
+        log::info!(
+            "sealing every {} with key {}{}",
+            match self.every {
+                SealEvery::Records(n) => format!("{n} records"),
+                SealEvery::Interval(d) => format!("{d:?}"),
+            },
+            sealer.signer_name(),
+            match &self.cmd {
+                Some(c) => format!(", publishing each checkpoint with `{c}`"),
+                None => String::new(),
+            }
+        );
+        w.set_seal_hook(Box::new(sealer));
+        Ok(())
+    }
+}
+
 /// What publishing got done, for the end-of-run summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishStats {
@@ -123,6 +178,10 @@ impl Sealer {
             stats,
             deadline,
         })
+    }
+
+    pub fn signer_name(&self) -> &str {
+        self.signer.name()
     }
 
     /// Checkpoints sealed so far.
@@ -191,7 +250,7 @@ impl SealHook for Sealer {
                 );
             }
         }
-        log::info!("sealed the history at {size} records");
+        log::info!("sealed the history at {} records", size.0);
         if let Some(tx) = &self.tx {
             let _ = tx.send(note);
         }

@@ -285,6 +285,11 @@ impl Writer {
         self.idx.head()
     }
 
+    /// The store's id (made at `init`; names it in checkpoints).
+    pub fn store_id(&self) -> [u8; 16] {
+        self.idx.header().store_id
+    }
+
     /// Have `hook` seal the history as it is recorded.
     pub fn set_seal_hook(&mut self, hook: Box<dyn SealHook>) {
         self.seal_hook = Some(hook);
