@@ -104,6 +104,14 @@ pub struct AuditArgs {
     pub checkpoint: PathBuf,
     /// The proof bundle from `diskhist prove`.
     pub bundle: PathBuf,
+    /// The sample you asked for: the bundle must be the sample of K
+    /// records your --seed chooses (without these, a bundle's own seed is
+    /// taken as it is).
+    #[arg(long, value_name = "K", requires = "seed")]
+    pub sample: Option<u64>,
+    /// The seed you gave the holder of the store.
+    #[arg(long, value_name = "S", requires = "sample")]
+    pub seed: Option<String>,
 }
 
 /// `--seal-key`, `--seal-every`, `--seal-cmd`: sealing while recording
@@ -288,7 +296,10 @@ pub fn audit(a: AuditArgs) -> Result<Status> {
     let c = read_checkpoint(&a.checkpoint)?;
     let text = read_text(&a.bundle, "proof bundle")?;
     let b = Bundle::parse(&text).with_context(|| format!("{}", a.bundle.display()))?;
-    let r = match bundle::audit(&keys, &c, &b) {
+    let expect = a
+        .sample
+        .map(|k| (k, a.seed.as_deref().unwrap_or("").as_bytes()));
+    let r = match bundle::audit(&keys, &c, &b, expect) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("diskhist: {e}");

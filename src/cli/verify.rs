@@ -51,7 +51,8 @@ fn tree_anchors(a: &VerifyArgs) -> Result<(Vec<verify_mod::TreeAnchor>, Option<S
                 .with_context(|| format!("{}: the checkpoint's signature", p.display()))?;
             if c.checkpoint.origin != origin {
                 bail!(
-                    "{}: the checkpoint is of store {}, not {} ({origin}): it seals another                      store's history",
+                    "{}: the checkpoint is of store {}, not {} ({origin}): it seals another \
+                     store's history",
                     p.display(),
                     c.checkpoint.origin,
                     a.store.display()

@@ -393,7 +393,20 @@ pub fn audit(
     keys: &[Verifier],
     c: &SignedCheckpoint,
     bundle: &Bundle,
+    expect_sample: Option<(u64, &[u8])>,
 ) -> Result<AuditReport, SealError> {
+    if let Some((k, seed)) = expect_sample {
+        let got = bundle.sample.as_ref().map(|(bk, bs)| (*bk, bs.as_slice()));
+        if got != Some((k, seed)) {
+            return Err(SealError::AuditFailed(match got {
+                None => "the bundle is not a sample: it answers no seed".to_string(),
+                Some((bk, bs)) => format!(
+                    "the bundle is a sample of {bk} from seed {:?}, not of {k} from yours",
+                    String::from_utf8_lossy(bs)
+                ),
+            }));
+        }
+    }
     if keys.is_empty() {
         return Err(SealError::Usage("give at least one verifier key".into()));
     }

@@ -316,8 +316,9 @@ fn verify_once(
     }
     for a in sealed_left {
         c.report.checkpoint_problems.push(format!(
-            "{} covers {} records, but the log holds only {} whole records: records were              cut from the end of the log (or the checkpoint is of another store)",
-            a.what, a.size, c.report.records
+            "{} covers {} records, but the log holds only {} whole records: records were \
+             cut from the end of the log (or the checkpoint is of another store)",
+            a.what, a.size.0, c.report.records
         ));
     }
     for a in anchors_left {
@@ -643,8 +644,9 @@ fn check_tree_anchors(
         let root = tree.root();
         if a.root != root {
             report.checkpoint_problems.push(format!(
-                "{} says the Merkle tree of the first {seq} records has root {}, the log's                  has {root}: the history was rewritten after it was sealed",
-                a.what, a.root
+                "{} says the Merkle tree of the first {} records has root {}, the log's \
+                 has {root}: the history was rewritten after it was sealed",
+                a.what, seq.0, a.root
             ));
         }
         false
