@@ -18,6 +18,8 @@
 //! end
 //! ```
 //!
+//! Base64 is the standard alphabet, padded and canonical (no stray bits).
+//!
 //! Leaf data: `seq` u64, `time_ns` i64, `kind` u8 (1 write, 2 zero, 3 trim,
 //! 4 flush, 5 mark), `flags` u8, `offset_bytes` u64, `length_bytes` u64,
 //! `content_hash` (BLAKE3 of the content; zeros when there is none),
