@@ -352,6 +352,7 @@ fn publish_loop(
                             if past_deadline() {
                                 break;
                             }
+                            std::thread::sleep(Duration::from_millis(100));
                         }
                     }
                 }
