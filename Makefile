@@ -96,7 +96,9 @@ install: build
 	install -m 0644 man/diskhist.1 $(MAN1DIR)/diskhist.1
 
 # Whichever benchmarks exist, each printing its own figures: the store's
-# index (benches/store_index.rs), then every benches/*.sh (NBD write
+# index (benches/store_index.rs), the Merkle tree and sealing
+# (benches/seal.rs: throughput with and without sealing, seal and proofs on
+# a 10M-record store, the tree's share of the log), then every benches/*.sh (NBD write
 # throughput against qemu-nbd, mount read speed against xmount), run with
 # their default sizes (run a script alone to choose its size: see its header).
 bench: deps-bench build
@@ -106,6 +108,8 @@ bench: deps-bench build
 	else \
 	    echo "== benches/store_index.rs: not there, skipped"; \
 	fi
+	@echo "== cargo bench --bench seal"
+	$(CARGO) bench --bench seal
 	@for s in benches/*.sh; do \
 	    [ -f "$$s" ] || continue; \
 	    echo "== $$s"; \
