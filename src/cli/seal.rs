@@ -37,6 +37,7 @@ pub struct SealArgs {
     /// Write the checkpoint here instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
 }
@@ -55,6 +56,7 @@ pub struct CosignArgs {
     /// Write the cosigned checkpoint here instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
 }
@@ -89,6 +91,7 @@ pub struct ProveArgs {
     /// Write the bundle here instead of standard output.
     #[arg(short, long, value_name = "BUNDLE")]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
 }

@@ -390,7 +390,9 @@ impl Writer {
         // The lock belongs to the open file description: a duplicate
         // keeps it held while this writer is replaced by a fresh one.
         let lock = self._lock.try_clone().at(&dir.join(layout::LOCK_FILE))?;
-        let fresh = Writer::open_locked(&dir, lock, self.opts)?;
+        let mut fresh = Writer::open_locked(&dir, lock, self.opts)?;
+        // Sealing goes on in the fresh writer (the batch was never sealed).
+        fresh.seal_hook = self.seal_hook.take();
         drop(std::mem::replace(self, fresh));
         Ok(cut)
     }
