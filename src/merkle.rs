@@ -224,19 +224,17 @@ pub fn verify_inclusion(
 
 /// How many hashes an inclusion proof of leaf `index` in `size` has.
 fn inclusion_len(index: u64, size: u64) -> usize {
-    let (mut start, mut len, mut m, mut n) = (0u64, size, index, 0);
+    let (mut len, mut m, mut n) = (size, index, 0);
     while len > 1 {
         let k = split(len);
         if m < k {
             len = k;
         } else {
-            start += k;
             len -= k;
             m -= k;
         }
         n += 1;
     }
-    let _ = start;
     n
 }
 

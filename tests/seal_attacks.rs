@@ -19,6 +19,9 @@ use diskhist_test_common::{diskhist_fails, diskhist_output, p, stderr_of, stdout
 use std::path::{Path, PathBuf};
 
 const RECORDS: u64 = 700;
+
+/// A history as (time, operation, flags) per record.
+type History = Vec<(TimeNs, OwnedOp, OpFlags)>;
 const DISK: u64 = 1 << 20;
 
 fn op(i: u64) -> OwnedOp {
@@ -63,7 +66,7 @@ fn genuine(dir: &Path) -> PathBuf {
 }
 
 /// The records of `store` as (time, op, flags).
-fn history(store: &Path) -> Vec<(TimeNs, OwnedOp, OpFlags)> {
+fn history(store: &Path) -> History {
     let s = Store::open(store).unwrap();
     (1..=s.head().seq.0)
         .map(|q| {
@@ -187,7 +190,7 @@ fn rewritten_histories_fail_against_a_checkpoint_that_left() {
     // record's place taken by a new one at the end).
     let mut deleted_padded = deleted.clone();
     deleted_padded.push((h[h.len() - 1].0, OwnedOp::Flush, OpFlags::default()));
-    let cases: [(&str, &[(TimeNs, OwnedOp, OpFlags)]); 5] = [
+    let cases: [(&str, &History); 5] = [
         ("deleted", &deleted_padded),
         ("inserted", &inserted),
         ("reordered", &reordered),
