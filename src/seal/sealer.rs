@@ -139,9 +139,11 @@ pub struct Sealer {
 
 impl Sealer {
     /// A sealer for the store at `store_dir` whose checkpoints have origin
-    /// `origin`; `head` is the writer's head (not sealed again until more
-    /// records come). An unreadable `seals` file is an error (start-up is
-    /// the time to say so).
+    /// `origin`; `head` is the writer's head. Records after the last
+    /// checkpoint in `seals` (all of them, if there is none) count as
+    /// unsealed: they are sealed when due, and at the latest when
+    /// recording stops. An unreadable `seals` file is an error (start-up
+    /// is the time to say so).
     pub fn new(
         store_dir: &Path,
         origin: String,
@@ -169,8 +171,8 @@ impl Sealer {
             signer,
             origin,
             every,
+            last_size: seals.last_size().unwrap_or(0).min(head.0),
             seals: Some(seals),
-            last_size: head.0,
             last_time: Instant::now(),
             sealed: 0,
             tx,

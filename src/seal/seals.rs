@@ -53,6 +53,8 @@ pub struct SealsFile {
     file: File,
     path: String,
     prev: u32,
+    /// The size of the last checkpoint in the file, if any.
+    last_size: Option<u64>,
 }
 
 fn line_crc(body: &str) -> u32 {
@@ -80,7 +82,13 @@ impl SealsFile {
             file,
             path: path.display().to_string(),
             prev,
+            last_size: seals.last().map(|(s, _)| s.size),
         })
+    }
+
+    /// The size of the last checkpoint in the file when it was opened, if any.
+    pub fn last_size(&self) -> Option<u64> {
+        self.last_size
     }
 
     /// Append `seal` and sync.
