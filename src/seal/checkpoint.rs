@@ -53,6 +53,11 @@ impl Checkpoint {
     /// Parse a note text as a checkpoint.
     pub fn parse_text(text: &str) -> Result<Checkpoint, SealError> {
         let bad = |why: String| SealError::MalformedCheckpoint(why);
+        // What a note may hold (regression, found by fuzzing: an extension
+        // line with a control character parsed, and could not be signed).
+        if text.chars().any(|c| (c as u32) < 0x20 && c != '\n') {
+            return Err(bad("it holds control characters".into()));
+        }
         let body = text
             .strip_suffix('\n')
             .ok_or_else(|| bad("the text does not end in a newline".into()))?;
@@ -145,6 +150,7 @@ mod tests {
             "o\n12\n",
             "\n12\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
             "o\n12\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+            "o\n12\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\x0eext\n",
         ] {
             assert!(
                 matches!(
