@@ -14,6 +14,7 @@
 //!   index/MANIFEST   which sorted runs cover which records
 //!   index/*.run      sorted (block, seq) -> payload location runs
 //!   index/*.dedup    sorted content hash -> payload location runs
+//!   index/tree/L<k>  the Merkle tree's stored subtree hashes (index/tree.rs)
 //! ```
 //!
 //! Everything under `index/` is derived from `log` and can be rebuilt from

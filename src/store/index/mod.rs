@@ -7,7 +7,10 @@
 //!   ranges of records (see [`run`]). Lookup: newest run first, the greatest
 //!   key <= `(B, S)`; runs are merged so there are O(log n) of them.
 //! - `index/MANIFEST`: which runs exist, and up to which record (and log
-//!   offset) they and `seqs` are complete. Replaced atomically.
+//!   offset) they, `seqs` and the tree's hashes are complete. Replaced
+//!   atomically.
+//! - `index/tree/L<k>`: the stored hashes of the Merkle tree over the
+//!   records (see [`tree`]), kept by the writer as it appends.
 //! - Records after the manifest's point (at most one flush threshold's
 //!   worth) are scanned from the log at open into an in-memory table.
 //!
