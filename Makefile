@@ -4,7 +4,7 @@
 #   make test      the whole suite, as CI runs it (installs missing Debian
 #                  packages first when run as root)
 #   make demo      the main job on the bundled fixture
-#   make bench     store, NBD and mount benchmarks (whichever exist)
+#   make bench     store, history, sealing, NBD and mount benchmarks (whichever exist)
 #   make soak      crash tests with 500 SIGKILLs, concurrency tests x5
 #   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (600)
 #   make install   PREFIX=/usr/local DESTDIR= (binary and man page)
@@ -20,7 +20,7 @@ DISKHIST = target/release/diskhist
 # Debian packages the integration tests and the demo run, and why.
 TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools golang-go golang-golang-x-mod-dev
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
-BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3
+BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 e2fsprogs
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
 WHY_fuse3       = fusermount3 and the FUSE mount helpers
 WHY_libnbd-bin  = nbdinfo, nbdcopy talk to diskhist serve
@@ -96,9 +96,10 @@ install: build
 	install -m 0644 man/diskhist.1 $(MAN1DIR)/diskhist.1
 
 # Whichever benchmarks exist, each printing its own figures: the store's
-# index (benches/store_index.rs), the Merkle tree and sealing
-# (benches/seal.rs: throughput with and without sealing, seal and proofs on
-# a 10M-record store, the tree's share of the log), then every benches/*.sh (NBD write
+# index (benches/store_index.rs), history against the naive scan of every
+# record (benches/history.rs: a 1 GiB ext4, 100,000 records), the Merkle tree
+# and sealing (benches/seal.rs: throughput with and without sealing, seal and
+# proofs on a 10M-record store, the tree's share of the log), then every benches/*.sh (NBD write
 # throughput against qemu-nbd, mount read speed against xmount), run with
 # their default sizes (run a script alone to choose its size: see its header).
 bench: deps-bench build
@@ -108,8 +109,10 @@ bench: deps-bench build
 	else \
 	    echo "== benches/store_index.rs: not there, skipped"; \
 	fi
+	@echo "== cargo bench --bench history"
+	@$(CARGO) bench --bench history || exit 1
 	@echo "== cargo bench --bench seal"
-	$(CARGO) bench --bench seal
+	@$(CARGO) bench --bench seal || exit 1
 	@for s in benches/*.sh; do \
 	    [ -f "$$s" ] || continue; \
 	    echo "== $$s"; \

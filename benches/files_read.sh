@@ -11,6 +11,9 @@
 #
 #   benches/files_read.sh [WORKDIR]      ROUNDS=3 (median)
 #
+# REUSE=1 keeps the store built in WORKDIR for the next run with REUSE=1
+# (to measure the daemon again without rebuilding the history).
+#
 # Needs root, e2fsprogs, python3.
 set -euo pipefail
 
@@ -32,11 +35,15 @@ cleanup() {
     mountpoint -q "$WORK/dh" && umount "$WORK/dh"
     [ -n "$DPID" ] && kill "$DPID" 2>/dev/null
     mountpoint -q "$WORK/build" && umount "$WORK/build"
-    rm -rf "$WORK/S" "$WORK/disk.img" "$WORK/later.dmlog"
+    [ "${REUSE:-0}" = 1 ] || rm -rf "$WORK/S" "$WORK/disk.img" "$WORK/later.dmlog" "$WORK/built"
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$WORK/dh" "$WORK/kern" "$WORK/build"
 
+if [ "${REUSE:-0}" = 1 ] && [ -f "$WORK/built" ]; then
+    echo "# reusing the store in $WORK/S"
+    OLD=$(cat "$WORK/built")
+else
 echo "# building: a ${FS_MIB} MiB ext4 (a 200 MiB file, 10,000 files in one directory, 50,000 in a tree) in a ${DISK_MIB} MiB disk"
 truncate -s ${DISK_MIB}M "$WORK/disk.img"
 mkfs.ext4 -q -F -E nodiscard "$WORK/disk.img" ${FS_MIB}M
@@ -80,16 +87,22 @@ blocks[0] = struct.pack('<QQQI', 0x006a736677736872, 1, n, ss).ljust(ss, b'\0')
 open(out, 'wb').write(b''.join(blocks))
 EOF
 "$DISKHIST" ingest "$WORK/S" "$WORK/later.dmlog" -q 2>/dev/null
+echo "$OLD" > "$WORK/built"
+fi
 echo "# store: $("$DISKHIST" info "$WORK/S" | grep records:) ; the old state is #$OLD"
 
 start_mount() {
-    "$DISKHIST" mount "$WORK/S" "$WORK/dh" 2>>"$WORK/mount.log" &
+    # stdout away from any pipe: the daemon outlives the command it serves
+    "$DISKHIST" mount "$WORK/S" "$WORK/dh" >/dev/null 2>>"$WORK/mount.log" &
     DPID=$!
     for _ in $(seq 200); do mountpoint -q "$WORK/dh" && return; sleep 0.05; done
     echo "mount did not appear" >&2; exit 1
 }
 stop_mount() {
-    umount "$WORK/dh"; wait "$DPID" 2>/dev/null || true; DPID=
+    # A loop device just detached may hold disk.img a moment longer.
+    for _ in $(seq 100); do umount "$WORK/dh" 2>/dev/null && break; sleep 0.1; done
+    mountpoint -q "$WORK/dh" && { echo "cannot unmount $WORK/dh" >&2; exit 1; }
+    wait "$DPID" 2>/dev/null || true; DPID=
 }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -116,7 +129,9 @@ run_round() { # prints: dh_read kern_read dh_ls kern_ls dh_find kern_find
     echo "${r[*]}"
 }
 : > "$WORK/rounds"
-for i in $(seq "$ROUNDS"); do run_round | tee -a "$WORK/rounds"; done
+# Not in a pipeline: run_round starts and stops the daemon, whose pid the
+# main shell must know.
+for i in $(seq "$ROUNDS"); do run_round >>"$WORK/rounds"; tail -1 "$WORK/rounds"; done
 col() { awk -v c="$1" '{print $c}' "$WORK/rounds" | median; }
 DR=$(col 1); KR=$(col 2); DL=$(col 3); KL=$(col 4); DF=$(col 5); KF=$(col 6)
 printf '\n%-38s %12s %12s %10s\n' "files/ vs kernel ro,noload (cold)" diskhist kernel "ratio"

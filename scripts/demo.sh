@@ -4,27 +4,33 @@
 #
 #   scripts/demo.sh [DISKHIST]        (run by `make demo`)
 #
-# fixtures/ext4-history.dmlog is a dm-log-writes log, written by QEMU's
-# blklogwrites driver, of a 16 MiB ext4 disk: mkfs; alpha.txt and
+# fixtures/ext4-history.timed.dmlog is a dm-log-writes log, written by
+# QEMU's blklogwrites driver, of a 16 MiB ext4 disk: mkfs; alpha.txt and
 # notes/beta.txt created; gamma.txt created and alpha.txt rewritten;
-# notes/beta.txt deleted (a sync after each step; fixtures/README says how
-# it was made). The demo ingests it into a new store under target/demo,
-# shows `info` and `log`, exports an early and the final image and runs
-# The Sleuth Kit on both; then, if `diskhist mount` works here, mounts the
-# history, walks it, loop-mounts two past moments (as root) and compares
-# them with diff -r. Everything it mounts it unmounts, also on failure.
+# notes/beta.txt deleted (a sync after each step), with a `t=` mark before
+# the first write and after every flush: 18 moments, one minute apart from
+# 2026-11-23T06:30:00Z (fixtures/README says how it was made). The demo
+# ingests it into a new store under target/demo, shows `info` and `log`,
+# lists and reads files at two moments with `diskhist ls` and `cat`,
+# exports an early and the final image and runs The Sleuth Kit on both;
+# then, if `diskhist mount` works here, mounts the history, lists its
+# moments, browses files/ at two of them, finds when gamma.txt appeared and
+# compares the two moments' files with diff -r: no root, no loop mount.
+# Everything it mounts it unmounts, also on failure.
+# Last, fixtures/ext4-tamper.stream (a log cut and its mtime put back) goes
+# into a second store, and `history` and `timeline --check` find when.
 #
-# Needs: fls and icat (sleuthkit); for the mount part /dev/fuse, and root
-# with losetup and mount (util-linux) for the loop mounts.
+# Needs: fls and icat (sleuthkit); for the mount part /dev/fuse.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 diskhist=$(realpath "${1:-$root/target/release/diskhist}")
-fixture=$root/fixtures/ext4-history.dmlog
+fixture=$root/fixtures/ext4-history.timed.dmlog
 final_sha=$root/fixtures/ext4-history.final.sha256
-# Record 33 is the flush that ends step 1 of the fixture's history: alpha.txt
-# v1 and notes/beta.txt exist, gamma.txt does not yet.
-early=${DEMO_EARLY:-#33}
+# 06:35 is the moment after the flush that ends step 1 of the fixture's
+# history (record 33): alpha.txt v1 and notes/beta.txt exist, gamma.txt does
+# not yet. At 06:36 alpha.txt is v2 and gamma.txt is there.
+early=${DEMO_EARLY:-2026-11-23T06:35:00Z}
 
 for tool in fls icat; do
     command -v "$tool" >/dev/null || {
@@ -46,13 +52,9 @@ work=$(mktemp -d "$demo_dir/run.XXXXXX")
 store=$work/store
 mnt=$work/mnt
 mount_pid=
-loops=()
-loop_mnts=()
 
 cleanup() {
     set +e
-    for m in "${loop_mnts[@]}"; do mountpoint -q "$m" && umount "$m"; done
-    for l in "${loops[@]}"; do losetup -d "$l"; done
     if [[ -n $mount_pid ]]; then
         if grep -q " $mnt fuse.diskhist " /proc/mounts; then umount "$mnt" || umount -l "$mnt"; fi
         kill -0 "$mount_pid" 2>/dev/null && kill "$mount_pid"
@@ -70,8 +72,8 @@ files() { fls -r -p "$1" | grep -v -e '\$' -e 'lost+found' || true; }
 say "A store for a 16 MiB disk, and the history of the fixture recorded into it"
 run "$diskhist" init "$store" --size 16M
 run "$diskhist" ingest "$store" --format dmlog "$fixture"
-echo "(a dm-log-writes log carries no times: each entry is stamped as it is read,"
-echo " so this whole history falls within one second; \`serve\` stamps writes as they happen)"
+echo "(the log's t= marks give its writes their times; a log without marks is stamped"
+echo " as it is read, and \`serve\` stamps writes as they happen)"
 
 say "What the store holds (keep the chain head in your case notes)"
 run "$diskhist" info "$store"
@@ -82,6 +84,18 @@ printf '$ %s\n' "diskhist log $store | head -12"
 echo "..."
 printf '$ %s\n' "diskhist log $store --json | tail -1"
 "$diskhist" log "$store" --json | tail -1
+
+say "Files at two moments, read straight from the store (no mount, no root)"
+run "$diskhist" ls "$store" --at "$early" -l
+run "$diskhist" ls "$store" --at latest -l
+run "$diskhist" cat "$store" --at "$early" alpha.txt
+run "$diskhist" cat "$store" --at latest alpha.txt
+v1=$("$diskhist" cat "$store" --at "$early" alpha.txt)
+v2=$("$diskhist" cat "$store" --at latest alpha.txt)
+[[ $v1 == "alpha v1" && $v2 == "alpha v2" ]] || {
+    echo "demo: alpha.txt reads '$v1' at $early and '$v2' now; expected alpha v1 then alpha v2" >&2
+    exit 1
+}
 
 say "Every record checked: checksums, hash chain, content hashes, index"
 run "$diskhist" verify "$store"
@@ -147,60 +161,62 @@ if ! grep -q " $mnt fuse.diskhist " /proc/mounts; then
     exit 1
 fi
 grep " $mnt " /proc/mounts
-run ls -l "$mnt" "$mnt/at"
+run ls -l "$mnt"
 run cat "$mnt/latest/info"
 printf '$ readlink %s\n' "'$mnt/at/$early'"
 readlink "$mnt/at/$early"
 
-say "When did gamma.txt appear? fls on each flushed state, straight off the mount"
-# A state before mkfs has no filesystem: fls fails there, and that is fine.
-# A mount that stops answering must not hang the demo: hence the timeout.
+# at/ names a moment with '-' for ':' (so file managers and Windows shares
+# take it); a lookup accepts either spelling and any time format diskhist does.
+say "The moments of the history, and the files at two of them"
+run ls "$mnt/at"
+run cat "$mnt/at/$early/info"
+run ls -l "$mnt/at/$early/files" "$mnt/latest/files"
+run cat "$mnt/at/$early/files/alpha.txt" "$mnt/latest/files/alpha.txt"
+
+say "When did gamma.txt appear? Look for it in every moment's files/"
 prev=
 found=
-for seq in $("$diskhist" log "$store" | awk '$5 == "flush" { print $1 }'); do
-    listing=$(timeout 60 fls -r -p "$mnt/seq/$seq/disk.img" 2>/dev/null) || [[ $? != 124 ]] || {
-        echo "demo: fls on $mnt/seq/$seq/disk.img did not finish in 60 s" >&2
-        exit 1
-    }
-    if grep -q $'\tgamma.txt$' <<<"$listing"; then
-        found=$seq
+for moment in $(ls "$mnt/at"); do
+    # A moment before mkfs has no filesystem, so no files/: that is fine.
+    # A mount that stops answering must not hang the demo: hence the timeout.
+    rc=0; timeout 60 test -e "$mnt/at/$moment/files/gamma.txt" || rc=$?
+    [[ $rc != 124 ]] || { echo "demo: $mnt/at/$moment did not answer in 60 s" >&2; exit 1; }
+    if [[ $rc == 0 ]]; then
+        found=$moment
         break
     fi
-    prev=$seq
+    prev=$moment
 done
 if [[ -z $found ]]; then
     echo "demo: gamma.txt is in no state of the mounted history" >&2
     exit 1
 fi
-echo "gamma.txt is first there after record $found ($(sed -n 's/^time: //p' "$mnt/seq/$found/info"));" \
-    "after record ${prev:-0} it was not"
+echo "gamma.txt is first there at $found (record $(sed -n 's/^seq: //p' "$mnt/at/$found/info"));" \
+    "at ${prev:-the start} it was not"
 
-if [[ $(id -u) != 0 ]] || ! command -v losetup >/dev/null; then
-    say "Not root: skipping the loop mounts"
-else
-    say "Two moments loop-mounted read-only and compared"
-    i=0
-    for img in "$mnt/at/$early/disk.img" "$mnt/latest/disk.img"; do
-        i=$((i + 1))
-        dir=$work/m$i
-        mkdir "$dir"
-        loop=$(losetup --read-only --find --show "$img")
-        loops+=("$loop")
-        # noload: the journal of a moment between syncs is not replayed
-        # (the image is read-only; replaying would need to write).
-        run mount -o ro,noload "$loop" "$dir"
-        loop_mnts+=("$dir")
-    done
-    printf '$ %s\n' "diff -r $work/m1 $work/m2"
-    diff -r "$work/m1" "$work/m2" || true
-    for m in "${loop_mnts[@]}"; do umount "$m"; done
-    loop_mnts=()
-    for l in "${loops[@]}"; do losetup -d "$l"; done
-    loops=()
-fi
+say "What changed in the files between the two moments"
+printf '$ %s\n' "diff -r $mnt/at/$early/files $mnt/latest/files"
+diff -r "$mnt/at/$early/files" "$mnt/latest/files" || true
 
 say "Unmounting"
 run umount "$mnt"
 wait "$mount_pid"
 mount_pid=
-echo "done: the store is in $store"
+
+say "When did it change: a log edited and its mtime put back (fixtures/ext4-tamper.stream)"
+tstore=$work/tamper-store
+run "$diskhist" init "$tstore" --size 16M
+run "$diskhist" ingest "$tstore" --format stream "$root/fixtures/ext4-tamper.stream"
+echo "(every change of the log, found by jumping from one write to its blocks to the next:)"
+run "$diskhist" history "$tstore" /var/log/app.log --stats
+echo "(the times the file claims against the times its blocks were recorded:)"
+printf '$ %s\n' "diskhist timeline $tstore --check"
+status=0
+"$diskhist" timeline "$tstore" --check || status=$?
+if [[ $status != 1 ]]; then
+    echo "demo: timeline --check should have found the planted contradiction (exit $status)" >&2
+    exit 1
+fi
+echo "(exit 1: a contradiction found; the log lost lines 61-80 at that record, yet claims no change)"
+echo "done: the stores are in $store and $tstore"

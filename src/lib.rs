@@ -33,6 +33,7 @@
 //! calls these, and maps errors to exit codes.
 
 pub mod fs;
+pub mod history;
 mod le;
 pub mod merkle;
 #[cfg(feature = "fuse")]

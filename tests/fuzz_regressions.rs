@@ -6,6 +6,8 @@
 
 #[path = "../fuzz/checks/dmlog.rs"]
 mod dmlog;
+#[path = "../fuzz/checks/files.rs"]
+mod files;
 #[path = "../fuzz/checks/nbd_handshake.rs"]
 mod nbd_handshake;
 #[path = "../fuzz/checks/nbd_request.rs"]
@@ -63,6 +65,11 @@ fn nbd_handshake_corpus() {
 #[test]
 fn partitions_corpus() {
     replay("partitions", partitions::check);
+}
+
+#[test]
+fn files_corpus() {
+    replay("files", files::check);
 }
 
 #[test]

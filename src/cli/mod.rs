@@ -13,11 +13,13 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod bisect;
 mod cat;
 mod diff;
 mod dump;
 mod export;
 mod files;
+mod history;
 mod import;
 mod info;
 mod ingest;
@@ -30,6 +32,7 @@ pub mod output;
 pub mod progress;
 mod seal;
 mod serve;
+mod timeline;
 mod verify;
 
 #[derive(Parser)]
@@ -68,6 +71,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Size, block size, record count, times, space, chain head.
     Info(info::InfoArgs),
+    /// Every change of one file or directory across the history.
+    History(history::HistoryArgs),
+    /// The first record at which COMMAND's verdict changes (git bisect run semantics).
+    Bisect(bisect::BisectArgs),
+    /// Every file version with claimed and recorded times; --check for contradictions.
+    Timeline(timeline::TimelineArgs),
     /// List a directory of a filesystem inside the disk at TIME.
     Ls(ls::LsArgs),
     /// Print a file of a filesystem inside the disk at TIME.
@@ -105,9 +114,11 @@ pub fn main() -> i32 {
         warn_if_exposed(store);
     }
     // diff answers with its status, as cmp(1) does: 1 means "they differ",
-    // so any trouble is 2.
+    // so any trouble is 2 (and so for timeline --check).
     let failure = match cli.command {
         Command::Diff(_) => 2,
+        // timeline --check answers "contradictions found" with 1.
+        Command::Timeline(ref a) if a.check => 2,
         _ => 1,
     };
     let done = |r: anyhow::Result<()>| r.map(|()| Status::Success);
@@ -123,6 +134,9 @@ pub fn main() -> i32 {
         Command::Dump(a) => done(dump::dump(a)),
         Command::Verify(a) => verify::verify(a),
         Command::Info(a) => done(info::info(a)),
+        Command::History(a) => done(history::run(a)),
+        Command::Timeline(a) => timeline::run(a),
+        Command::Bisect(a) => done(bisect::run(a)),
         Command::Ls(a) => done(ls::ls(a)),
         Command::Cat(a) => done(cat::cat(a)),
         Command::Keygen(a) => done(seal::keygen(a)),
@@ -186,6 +200,9 @@ impl Command {
             Command::Dump(a) => Some(&a.store),
             Command::Verify(a) => Some(&a.store),
             Command::Info(a) => Some(&a.store),
+            Command::History(a) => Some(&a.store),
+            Command::Timeline(a) => Some(&a.store),
+            Command::Bisect(a) => Some(&a.store),
             Command::Ls(a) => Some(&a.store),
             Command::Cat(a) => Some(&a.store),
             Command::Seal(a) => Some(&a.store),

@@ -260,6 +260,27 @@ impl FileSystem for NtfsFs {
             if let Some(found) = lookup_name(ntfs, cursor, record, name)? {
                 return Ok(Some(found));
             }
+            // The B-tree search follows the index's collation, which a
+            // damaged `$UpCase` table or a misordered index breaks: a name
+            // the listing shows would then not be found (ntfs-3g has the
+            // same blind spot). Every name listed is found, so a miss walks
+            // the listing (bounded like any listing) before answering.
+            let mut scanned = None;
+            for_each_entry(ntfs, cursor, record, |entry, rec, key, io| {
+                if entry != name {
+                    return Ok(true);
+                }
+                let kind = entry_kind(ntfs, io, rec, key)?;
+                scanned = Some(DirEntry {
+                    name: entry,
+                    node: rec,
+                    kind,
+                });
+                Ok(false)
+            })?;
+            if scanned.is_some() {
+                return Ok(scanned);
+            }
             // `FILE:STREAM`: a named stream, however large.
             let Some(colon) = name.iter().position(|&b| b == b':') else {
                 return Ok(None);

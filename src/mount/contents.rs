@@ -21,7 +21,8 @@
 //!   worker ([`Contents::plus`]). The names of the directories listed last
 //!   are kept (up to [`LISTED_NAMES`] names in all), so that a lookup that
 //!   follows a listing costs one `stat`, whatever the reader's own lookup
-//!   costs.
+//!   costs. A name the listing lacks is still looked up by the reader:
+//!   NTFS named streams (`FILE:STREAM`) are found but never listed.
 //! - `stat` shows the filesystem's own mode, owner, size, link count and
 //!   times. `st_ino` is the mount's number, not the filesystem's: FUSE
 //!   uses the node id as `st_ino`, and node ids must differ between
@@ -468,11 +469,15 @@ impl Contents {
                 if !is_listable(name) {
                     return Err(Fail::NotFound);
                 }
-                let listed = self.names.lock().dirs.get(&(s, volume, node)).cloned();
-                let known = match listed {
-                    Some(names) => Some(*names.get(name).ok_or(Fail::NotFound)?),
-                    None => None,
-                };
+                // A name missing from the listing is still asked of the
+                // reader: some names can be looked up but are not listed
+                // (NTFS named streams, `FILE:STREAM`).
+                let known = self
+                    .names
+                    .lock()
+                    .dirs
+                    .get(&(s, volume, node))
+                    .and_then(|names| names.get(name).copied());
                 let name = name.to_vec();
                 let (child, st) = self
                     .call(s, volume, "looking a name up", move |fs| {

@@ -28,6 +28,9 @@ struct MemNode {
 
 pub struct MemFs {
     nodes: HashMap<NodeId, MemNode>,
+    /// Names that can be looked up but are not listed (as NTFS's
+    /// `FILE:STREAM`), by directory and name.
+    unlisted: HashMap<(NodeId, Vec<u8>), NodeId>,
 }
 
 /// The root's node number (ext4's).
@@ -71,7 +74,10 @@ impl MemFs {
                 xattrs: Vec::new(),
             },
         );
-        MemFs { nodes }
+        MemFs {
+            nodes,
+            unlisted: HashMap::new(),
+        }
     }
 
     fn add(&mut self, parent: NodeId, name: &[u8], ino: NodeId, stat: Stat, body: Body) {
@@ -127,6 +133,21 @@ impl MemFs {
         self.add(parent, name, ino, st, Body::Special);
     }
 
+    /// A file `name` in `parent` that lookups find but listings do not
+    /// show, as NTFS's named streams.
+    pub fn unlisted(&mut self, parent: NodeId, name: &[u8], ino: NodeId, content: &[u8]) {
+        let st = stat(FileKind::File, ino, content.len() as u64);
+        self.nodes.insert(
+            ino,
+            MemNode {
+                stat: st,
+                body: Body::File(content.to_vec()),
+                xattrs: Vec::new(),
+            },
+        );
+        self.unlisted.insert((parent, name.to_vec()), ino);
+    }
+
     /// A file whose content cannot be read: damaged, or panicking.
     pub fn broken(&mut self, parent: NodeId, name: &[u8], ino: NodeId, panics: bool) {
         let st = stat(FileKind::File, ino, 100);
@@ -158,6 +179,17 @@ impl FileSystem for MemFs {
             Body::Dir(entries) => Ok(entries.clone()),
             _ => Err(FsError::NotADirectory),
         }
+    }
+
+    fn lookup(&mut self, dir: NodeId, name: &[u8]) -> Result<Option<DirEntry>, FsError> {
+        if let Some(&node) = self.unlisted.get(&(dir, name.to_vec())) {
+            return Ok(Some(DirEntry {
+                name: name.to_vec(),
+                node,
+                kind: FileKind::File,
+            }));
+        }
+        Ok(self.list(dir)?.into_iter().find(|e| e.name == name))
     }
 
     fn read_link(&mut self, node: NodeId) -> Result<Vec<u8>, FsError> {

@@ -343,6 +343,22 @@ impl Store {
         Ok(ContentId(i.lookup(block.0, state)?))
     }
 
+    /// The first record after state `after` (and up to the newest state)
+    /// that writes, zeroes or trims block `block`: O(log n), whatever the
+    /// number of versions. What lets a reader jump from one change of a
+    /// set of blocks to the next without looking at the records between.
+    pub fn next_write(&self, block: BlockNo, after: Seq) -> Result<Option<Seq>> {
+        self.idx.read().next_write(block.0, after)
+    }
+
+    /// The last record up to state `state` that wrote block `block`; `None`
+    /// if none did (the block is all zeros).
+    pub fn last_write(&self, block: BlockNo, state: Seq) -> Result<Option<Seq>> {
+        let i = self.idx.read();
+        check_state(&i, state)?;
+        i.last_write(block.0, state)
+    }
+
     /// Decode the block `id` names into `out` (one block's bytes; zeros for
     /// an all-zero block, without reading anything).
     pub fn read_content(&self, id: ContentId, out: &mut [u8]) -> Result<()> {
@@ -467,4 +483,65 @@ fn check_state(i: &Index, seq: Seq) -> Result<()> {
         return Err(StoreError::NoSuchState { seq, head });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Op, OpFlags, Store, Writer, WriterOptions};
+    use crate::units::{BlockNo, Seq, TimeNs};
+
+    /// next_write and last_write agree with a brute-force walk over the
+    /// records, whether the versions sit in flushed runs (several, as a
+    /// small flush threshold makes them) or in the in-memory tail.
+    #[test]
+    fn next_and_last_write_match_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        Writer::init(&path, 64 * 4096, 4096).unwrap();
+        let mut w = Writer::open_with(
+            &path,
+            WriterOptions {
+                flush_threshold: 50,
+            },
+        )
+        .unwrap();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut written: Vec<Vec<u64>> = Vec::new(); // blocks of record i+1
+        for i in 0..400u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let b = rng % 64;
+            let n = 1 + (rng >> 20) % 3;
+            let n = n.min(64 - b);
+            let data = vec![(i % 251) as u8 + 1; (n * 4096) as usize];
+            let op = if i % 17 == 0 {
+                Op::Trim {
+                    offset_bytes: b * 4096,
+                    length_bytes: n * 4096,
+                }
+            } else {
+                Op::Write {
+                    offset_bytes: b * 4096,
+                    data: &data,
+                }
+            };
+            w.append(TimeNs(1_000 + i as i64), op, OpFlags::default())
+                .unwrap();
+            written.push((b..b + n).collect());
+        }
+        w.close().unwrap();
+        let s = Store::open(&path).unwrap();
+        for block in 0..64u64 {
+            let seqs: Vec<u64> = (1..=400u64)
+                .filter(|&q| written[q as usize - 1].contains(&block))
+                .collect();
+            for after in 0..=400u64 {
+                let next = seqs.iter().copied().find(|&q| q > after).map(Seq);
+                assert_eq!(s.next_write(BlockNo(block), Seq(after)).unwrap(), next);
+                let last = seqs.iter().copied().rev().find(|&q| q <= after).map(Seq);
+                assert_eq!(s.last_write(BlockNo(block), Seq(after)).unwrap(), last);
+            }
+        }
+    }
 }

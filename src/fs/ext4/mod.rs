@@ -30,7 +30,8 @@
 //! - Symlink targets as stored (fast symlinks from the inode, others from
 //!   their block), never followed.
 //! - Extended attributes: the `user.`, `trusted.` and `security.`
-//!   namespaces, from the inode and from its attribute block (`xattr.rs`).
+//!   namespaces, from the inode and from its attribute block (`xattr.rs`),
+//!   the last two as `user.ext4.trusted.*` and `user.ext4.security.*`.
 //! - Directories are listed in on-disk order, which for a hashed
 //!   directory is not the kernel's `readdir` order (the kernel returns
 //!   entries by hash); names are bytes, as stored.

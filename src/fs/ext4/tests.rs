@@ -318,9 +318,9 @@ fn xattrs_from_the_inode_then_its_block() {
     assert_eq!(
         got,
         [
-            ("security.label".to_string(), b"s0".to_vec()),
-            ("trusted.t".to_string(), b"yes".to_vec()),
             ("user.comment".to_string(), b"hi there".to_vec()),
+            ("user.ext4.security.label".to_string(), b"s0".to_vec()),
+            ("user.ext4.trusted.t".to_string(), b"yes".to_vec()),
         ]
     );
     assert_eq!(fs.xattrs(fs.root()).unwrap(), []);

@@ -1,7 +1,11 @@
 //! Extended attributes: those kept in the inode (after `i_extra_isize`)
 //! and those in the block `i_file_acl` names, in that order, as the
 //! kernel lists them. Only the `user.`, `trusted.` and `security.`
-//! namespaces are shown, values as stored: POSIX ACLs are stored in a
+//! namespaces are shown, values as stored; `trusted.` and `security.`
+//! names are shown as `user.ext4.trusted.*` and `user.ext4.security.*`
+//! (an SELinux label or a file capability of the image is evidence to
+//! read, not a label or capability for the examining kernel to apply, and
+//! the mount shows only `user.` names). POSIX ACLs are stored in a
 //! form of ext4's own (not the one `getfacl` reads) and the other
 //! `system.` attributes are ext4's bookkeeping.
 //!
@@ -35,8 +39,8 @@ const H_BLOCKS: usize = 0x8;
 fn prefix(index: u8) -> Option<&'static str> {
     match index {
         1 => Some("user."),
-        4 => Some("trusted."),
-        6 => Some("security."),
+        4 => Some("user.ext4.trusted."),
+        6 => Some("user.ext4.security."),
         _ => None,
     }
 }

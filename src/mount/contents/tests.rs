@@ -51,6 +51,7 @@ fn mbr(parts: &[(u32, u32, u8)]) -> Vec<u8> {
 ///
 /// ```text
 /// /hello.txt        12   with a named stream as an xattr
+/// /hello.txt:notes  14   looked up, not listed (a named stream)
 /// /caf\xe9.txt      13   a Latin-1 name, not UTF-8
 /// /sub/             20
 /// /sub/again        12   a hard link to /hello.txt
@@ -70,6 +71,7 @@ fn sample_fs() -> MemFs {
         b"[ZoneTransfer]\r\nZoneId=3\r\n",
     );
     fs.xattr(12, "security.capability", b"\x01\x00\x00\x02");
+    fs.unlisted(ROOT, b"hello.txt:notes", 14, b"a stream\n");
     fs.file(ROOT, b"caf\xe9.txt", 13, b"latin-1\n");
     fs.dir(ROOT, b"sub", 20);
     fs.link(20, b"again", 12, FileKind::File);
@@ -247,6 +249,11 @@ fn files_show_the_filesystems_names_attributes_contents_and_xattrs() {
     ];
     assert_eq!(names(&listed), want);
     assert!(matches!(t.lookup(files, b"ghost"), Err(Fail::NotFound)));
+    // Regression: a name the listing lacks was answered ENOENT once the
+    // directory had been listed (ls -l, then cat FILE:STREAM failed).
+    let stream = lookup(&t, files, b"hello.txt:notes");
+    assert_eq!(t.read(stream, 0, 100).unwrap(), b"a stream\n");
+    assert!(matches!(t.lookup(files, b"nothing"), Err(Fail::NotFound)));
     let latin = lookup(&t, files, b"caf\xe9.txt");
     assert_eq!(listed[3].node, latin);
     assert_eq!(t.read(latin, 0, 100).unwrap(), b"latin-1\n");

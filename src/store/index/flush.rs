@@ -72,6 +72,7 @@ impl Index {
         self.tree_written();
         self.mem.clear();
         self.tail.clear();
+        self.tail_leaves.clear();
         self.pending_dedup.clear();
         Ok(())
     }

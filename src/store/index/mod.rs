@@ -103,6 +103,8 @@ pub struct Index {
     /// (the writer's).
     pending_dedup: HashMap<[u8; 32], Loc>,
     tail: Vec<TailRecord>,
+    /// The Merkle leaf hash of each record in `tail`.
+    tail_leaves: Vec<Hash32>,
     head: Head,
     log_end: u64,
     stop: Option<TailStop>,
@@ -118,6 +120,10 @@ pub struct Index {
     scan_buf: Vec<u8>,
     /// The Merkle tree's stored hashes and the writer's frontier.
     tree: tree::Tree,
+    /// `seqs` entries read and checked already, direct-mapped by sequence
+    /// number, each with the manifest generation it was read under (a new
+    /// manifest, or a writer cutting `seqs`, makes them stale).
+    seq_cache: seqs::SeqCache,
 }
 
 pub fn read_header(dir: &Path) -> Result<StoreHeader> {
@@ -184,6 +190,7 @@ impl Index {
             mem: BTreeMap::new(),
             pending_dedup: HashMap::new(),
             tail: Vec::new(),
+            tail_leaves: Vec::new(),
             head: Head::default(),
             log_end: 0,
             stop: None,
@@ -194,6 +201,7 @@ impl Index {
             writable,
             scan_buf: Vec::new(),
             tree: tree::Tree::default(),
+            seq_cache: seqs::SeqCache::new(),
         };
         idx.load_manifest()?;
         idx.scan()?;
@@ -270,6 +278,7 @@ impl Index {
         self.manifest = m;
         self.mem.clear();
         self.tail.clear();
+        self.tail_leaves.clear();
         self.stop = None;
         self.tree.reset_files();
         Ok(())
@@ -452,8 +461,8 @@ impl Index {
         self.tail.push(TailRecord {
             time_ns: h.time_ns,
             offset_bytes: offset,
-            leaf,
         });
+        self.tail_leaves.push(leaf);
         self.tree.push(leaf);
         self.head = Head {
             seq: h.seq,
@@ -471,6 +480,7 @@ impl Index {
     pub fn rewind_to(&mut self, head: Head, log_end: u64) {
         let keep = head.seq.0.saturating_sub(self.manifest.indexed_through.0) as usize;
         self.tail.truncate(keep);
+        self.tail_leaves.truncate(keep);
         self.mem.retain(|&(_, seq), _| seq <= head.seq.0);
         self.pending_dedup.retain(|_, l| l.offset_bytes < log_end);
         self.head = head;
@@ -529,6 +539,51 @@ impl Index {
         Ok(Loc::ZERO)
     }
 
+    /// The first record after state `after` that writes (zeroes, trims)
+    /// block `block`: one probe of each run and of the in-memory tail,
+    /// O(log n). Records of an open batch a reader does not show are not
+    /// answered.
+    pub fn next_write(&self, block: u64, after: Seq) -> Result<Option<Seq>> {
+        let head = self.visible_head().seq;
+        let mut best: Option<u64> = self
+            .mem
+            .range((block, after.0.saturating_add(1))..=(block, u64::MAX))
+            .next()
+            .map(|(&(_, s), _)| s);
+        for run in &self.runs {
+            if run.last_seq <= after || best.is_some_and(|b| run.first_seq.0 >= b) {
+                continue;
+            }
+            if let Some(v) = run.find_gt(&(block, after.0))? {
+                if v.block == block && best.is_none_or(|b| v.seq < b) {
+                    best = Some(v.seq);
+                }
+            }
+        }
+        Ok(best.filter(|&s| s <= head.0).map(Seq))
+    }
+
+    /// The last record up to state `state` that wrote block `block`
+    /// (`None`: never written, all zeros).
+    pub fn last_write(&self, block: u64, state: Seq) -> Result<Option<Seq>> {
+        if state > self.manifest.indexed_through {
+            if let Some((&(_, s), _)) = self.mem.range((block, 0)..=(block, state.0)).next_back() {
+                return Ok(Some(Seq(s)));
+            }
+        }
+        for run in self.runs.iter().rev() {
+            if run.first_seq > state {
+                continue;
+            }
+            if let Some(v) = run.find_le(&(block, state.0))? {
+                if v.block == block {
+                    return Ok(Some(Seq(v.seq)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Decode the content at `loc` into `out` (one block).
     pub fn read_loc(&self, loc: Loc, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
         if loc.encoding == format::Encoding::Zero {
@@ -562,8 +617,12 @@ impl Index {
             });
         }
         let bs = self.header.block_size as usize;
-        let mut block_buf = vec![0u8; bs];
-        let mut scratch = Vec::with_capacity(bs);
+        let mut block_buf = Vec::new();
+        let mut scratch = Vec::new();
+        // Whole blocks stored raw one after another in the log (an extent
+        // written at once, an imported image) are read with one pread:
+        // (where in `buf`, where in the log, how many bytes).
+        let mut raw_run: Option<(usize, u64, usize)> = None;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset_bytes + done as u64;
@@ -571,13 +630,37 @@ impl Index {
             let within = (pos % bs as u64) as usize;
             let n = (bs - within).min(buf.len() - done);
             let loc = self.lookup(block, state)?;
-            if n == bs {
-                self.read_loc(loc, &mut buf[done..done + n], &mut scratch)?;
+            if n == bs && loc.encoding == format::Encoding::Raw && loc.stored_len as usize == bs {
+                match &mut raw_run {
+                    Some((_, log_at, len)) if *log_at + *len as u64 == loc.offset_bytes => {
+                        *len += bs;
+                    }
+                    _ => {
+                        self.read_raw_run(buf, raw_run.take())?;
+                        raw_run = Some((done, loc.offset_bytes, bs));
+                    }
+                }
             } else {
-                self.read_loc(loc, &mut block_buf, &mut scratch)?;
-                buf[done..done + n].copy_from_slice(&block_buf[within..within + n]);
+                self.read_raw_run(buf, raw_run.take())?;
+                if n == bs {
+                    self.read_loc(loc, &mut buf[done..done + n], &mut scratch)?;
+                } else {
+                    block_buf.resize(bs, 0);
+                    self.read_loc(loc, &mut block_buf, &mut scratch)?;
+                    buf[done..done + n].copy_from_slice(&block_buf[within..within + n]);
+                }
             }
             done += n;
+        }
+        self.read_raw_run(buf, raw_run)
+    }
+
+    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf`.
+    fn read_raw_run(&self, buf: &mut [u8], run: Option<(usize, u64, usize)>) -> Result<()> {
+        if let Some((at, log_at, len)) = run {
+            self.log
+                .read_exact_at(&mut buf[at..at + len], log_at)
+                .at(&self.log_path)?;
         }
         Ok(())
     }

@@ -31,8 +31,6 @@ pub struct TailStop {
 pub struct TailRecord {
     pub time_ns: TimeNs,
     pub offset_bytes: u64,
-    /// The record's Merkle tree leaf hash.
-    pub leaf: crate::units::Hash32,
 }
 
 /// A bad record at `offset` is a torn tail when no whole record header can

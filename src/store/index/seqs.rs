@@ -14,6 +14,37 @@ use std::os::unix::fs::FileExt;
 pub const SEQ_ENTRY_LEN: u64 = 16;
 /// Bytes of a record's head read to check a `seqs` entry.
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
+/// Checked entries kept (1.5 MiB): the binary searches of a listing or of
+/// time lookups go through the same upper levels again and again.
+const SEQ_CACHE_ENTRIES: usize = 1 << 16;
+
+/// Checked `seqs` entries, direct-mapped: (seq, manifest generation, entry).
+pub(super) struct SeqCache(parking_lot::Mutex<Box<[(u64, u64, TailRecord)]>>);
+
+impl SeqCache {
+    pub(super) fn new() -> SeqCache {
+        let empty = (
+            0,
+            0,
+            TailRecord {
+                time_ns: TimeNs(0),
+                offset_bytes: 0,
+            },
+        );
+        SeqCache(parking_lot::Mutex::new(
+            vec![empty; SEQ_CACHE_ENTRIES].into_boxed_slice(),
+        ))
+    }
+
+    fn get(&self, seq: Seq, generation: u64) -> Option<TailRecord> {
+        let slot = self.0.lock()[seq.0 as usize % SEQ_CACHE_ENTRIES];
+        (slot.0 == seq.0 && slot.1 == generation).then_some(slot.2)
+    }
+
+    fn put(&self, seq: Seq, generation: u64, e: TailRecord) {
+        self.0.lock()[seq.0 as usize % SEQ_CACHE_ENTRIES] = (seq.0, generation, e);
+    }
+}
 
 impl Index {
     fn seq_entry(&self, seq: Seq) -> Result<TailRecord> {
@@ -27,6 +58,10 @@ impl Index {
         if seq.0 > it {
             return Ok(self.tail[(seq.0 - it - 1) as usize]);
         }
+        let generation = self.manifest.generation;
+        if let Some(entry) = self.seq_cache.get(seq, generation) {
+            return Ok(entry);
+        }
         let mut e = [0u8; SEQ_ENTRY_LEN as usize];
         let seqs = self
             .seqs
@@ -37,9 +72,9 @@ impl Index {
         let entry = TailRecord {
             time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),
             offset_bytes: u64::from_le_bytes(e[8..].try_into().unwrap()),
-            leaf: Default::default(),
         };
         self.check_seq_entry(seq, &entry)?;
+        self.seq_cache.put(seq, generation, entry);
         Ok(entry)
     }
 

@@ -206,8 +206,8 @@ impl Index {
         let it = self.manifest.indexed_through.0;
         if seq.0 > it {
             let i = (seq.0 - it - 1) as usize;
-            return match self.tail.get(i) {
-                Some(t) => Ok(t.leaf),
+            return match self.tail_leaves.get(i) {
+                Some(l) => Ok(*l),
                 None => Err(StoreError::NoSuchState {
                     seq,
                     head: self.head.seq,
@@ -326,7 +326,7 @@ impl Index {
         let it = self.manifest.indexed_through.0;
         let f = Frontier::at(&View(self), it)?;
         self.tree.frontier = Some(f);
-        let leaves: Vec<Hash32> = self.tail.iter().map(|t| t.leaf).collect();
+        let leaves = self.tail_leaves.clone();
         for l in leaves {
             self.tree.push(l);
         }

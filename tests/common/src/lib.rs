@@ -6,6 +6,10 @@
 //!   ([`Spawned`]), and the two the tests start most: `diskhist serve`
 //!   ([`Served`]) and `diskhist mount` ([`Mounted`]);
 //! - mounts made with mount(8) ([`KernelMount`]) and ext4 images (`mount`);
+//! - disks written live through `diskhist serve` by QEMU ([`LiveDisk`]),
+//!   loop devices ([`LoopDev`]) and frozen instants (`live`);
+//! - walks of file trees into comparable lines, and The Sleuth Kit's
+//!   reading of a FAT volume in the same lines (`walk`);
 //! - stores built and read through the command line (`stores`);
 //! - one seeded RNG ([`Rng`]) and the data generators built on it
 //!   (`random`);
@@ -13,6 +17,8 @@
 //!   used by their module's name: `nbd::Client`, `dmlog::Entry`.
 
 pub mod dmlog;
+pub mod forged;
+mod live;
 mod mount;
 pub mod nbd;
 mod process;
@@ -20,7 +26,9 @@ mod random;
 mod serve;
 mod spawned;
 mod stores;
+mod walk;
 
+pub use live::{frozen_instant, now_instant, while_frozen, LiveDisk, LoopDev};
 pub use mount::{ext4_image, is_mounted, mount_fails, mount_line, KernelMount, Mounted};
 pub use process::{
     bin, diskhist, diskhist_cmd, diskhist_fails, diskhist_ok, diskhist_output, diskhist_with_input,
@@ -31,6 +39,10 @@ pub use serve::{free_port, Served};
 pub use spawned::Spawned;
 pub use stores::{
     chain_head, export_at, import, init_store, log_records, store_fingerprint, verify_ok, LogRecord,
+};
+pub use walk::{
+    assert_same_tree, has, line_of, node_line, try_walk, tsk_walk, user_xattrs, walk, within,
+    WalkOptions,
 };
 
 use std::path::Path;
