@@ -23,7 +23,10 @@ pub fn check(data: &[u8]) {
     let cp = SignedCheckpoint::parse(c);
     if let Ok(cp) = &cp {
         assert_eq!(cp.checkpoint.text(), cp.note.text, "{c:?}");
-        assert_eq!(Checkpoint::parse_text(&cp.note.text).as_ref().ok(), Some(&cp.checkpoint));
+        assert_eq!(
+            Checkpoint::parse_text(&cp.note.text).as_ref().ok(),
+            Some(&cp.checkpoint)
+        );
     }
     let bundle = Bundle::parse(b);
     if let Ok(bundle) = &bundle {
@@ -32,7 +35,10 @@ pub fn check(data: &[u8]) {
     if let (Ok(cp), Ok(bundle)) = (cp, bundle) {
         let signed_by_key = cp.verify(&[key.verifier()]).is_ok();
         if audit(&[key.verifier()], &cp, &bundle, None).is_ok() {
-            assert!(signed_by_key, "audit passed a checkpoint the key did not sign");
+            assert!(
+                signed_by_key,
+                "audit passed a checkpoint the key did not sign"
+            );
         }
     }
     // A checkpoint signed here always opens and verifies.
