@@ -63,11 +63,14 @@ fn line_crc(body: &str) -> u32 {
 
 impl SealsFile {
     /// Open (creating, 0600) `STORE/seals`; the last line's checksum is
-    /// read so the chain goes on. A damaged file is an error: nothing is
+    /// read so the chain goes on. A last line torn by a crash (no newline:
+    /// a checkpoint being written) is cut, with a warning, so that
+    /// recording can start again; any other damage is an error: nothing is
     /// appended after damage.
     pub fn open(store_dir: &Path) -> Result<SealsFile, SealsError> {
-        let seals = read_seals(store_dir)?;
         let path = store_dir.join(layout::SEALS_FILE);
+        cut_torn_line(&path)?;
+        let seals = read_seals(store_dir)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -114,6 +117,32 @@ impl SealsFile {
         self.prev = crc;
         Ok(())
     }
+}
+
+/// Cut a last line that does not end in a newline.
+fn cut_torn_line(path: &Path) -> Result<(), SealsError> {
+    let io = |error| SealsError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    log::warn!(
+        "{}: cutting a torn last line ({} bytes, a checkpoint being written when the \
+         recorder stopped)",
+        path.display(),
+        bytes.len() - keep
+    );
+    let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+    f.set_len(keep as u64).map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 /// Every seal in `STORE/seals` (none if there is no such file), with each
@@ -239,5 +268,12 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("removed"), "{e}");
         std::fs::write(&p, text.replace("size=7", "size=8")).unwrap();
         assert!(read_seals(dir.path()).is_err());
+        // A torn last line is reported by readers, and cut when a recorder
+        // opens the file again.
+        std::fs::write(&p, &text[..text.len() - 30]).unwrap();
+        let e = read_seals(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("torn"), "{e}");
+        SealsFile::open(dir.path()).unwrap();
+        assert_eq!(read_seals(dir.path()).unwrap().len(), 2);
     }
 }
