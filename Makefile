@@ -4,7 +4,7 @@
 #   make test      the whole suite, as CI runs it (installs missing Debian
 #                  packages first when run as root)
 #   make demo      the main job on the bundled fixture
-#   make bench     store, history, NBD and mount benchmarks (whichever exist)
+#   make bench     store, history, sealing, NBD and mount benchmarks (whichever exist)
 #   make soak      crash tests with 500 SIGKILLs, concurrency tests x5
 #   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (600)
 #   make install   PREFIX=/usr/local DESTDIR= (binary and man page)
@@ -18,7 +18,7 @@ MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
 DISKHIST = target/release/diskhist
 
 # Debian packages the integration tests and the demo run, and why.
-TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools
+TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools golang-go golang-golang-x-mod-dev
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
 BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 e2fsprogs
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
@@ -34,6 +34,8 @@ WHY_g++         = cargo fuzz builds libFuzzer, which is C++ (make fuzz-short)
 WHY_ntfs-3g     = mkntfs and ntfs-3g build NTFS images and show what the NTFS reader must show
 WHY_dosfstools  = mkfs.vfat builds FAT12/16/32 images for the FAT reader
 WHY_mtools      = mcopy, mmd, mdel, mattrib write FAT images without root or a kernel driver
+WHY_golang-go   = builds tests/go/sealcheck.go, the independent checker of checkpoints and proofs
+WHY_golang-golang-x-mod-dev = Go's sumdb/note and sumdb/tlog, which that checker uses (built offline)
 WHY_bc          = arithmetic in benches/nbd_write.sh
 WHY_python3     = random-read latency in benches/mount_read.sh
 
@@ -95,7 +97,9 @@ install: build
 
 # Whichever benchmarks exist, each printing its own figures: the store's
 # index (benches/store_index.rs), history against the naive scan of every
-# record (benches/history.rs: a 1 GiB ext4, 100,000 records), then every benches/*.sh (NBD write
+# record (benches/history.rs: a 1 GiB ext4, 100,000 records), the Merkle tree
+# and sealing (benches/seal.rs: throughput with and without sealing, seal and
+# proofs on a 10M-record store, the tree's share of the log), then every benches/*.sh (NBD write
 # throughput against qemu-nbd, mount read speed against xmount), run with
 # their default sizes (run a script alone to choose its size: see its header).
 bench: deps-bench build
@@ -107,6 +111,8 @@ bench: deps-bench build
 	fi
 	@echo "== cargo bench --bench history"
 	@$(CARGO) bench --bench history || exit 1
+	@echo "== cargo bench --bench seal"
+	@$(CARGO) bench --bench seal || exit 1
 	@for s in benches/*.sh; do \
 	    [ -f "$$s" ] || continue; \
 	    echo "== $$s"; \

@@ -12,6 +12,10 @@
 //! - [`nbd`] (feature `nbd`): the NBD server that records what QEMU writes;
 //!   [`sessions`]: the `STORE/sessions` evidence file each server run
 //!   appends to (`info` and `verify` read it too).
+//! - [`merkle`]: the RFC 6962/9162 Merkle tree hash and its proofs (the
+//!   store keeps the tree over its records under `index/tree/`);
+//!   [`seal`]: signed checkpoints (C2SP signed notes), proof bundles,
+//!   audits without the store, sealing while recording.
 //! - [`mount`] (feature `fuse`): the read-only FUSE tree
 //!   `/at/<time>/disk.img`.
 //! - Times ([`parse_time`], [`TimeSpec`]) and the unit-carrying newtypes
@@ -24,8 +28,6 @@
 //!   `files/` trees and by the command line's `ls`/`cat` alike.
 //! - `history`: file history, bisect and timelines, built on the store and
 //!   `fs`.
-//! - `seal`: the Merkle tree over the records and signed checkpoints, built
-//!   on the store alone.
 //!
 //! The command line (`src/cli`, the binary, feature `cli`) parses flags,
 //! calls these, and maps errors to exit codes.
@@ -33,11 +35,13 @@
 pub mod fs;
 pub mod history;
 mod le;
+pub mod merkle;
 #[cfg(feature = "fuse")]
 pub mod mount;
 #[cfg(feature = "nbd")]
 pub mod nbd;
 pub mod producers;
+pub mod seal;
 pub mod sessions;
 pub mod store;
 mod time;

@@ -460,7 +460,10 @@ fn every_argument_and_option_has_a_description() {
     for c in &commands {
         for flag in ["-h", "--help"] {
             let help = diskhist(&[c, flag]);
-            assert!(help.contains("<STORE>"), "{c} {flag}:\n{help}");
+            // keygen, cosign and audit work without a store (an auditor has none).
+            if !["keygen", "cosign", "audit"].contains(&c.as_str()) {
+                assert!(help.contains("<STORE>"), "{c} {flag}:\n{help}");
+            }
             assert_eq!(
                 undescribed(&help),
                 Vec::<String>::new(),

@@ -14,6 +14,8 @@ mod nbd_handshake;
 mod nbd_request;
 #[path = "../fuzz/checks/partitions.rs"]
 mod partitions;
+#[path = "../fuzz/checks/seal.rs"]
+mod seal;
 #[path = "../fuzz/checks/stream.rs"]
 mod stream;
 #[path = "../fuzz/checks/time.rs"]
@@ -70,6 +72,20 @@ fn partitions_corpus() {
 #[test]
 fn files_corpus() {
     replay("files", files::check);
+}
+
+#[test]
+fn seal_corpus() {
+    replay("seal", seal::check);
+}
+
+/// Found by the seal target: a checkpoint text whose extension line held a
+/// control character parsed as a checkpoint, and then could not be signed.
+#[test]
+fn seal_control_character_in_an_extension_line_is_refused() {
+    seal::check(
+        b"diskhist/00\n2\nMx2QF43mF7dSRxXrq6hLrgIHD8XWPTZCP42g5KiIW58=\n\x0e\xe2\x80\x94 lab J+oy\n",
+    );
 }
 
 #[test]

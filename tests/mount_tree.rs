@@ -146,6 +146,7 @@ fn info_listings_and_mtimes_tell_the_truth() {
     let head = s.head();
     let r1 = s.resolve(diskhist::parse_time(T1).unwrap()).unwrap();
     let chain1 = s.record(r1).unwrap().chain.to_hex();
+    let root1 = s.tree_root(r1).unwrap().to_hex();
     drop(s);
 
     let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
@@ -155,8 +156,8 @@ fn info_listings_and_mtimes_tell_the_truth() {
         state,
         format!(
             "time: 2026-11-23T06:30:15.250000000Z\nseq: {}\nchain: {chain1}\n\
-             size_bytes: 67108864\nblock_size: 4096\n",
-            r1.0
+             tree_size: {}\ntree_root: {root1}\nsize_bytes: 67108864\nblock_size: 4096\n",
+            r1.0, r1.0
         )
     );
     // The image is one ext4 filesystem (whether its files are shown

@@ -764,7 +764,10 @@ fn damaged_or_old_index_is_never_misread() {
     // said ok).
     let found = verify_in_process(&work).expect_err("an old-format index verified ok");
     assert!(
-        found.contains("index/MANIFEST: index format 1, not this diskhist's 3"),
+        found.contains(&format!(
+            "index/MANIFEST: index format 1, not this diskhist's {}",
+            index::INDEX_FORMAT as char
+        )),
         "{found}"
     );
     let (code, err) = cli_verify(&work);

@@ -106,6 +106,31 @@ fn print_text(
         )?;
     }
     writeln!(out, "chain head:     {}", head.chain)?;
+    writeln!(
+        out,
+        "merkle tree:    size {}, root {}",
+        head.seq.0,
+        s.tree_root(head.seq)?
+    )?;
+    writeln!(
+        out,
+        "origin:         {} (checkpoints: diskhist seal)",
+        diskhist::seal::origin(s)
+    )?;
+    match diskhist::seal::seals::read_seals(&a.store) {
+        Ok(list) if !list.is_empty() => {
+            let (last, _) = &list[list.len() - 1];
+            writeln!(
+                out,
+                "seals:          {} checkpoints, the last at {} records ({})",
+                list.len(),
+                last.size,
+                format_rfc3339(TimeNs(last.time_ns))
+            )?;
+        }
+        Ok(_) => {}
+        Err(e) => writeln!(out, "warning:        seals: {e}")?,
+    }
     match sessions {
         Ok(sessions) => {
             for (i, ses) in sessions.iter().enumerate() {
@@ -249,6 +274,9 @@ fn print_json(
         .num("log_bytes", sp.log_bytes)
         .num("index_bytes", sp.index_bytes)
         .str("chain_head", &head.chain.to_hex())
+        .num("tree_size", head.seq.0)
+        .str("tree_root", &s.tree_root(head.seq)?.to_hex())
+        .str("origin", &diskhist::seal::origin(s))
         .raw(
             "sessions",
             match sessions {

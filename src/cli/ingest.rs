@@ -36,6 +36,8 @@ pub struct IngestArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub sealing: super::seal::SealingArgs,
 }
 
 /// A progress bar over the input: its size for a file read once, bytes
@@ -56,7 +58,11 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     if matches!(a.format, Format::Stream) && a.follow {
         return Err(UsageError("--follow applies to dmlog logs only".into()).into());
     }
-    let w = Writer::open(&a.store)?;
+    let seal = a.sealing.config()?;
+    let mut w = Writer::open(&a.store)?;
+    if let Some(sc) = &seal {
+        sc.attach(&a.store, &mut w)?;
+    }
     let stdin = a.file.as_os_str() == "-";
     match a.format {
         Format::Dmlog => ingest_dmlog(&a, w, stdin),

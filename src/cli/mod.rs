@@ -30,6 +30,7 @@ mod ls;
 mod mount;
 pub mod output;
 pub mod progress;
+mod seal;
 mod serve;
 mod timeline;
 mod verify;
@@ -80,6 +81,16 @@ enum Command {
     Ls(ls::LsArgs),
     /// Print a file of a filesystem inside the disk at TIME.
     Cat(cat::CatArgs),
+    /// Make a signer key and its verifier key (C2SP signed-note format).
+    Keygen(seal::KeygenArgs),
+    /// Print a signed checkpoint of the store's history (its Merkle root).
+    Seal(seal::SealArgs),
+    /// Add a witness's signature to a checkpoint.
+    Cosign(seal::CosignArgs),
+    /// Write inclusion (and consistency) proofs against a checkpoint.
+    Prove(seal::ProveArgs),
+    /// Check a proof bundle against a checkpoint, without the store.
+    Audit(seal::AuditArgs),
 }
 
 /// Parse, run, and turn the outcome into an exit status.
@@ -128,6 +139,11 @@ pub fn main() -> i32 {
         Command::Bisect(a) => done(bisect::run(a)),
         Command::Ls(a) => done(ls::ls(a)),
         Command::Cat(a) => done(cat::cat(a)),
+        Command::Keygen(a) => done(seal::keygen(a)),
+        Command::Seal(a) => done(seal::seal(a)),
+        Command::Cosign(a) => done(seal::cosign(a)),
+        Command::Prove(a) => done(seal::prove(a)),
+        Command::Audit(a) => seal::audit(a),
     };
     match result {
         Ok(Status::Success) => 0,
@@ -189,6 +205,9 @@ impl Command {
             Command::Bisect(a) => Some(&a.store),
             Command::Ls(a) => Some(&a.store),
             Command::Cat(a) => Some(&a.store),
+            Command::Seal(a) => Some(&a.store),
+            Command::Prove(a) => Some(&a.store),
+            Command::Keygen(_) | Command::Cosign(_) | Command::Audit(_) => None,
         }
     }
 }

@@ -41,7 +41,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
     Binary,
-    /// Text (a timeline): may go to a terminal.
+    /// Text (keys, checkpoints, proof bundles, a timeline): may go to a
+    /// terminal.
     Text,
 }
 

@@ -36,6 +36,8 @@ pub struct ServeArgs {
     /// Hidden: a knob for tests that need index flushes on a small disk.
     #[arg(long, hide = true, value_name = "N", default_value_t = FLUSH_THRESHOLD)]
     pub index_flush_blocks: usize,
+    #[command(flatten)]
+    pub sealing: super::seal::SealingArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -70,6 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.index_flush_blocks == 0 {
         return Err(UsageError("--index-flush-blocks must be at least 1".into()).into());
     }
+    let seal = args.sealing.config()?;
     let config = ServeConfig {
         store_dir: args.store,
         listen,
@@ -78,6 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         writer: WriterOptions {
             flush_threshold: args.index_flush_blocks,
         },
+        seal,
     };
     server::run_until_stopped(&config, &stop)
         .with_context(|| format!("serve {}", config.store_dir.display()))

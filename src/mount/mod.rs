@@ -5,7 +5,8 @@
 //! MOUNTPOINT/
 //!   at/<time>/disk.img   the disk at <time>: the state after every record
 //!                        whose time is <= <time>
-//!   at/<time>/info       time, record number, chain hash, disk size, block
+//!   at/<time>/info       time, record number, chain hash, Merkle tree size
+//!                        and root, disk size, block
 //!                        size; the partition table and each volume: what
 //!                        it holds, and whether its files are shown or why not
 //!   at/<time>/p<N>.img   partition N's bytes (MBR or GPT, Linux numbering)

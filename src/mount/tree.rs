@@ -467,6 +467,7 @@ impl Tree {
 
     fn build_info_text(&self, s: Seq) -> Result<String> {
         let g = self.store.geometry();
+        let root = self.store.tree_root(s)?.to_hex();
         let (time, chain) = if s.0 == 0 {
             (
                 "none (the empty disk before the first record)".to_string(),
@@ -477,7 +478,9 @@ impl Tree {
             (format_rfc3339_ns(r.time_ns), r.chain.to_hex())
         };
         Ok(format!(
-            "time: {time}\nseq: {}\nchain: {chain}\nsize_bytes: {}\nblock_size: {}\n{}",
+            "time: {time}\nseq: {}\nchain: {chain}\ntree_size: {}\ntree_root: {root}\n\
+             size_bytes: {}\nblock_size: {}\n{}",
+            s.0,
             s.0,
             g.size_bytes,
             g.block_size,

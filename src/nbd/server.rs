@@ -81,6 +81,8 @@ pub struct ServeConfig {
     /// A client that has not finished the handshake by then is dropped.
     pub handshake_timeout: Duration,
     pub writer: WriterOptions,
+    /// Seal the history as it is recorded (`--seal-key`...).
+    pub seal: Option<crate::seal::sealer::SealConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +105,18 @@ pub enum ServeError {
     NotASocket(PathBuf),
     #[error("stopped recording: {0}")]
     Fatal(String),
+    #[error("cannot seal: {0}")]
+    Seal(#[from] crate::seal::SealError),
 }
 
 /// Serve the store over NBD, recording what clients write, until `stop` is
 /// set (by a signal handler) or the store fails. Returns after the writer
 /// is closed and the socket removed.
 pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), ServeError> {
-    let writer = Writer::open_with(&config.store_dir, config.writer)?;
+    let mut writer = Writer::open_with(&config.store_dir, config.writer)?;
+    if let Some(sc) = &config.seal {
+        sc.attach(&config.store_dir, &mut writer)?;
+    }
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
     let export = StoreExport::new(writer, config.sync);
@@ -134,7 +141,24 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
         config.sync.name(),
         config.listen.uri(),
     );
-    let fatal = accept_loop(&listener, &export, &info, config.handshake_timeout, stop);
+    // A checkpoint due by time is sealed even while no client writes.
+    let done = AtomicBool::new(false);
+    let fatal = std::thread::scope(|sc| {
+        if config.seal.is_some() {
+            let (export, done) = (&export, &done);
+            sc.spawn(move || {
+                while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if let Err(e) = export.seal_if_due() {
+                        log::error!("sealing: {e}");
+                    }
+                }
+            });
+        }
+        let fatal = accept_loop(&listener, &export, &info, config.handshake_timeout, stop);
+        done.store(true, Ordering::Relaxed);
+        fatal
+    });
     let head = export.head();
     let closed = export.close();
     let reason = match (&fatal, &closed) {

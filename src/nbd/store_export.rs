@@ -67,6 +67,11 @@ impl StoreExport {
         self.writer.lock().head()
     }
 
+    /// Seal the history if a checkpoint is due (see `Writer::seal_if_due`).
+    pub fn seal_if_due(&self) -> Result<(), StoreError> {
+        self.writer.lock().seal_if_due(false)
+    }
+
     /// Close the writer (flushing the index).
     pub fn close(self) -> Result<(), StoreError> {
         self.writer.into_inner().close()

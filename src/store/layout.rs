@@ -10,6 +10,8 @@
 //!   index/MANIFEST   which sorted runs cover which records
 //!   index/*.run      sorted (block, seq) -> content location runs
 //!   index/*.dedup    sorted dedup key -> content location runs
+//!   index/tree/L<k>  the Merkle tree's stored subtree hashes (index/tree.rs)
+//!   seals            checkpoints sealed while recording (crate::seal)
 //! ```
 //!
 //! Everything under `index/` is derived from `log` and can be rebuilt from
@@ -32,3 +34,7 @@ pub const INDEX_DIR: &str = "index";
 pub const SEQS_FILE: &str = "seqs";
 /// Which runs make up the index, and how far it reaches.
 pub const MANIFEST_FILE: &str = "MANIFEST";
+/// The Merkle tree's stored hashes, under the index.
+pub const TREE_DIR: &str = "tree";
+/// Checkpoints sealed while recording.
+pub const SEALS_FILE: &str = "seals";

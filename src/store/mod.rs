@@ -14,6 +14,7 @@
 //!   index/MANIFEST   which sorted runs cover which records
 //!   index/*.run      sorted (block, seq) -> payload location runs
 //!   index/*.dedup    sorted content hash -> payload location runs
+//!   index/tree/L<k>  the Merkle tree's stored subtree hashes (index/tree.rs)
 //! ```
 //!
 //! Everything under `index/` is derived from `log` and can be rebuilt from
@@ -26,7 +27,9 @@ use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
-pub use writer::{writer_is_live, Appended, CutBatch, Writer, WriterOptions, FLUSH_THRESHOLD};
+pub use writer::{
+    writer_is_live, Appended, CutBatch, SealHook, Writer, WriterOptions, FLUSH_THRESHOLD,
+};
 
 pub(crate) mod batch;
 mod error;
@@ -90,6 +93,8 @@ pub struct SpaceStats {
     pub log_bytes: u64,
     /// Size of everything under `index/`.
     pub index_bytes: u64,
+    /// Of which the Merkle tree's stored hashes (`index/tree/`).
+    pub tree_bytes: u64,
 }
 
 /// A reader of a store: any number may be open, also while the writer runs.
@@ -370,12 +375,21 @@ impl Store {
         match std::fs::read_dir(&idir) {
             Ok(entries) => {
                 for e in entries.flatten() {
-                    index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    if e.file_type().is_ok_and(|t| t.is_file()) {
+                        index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io(&idir, e)),
         }
+        let mut tree_bytes = 0;
+        if let Ok(entries) = std::fs::read_dir(idir.join(layout::TREE_DIR)) {
+            for e in entries.flatten() {
+                tree_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        index_bytes += tree_bytes;
         Ok(SpaceStats {
             // Not counting an unfinished batch's records.
             bytes_written: i
@@ -384,6 +398,80 @@ impl Store {
                 .map_or(i.bytes_written(), |c| c.bytes_written),
             log_bytes,
             index_bytes,
+            tree_bytes,
+        })
+    }
+}
+
+/// The Merkle tree over the records (see [`crate::merkle`]; its stored
+/// hashes are part of the index). The tree of state `s` is the tree of
+/// records `1..=s`: its size is `s`.
+impl Store {
+    /// The root hash of the tree of state `size`.
+    pub fn tree_root(&self, size: Seq) -> Result<Hash32> {
+        let i = self.idx.read();
+        check_state(&i, size)?;
+        i.tree_root(size.0)
+    }
+
+    /// The inclusion proof of record `seq` in the tree of state `size`.
+    pub fn inclusion_proof(&self, seq: Seq, size: Seq) -> Result<Vec<Hash32>> {
+        let i = self.idx.read();
+        check_state(&i, size)?;
+        i.inclusion_proof(seq, size.0)
+    }
+
+    /// The consistency proof from the tree of state `old` to that of `new`.
+    pub fn consistency_proof(&self, old: Seq, new: Seq) -> Result<Vec<Hash32>> {
+        let i = self.idx.read();
+        check_state(&i, new)?;
+        i.consistency_proof(old.0, new.0)
+    }
+
+    /// The leaf data of record `seq`: its canonical content (see
+    /// [`RecordLeaf`]).
+    pub fn leaf_data(&self, seq: Seq) -> Result<[u8; LEAF_DATA_LEN]> {
+        let i = self.idx.read();
+        check_state(&i, seq)?;
+        if seq.0 == 0 {
+            return Err(StoreError::NoSuchState {
+                seq,
+                head: i.visible_head().seq,
+            });
+        }
+        Ok(i.record_header(seq)?.canonical())
+    }
+}
+
+/// Bytes of a record's Merkle leaf data.
+pub const LEAF_DATA_LEN: usize = format::CANONICAL_LEN;
+
+/// A record's Merkle leaf data decoded: its canonical content, which is
+/// `seq` u64, `time_ns` i64, `kind` u8, `flags` u8, `offset_bytes` u64,
+/// `length_bytes` u64, `content_hash` (32 bytes), little-endian, 66 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLeaf {
+    pub seq: Seq,
+    pub time_ns: TimeNs,
+    pub kind: RecordKind,
+    pub flags: OpFlags,
+    pub offset_bytes: u64,
+    pub length_bytes: u64,
+    pub content_hash: Hash32,
+}
+
+impl RecordLeaf {
+    /// `None` if `data` is not 66 bytes of a known kind.
+    pub fn decode(data: &[u8]) -> Option<RecordLeaf> {
+        let h = format::decode_canonical(data.try_into().ok()?)?;
+        Some(RecordLeaf {
+            seq: h.seq,
+            time_ns: h.time_ns,
+            kind: h.kind,
+            flags: h.flags,
+            offset_bytes: h.offset_bytes,
+            length_bytes: h.length_bytes,
+            content_hash: h.content_hash,
         })
     }
 }

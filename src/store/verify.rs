@@ -20,8 +20,14 @@
 //!   every entry against the block versions recomputed from the log.
 //! - `index/*.dedup`: the same checksums, and that every entry names a
 //!   place where its records stored content of exactly that hash.
+//! - `index/tree/L<k>`: every stored Merkle subtree hash the manifest
+//!   promises, against the one recomputed from the log's records.
 //! - Anchors given by the caller (e.g. the `sessions` file's head_seq and
 //!   head_chain): the chain after that record must be that chain.
+//! - Tree anchors (checkpoints, see [`TreeAnchor`]): the Merkle tree of the
+//!   first `size` records, recomputed from the log alone, must have that
+//!   root: a history rewritten with every checksum and chain hash
+//!   recomputed still fails here once a checkpoint has left the machine.
 //!
 //! Index problems name the first record they concern where there is one.
 
@@ -52,6 +58,11 @@ pub struct VerifyReport {
     pub index_problems: Vec<String>,
     /// Anchors whose chain does not match the log's.
     pub anchor_problems: Vec<String>,
+    /// Tree anchors (checkpoints) whose root the log's tree does not have.
+    pub checkpoint_problems: Vec<String>,
+    /// The Merkle tree root over the records verified (see
+    /// [`crate::merkle`]).
+    pub tree_root: Hash32,
     /// What is not damage but worth saying: a writer recording while
     /// verify ran, an unfinished import the next writer will cut.
     pub notes: Vec<String>,
@@ -59,7 +70,10 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.problem.is_none() && self.index_problems.is_empty() && self.anchor_problems.is_empty()
+        self.problem.is_none()
+            && self.index_problems.is_empty()
+            && self.anchor_problems.is_empty()
+            && self.checkpoint_problems.is_empty()
     }
 }
 
@@ -87,6 +101,15 @@ impl std::fmt::Display for Problem {
 pub struct Anchor {
     pub seq: Seq,
     pub chain: Hash32,
+    pub what: String,
+}
+
+/// A claim, kept outside the store (a signed checkpoint), that the Merkle
+/// tree of the first `size` records has root `root`. `what` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeAnchor {
+    pub size: Seq,
+    pub root: Hash32,
     pub what: String,
 }
 
@@ -140,10 +163,21 @@ pub fn verify_with_progress(
     anchors: &[Anchor],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
+    verify_sealed(dir, anchors, &[], progress)
+}
+
+/// [`verify_with_progress`], also checking the tree anchors `sealed`
+/// (checkpoints) against the Merkle tree recomputed from the log.
+pub fn verify_sealed(
+    dir: &Path,
+    anchors: &[Anchor],
+    sealed: &[TreeAnchor],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
     let mut attempt = 0;
     loop {
         let batch_before = batch::read_raw(dir)?;
-        let result = verify_once(dir, anchors, progress);
+        let result = verify_once(dir, anchors, sealed, progress);
         let bad = result.as_ref().map_or(true, |r| !r.ok());
         let log_path = dir.join(layout::LOG_FILE);
         let cut = match (&result, std::fs::metadata(&log_path)) {
@@ -230,6 +264,7 @@ fn is_missing(e: Option<&StoreError>) -> bool {
 fn verify_once(
     dir: &Path,
     anchors: &[Anchor],
+    sealed: &[TreeAnchor],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport {
@@ -240,6 +275,8 @@ fn verify_once(
         problem: None,
         index_problems: Vec::new(),
         anchor_problems: Vec::new(),
+        checkpoint_problems: Vec::new(),
+        tree_root: crate::merkle::empty_root(),
         notes: Vec::new(),
     };
     // The batch state and the index first: the log only grows past them.
@@ -258,6 +295,8 @@ fn verify_once(
     let mut c = LogCheck::open(dir, report, open_batch, manifest.as_ref())?;
     let mut anchors_left: Vec<&Anchor> = anchors.iter().collect();
     check_anchors(&mut anchors_left, Seq(0), &Hash32::default(), &mut c.report);
+    let mut sealed_left: Vec<&TreeAnchor> = sealed.iter().collect();
+    check_tree_anchors(&mut sealed_left, Seq(0), &c.tree, &mut c.report);
     while c.offset < c.log_len {
         let Some(h) = c.read_next()? else { break };
         if let Some(what) = c.check_record(&h)? {
@@ -271,6 +310,16 @@ fn verify_once(
         c.accept(&h);
         progress(c.offset, c.log_len);
         check_anchors(&mut anchors_left, h.seq, &h.chain, &mut c.report);
+        if !sealed_left.is_empty() {
+            check_tree_anchors(&mut sealed_left, h.seq, &c.tree, &mut c.report);
+        }
+    }
+    for a in sealed_left {
+        c.report.checkpoint_problems.push(format!(
+            "{} covers {} records, but the log holds only {} whole records: records were \
+             cut from the end of the log (or the checkpoint is of another store)",
+            a.what, a.size.0, c.report.records
+        ));
     }
     for a in anchors_left {
         c.report.anchor_problems.push(format!(
@@ -279,6 +328,7 @@ fn verify_once(
             a.what, a.seq, c.report.records
         ));
     }
+    c.report.tree_root = c.tree.root();
     c.leave_out_open_batch();
     if c.report.problem.is_none() {
         if let Some(m) = manifest {
@@ -293,6 +343,7 @@ fn verify_once(
                 problems: Vec::new(),
             };
             ic.check(&m, &c.head_at_manifest)?;
+            ic.check_tree(&m, &c.tree_nodes)?;
             c.report.index_problems.extend(ic.problems);
         }
     }
@@ -317,6 +368,10 @@ struct LogCheck {
     bytes_written: u64,
     manifest_through: u64,
     head_at_manifest: HeadAt,
+    /// The Merkle tree over the records accepted so far.
+    tree: crate::merkle::Frontier,
+    /// Its stored-level subtrees up to the manifest's point, per level.
+    tree_nodes: Vec<Vec<Hash32>>,
     buf: Vec<u8>,
     block: Vec<u8>,
     scratch: Vec<u8>,
@@ -349,6 +404,8 @@ impl LogCheck {
             bytes_written: 0,
             manifest_through: manifest.map_or(0, |m| m.indexed_through.0),
             head_at_manifest: HeadAt::default(),
+            tree: crate::merkle::Frontier::default(),
+            tree_nodes: vec![Vec::new(); 8],
             buf: Vec::new(),
             scratch: Vec::new(),
         })
@@ -512,6 +569,13 @@ impl LogCheck {
             offset_bytes: self.offset,
         });
         self.offset += u64::from(h.record_len);
+        let (nodes, through) = (&mut self.tree_nodes, self.manifest_through);
+        self.tree.push(h.leaf_hash(), |start, height, x| {
+            let k = (height / index::TILE_HEIGHT) as usize;
+            if height % index::TILE_HEIGHT == 0 && start + (1u64 << height) <= through {
+                nodes[k].push(*x);
+            }
+        });
         if h.seq.0 == self.manifest_through {
             self.head_at_manifest = HeadAt {
                 chain: h.chain,
@@ -561,6 +625,28 @@ fn check_anchors(left: &mut Vec<&Anchor>, seq: Seq, chain: &Hash32, report: &mut
             report.anchor_problems.push(format!(
                 "{} says the chain after record {seq} is {}, the log's is {chain}",
                 a.what, a.chain
+            ));
+        }
+        false
+    });
+}
+
+fn check_tree_anchors(
+    left: &mut Vec<&TreeAnchor>,
+    seq: Seq,
+    tree: &crate::merkle::Frontier,
+    report: &mut VerifyReport,
+) {
+    left.retain(|a| {
+        if a.size != seq {
+            return true;
+        }
+        let root = tree.root();
+        if a.root != root {
+            report.checkpoint_problems.push(format!(
+                "{} says the Merkle tree of the first {} records has root {}, the log's \
+                 has {root}: the history was rewritten after it was sealed",
+                a.what, seq.0, a.root
             ));
         }
         false
@@ -686,6 +772,62 @@ impl IndexCheck<'_> {
             .into_iter()
             .map(|(block, loc)| BlockVersion { block, seq, loc })
             .collect())
+    }
+
+    /// The stored Merkle subtree hashes the manifest promises, against
+    /// `nodes`, recomputed from the log (per level, up to the manifest).
+    fn check_tree(&mut self, m: &Manifest, nodes: &[Vec<Hash32>]) -> Result<()> {
+        let it = m.indexed_through.0;
+        for (k, want) in nodes.iter().enumerate().skip(1) {
+            let promised = it >> (index::TILE_HEIGHT * k as u32);
+            if promised == 0 {
+                continue;
+            }
+            let name = format!(
+                "{}/{}/{}",
+                layout::INDEX_DIR,
+                layout::TREE_DIR,
+                index::level_file_name(k as u32)
+            );
+            let path = self.dir.join(&name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.problems.push(format!(
+                        "{name}: missing, but the manifest promises {promised} hashes"
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(StoreError::io(&path, e)),
+            };
+            if (bytes.len() as u64) < promised * index::TREE_ENTRY_LEN {
+                self.problems.push(format!(
+                    "{name}: holds {} hashes, the manifest promises {promised}",
+                    bytes.len() as u64 / index::TREE_ENTRY_LEN
+                ));
+                continue;
+            }
+            let span = 1u64 << (index::TILE_HEIGHT * k as u32);
+            for j in 0..promised {
+                let e = &bytes[(j * index::TREE_ENTRY_LEN) as usize..][..36];
+                let ok = match index::decode_entry(k as u32, j, e) {
+                    None => Some("fails its checksum"),
+                    Some(h) if want.get(j as usize) != Some(&h) => {
+                        Some("does not match the records in the log")
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = ok {
+                    self.problems.push(format!(
+                        "{name}: the hash of records #{}..=#{} {why}",
+                        j * span + 1,
+                        (j + 1) * span
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_seqs(&mut self, it: u64) -> Result<()> {

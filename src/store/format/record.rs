@@ -247,20 +247,73 @@ pub fn record_body(rec: &[u8]) -> &[u8] {
     &rec[RECORD_HEADER_LEN..rec.len() - RECORD_TRAILER_LEN]
 }
 
+/// Bytes of a record's canonical content ([`RecordHeader::canonical`]).
+pub const CANONICAL_LEN: usize = 66;
+
+impl RecordHeader {
+    /// The canonical content: `seq, time_ns, kind, flags, offset_bytes,
+    /// length_bytes` encoded as in the header (8+8+1+1+8+8 = 34 bytes, no
+    /// padding), then the 32-byte `content_hash`. What the chain hashes,
+    /// and the leaf data of the record's Merkle tree leaf.
+    pub fn canonical(&self) -> [u8; CANONICAL_LEN] {
+        let mut canon = [0u8; CANONICAL_LEN];
+        canon[0..8].copy_from_slice(&self.seq.0.to_le_bytes());
+        canon[8..16].copy_from_slice(&self.time_ns.0.to_le_bytes());
+        canon[16] = self.kind as u8;
+        canon[17] = self.flags.0;
+        canon[18..26].copy_from_slice(&self.offset_bytes.to_le_bytes());
+        canon[26..34].copy_from_slice(&self.length_bytes.to_le_bytes());
+        canon[34..].copy_from_slice(&self.content_hash.0);
+        canon
+    }
+
+    /// The record's Merkle tree leaf hash: SHA-256(0x00 ‖ canonical content).
+    pub fn leaf_hash(&self) -> Hash32 {
+        crate::merkle::leaf_hash(&self.canonical())
+    }
+}
+
+/// The header fields of the canonical content `c`, if it is one (a known
+/// kind); length and chain unset.
+pub fn decode_canonical(c: &[u8; CANONICAL_LEN]) -> Option<RecordHeader> {
+    Some(RecordHeader {
+        record_len: 0,
+        seq: Seq(u64_at(c, 0)),
+        time_ns: TimeNs(u64_at(c, 8) as i64),
+        kind: RecordKind::from_u8(c[16])?,
+        flags: OpFlags(c[17]),
+        offset_bytes: u64_at(c, 18),
+        length_bytes: u64_at(c, 26),
+        content_hash: hash_at(c, 34),
+        chain: Hash32::default(),
+    })
+}
+
+/// Decode the header at the start of a record without its checksum (which
+/// needs the whole record): for reading the canonical content of a record
+/// already checked once. `None` if the magic or kind is wrong.
+pub fn decode_header_unchecked(b: &[u8; RECORD_HEADER_LEN]) -> Option<RecordHeader> {
+    if &b[..4] != RECORD_MAGIC {
+        return None;
+    }
+    Some(RecordHeader {
+        record_len: u32_at(b, R_LEN),
+        seq: Seq(u64_at(b, R_SEQ)),
+        time_ns: TimeNs(u64_at(b, R_TIME) as i64),
+        kind: RecordKind::from_u8(b[R_KIND])?,
+        flags: OpFlags(b[R_FLAGS]),
+        offset_bytes: u64_at(b, R_OFFSET),
+        length_bytes: u64_at(b, R_LENGTH),
+        content_hash: hash_at(b, R_CONTENT),
+        chain: hash_at(b, R_CHAIN),
+    })
+}
+
 /// BLAKE3(previous chain ‖ canonical content).
 pub fn chain_next(prev: &Hash32, h: &RecordHeader) -> Hash32 {
-    let mut canon = [0u8; 42];
-    canon[0..8].copy_from_slice(&h.seq.0.to_le_bytes());
-    canon[8..16].copy_from_slice(&h.time_ns.0.to_le_bytes());
-    canon[16] = h.kind as u8;
-    canon[17] = h.flags.0;
-    canon[18..26].copy_from_slice(&h.offset_bytes.to_le_bytes());
-    canon[26..34].copy_from_slice(&h.length_bytes.to_le_bytes());
-    // The content hash follows; hashed separately to avoid a 74-byte copy.
     let mut hasher = blake3::Hasher::new();
     hasher.update(&prev.0);
-    hasher.update(&canon[..34]);
-    hasher.update(&h.content_hash.0);
+    hasher.update(&h.canonical());
     Hash32(*hasher.finalize().as_bytes())
 }
 

@@ -39,6 +39,7 @@ impl Index {
             return Ok(());
         }
         self.write_seqs()?;
+        self.write_tree()?;
         let mut m = self.manifest.clone();
         let mut new = None;
         if !self.mem.is_empty() || !self.pending_dedup.is_empty() {
@@ -68,8 +69,10 @@ impl Index {
         m.bytes_written = self.bytes_written;
         let keep = self.runs.len();
         self.install(m, keep, new)?;
+        self.tree_written();
         self.mem.clear();
         self.tail.clear();
+        self.tail_leaves.clear();
         self.pending_dedup.clear();
         Ok(())
     }

@@ -7,7 +7,10 @@
 //!   ranges of records (see [`run`]). Lookup: newest run first, the greatest
 //!   key <= `(B, S)`; runs are merged so there are O(log n) of them.
 //! - `index/MANIFEST`: which runs exist, and up to which record (and log
-//!   offset) they and `seqs` are complete. Replaced atomically.
+//!   offset) they, `seqs` and the tree's hashes are complete. Replaced
+//!   atomically.
+//! - `index/tree/L<k>`: the stored hashes of the Merkle tree over the
+//!   records (see [`tree`]), kept by the writer as it appends.
 //! - Records after the manifest's point (at most one flush threshold's
 //!   worth) are scanned from the log at open into an in-memory table.
 //!
@@ -36,11 +39,13 @@ mod manifest;
 pub mod run;
 mod scan;
 mod seqs;
+mod tree;
 
 pub use flush::remove_orphan_runs;
 pub use manifest::{manifest_version, read_manifest, run_file_names, Manifest, INDEX_FORMAT};
 pub use scan::{is_torn_tail, TailRecord, TailStop};
 pub use seqs::SEQ_ENTRY_LEN;
+pub use tree::{decode_entry, encode_entry, level_file_name, TILE_HEIGHT, TREE_ENTRY_LEN};
 
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, Loc, StoreHeader};
@@ -103,6 +108,8 @@ pub struct Index {
     /// (the writer's).
     pending_dedup: HashMap<[u8; 32], Loc>,
     tail: Vec<TailRecord>,
+    /// The Merkle leaf hash of each record in `tail`.
+    tail_leaves: Vec<Hash32>,
     head: Head,
     log_end: u64,
     stop: Option<TailStop>,
@@ -116,6 +123,8 @@ pub struct Index {
     cap: Option<Cap>,
     writable: bool,
     scan_buf: Vec<u8>,
+    /// The Merkle tree's stored hashes and the writer's frontier.
+    tree: tree::Tree,
     /// `seqs` entries read and checked already, direct-mapped by sequence
     /// number, each with the manifest generation it was read under (a new
     /// manifest, or a writer cutting `seqs`, makes them stale).
@@ -186,6 +195,7 @@ impl Index {
             mem: BTreeMap::new(),
             pending_dedup: HashMap::new(),
             tail: Vec::new(),
+            tail_leaves: Vec::new(),
             head: Head::default(),
             log_end: 0,
             stop: None,
@@ -195,6 +205,7 @@ impl Index {
             cap: None,
             writable,
             scan_buf: Vec::new(),
+            tree: tree::Tree::default(),
             seq_cache: seqs::SeqCache::new(),
         };
         idx.load_manifest()?;
@@ -228,7 +239,7 @@ impl Index {
             self.read_loc(loc, &mut block, &mut scratch)?;
             self.pending_dedup.insert(run::dedup_key(&block), loc);
         }
-        Ok(())
+        self.prepare_tree()
     }
 
     /// (Re)load the manifest and its runs, and forget the in-memory tail.
@@ -272,7 +283,9 @@ impl Index {
         self.manifest = m;
         self.mem.clear();
         self.tail.clear();
+        self.tail_leaves.clear();
         self.stop = None;
+        self.tree.reset_files();
         Ok(())
     }
 
@@ -449,10 +462,13 @@ impl Index {
         for &(b, loc) in locs {
             self.mem.insert((b, h.seq.0), loc);
         }
+        let leaf = h.leaf_hash();
         self.tail.push(TailRecord {
             time_ns: h.time_ns,
             offset_bytes: offset,
         });
+        self.tail_leaves.push(leaf);
+        self.tree.push(leaf);
         self.head = Head {
             seq: h.seq,
             time_ns: Some(h.time_ns),
@@ -469,10 +485,14 @@ impl Index {
     pub fn rewind_to(&mut self, head: Head, log_end: u64) {
         let keep = head.seq.0.saturating_sub(self.manifest.indexed_through.0) as usize;
         self.tail.truncate(keep);
+        self.tail_leaves.truncate(keep);
         self.mem.retain(|&(_, seq), _| seq <= head.seq.0);
         self.pending_dedup.retain(|_, l| l.offset_bytes < log_end);
         self.head = head;
         self.log_end = log_end;
+        if let Err(e) = self.rewind_tree() {
+            log::error!("could not rebuild the Merkle tree's frontier after rewinding: {e}");
+        }
     }
 
     /// The dedup keys held in memory, for tests that forge a collision.

@@ -113,6 +113,21 @@ pub struct Writer {
     batch_counter: u64,
     /// The unfinished batch cut when this writer opened, if any.
     cut_batch: Option<CutBatch>,
+    /// Who seals checkpoints of the history as it is recorded, if anyone.
+    seal_hook: Option<Box<dyn SealHook>>,
+}
+
+/// Told when the history may be sealed (see `crate::seal::sealer`): the
+/// writer asks before each record whether a checkpoint is due and, if so,
+/// makes the log durable and hands over the head's size and Merkle root,
+/// so that a checkpoint never covers a record a crash could still take
+/// back. Never during an import's batch (it may be undone).
+pub trait SealHook: Send {
+    /// Whether a checkpoint of the head (`head` records) is due.
+    fn due(&mut self, head: Seq) -> bool;
+    /// The durable history of `size` records has Merkle root `root`: seal
+    /// it. Failures are the hook's to report; recording goes on.
+    fn seal(&mut self, size: Seq, root: crate::units::Hash32);
 }
 
 /// Records of an unfinished batch that a writer cut off the log.
@@ -249,6 +264,7 @@ impl Writer {
             batch: None,
             batch_counter: bstate.counter,
             cut_batch,
+            seal_hook: None,
         };
         if w.idx.pending_versions() >= w.opts.flush_threshold || w.recovered.is_some() {
             // On a full disk the store still opens: records are refused
@@ -267,6 +283,44 @@ impl Writer {
 
     pub fn head(&self) -> Head {
         self.idx.head()
+    }
+
+    /// The store's id (made at `init`; names it in checkpoints).
+    pub fn store_id(&self) -> [u8; 16] {
+        self.idx.header().store_id
+    }
+
+    /// Have `hook` seal the history as it is recorded.
+    pub fn set_seal_hook(&mut self, hook: Box<dyn SealHook>) {
+        self.seal_hook = Some(hook);
+    }
+
+    /// If the seal hook says a checkpoint is due (or `force`, and records
+    /// came since), make the log durable and seal the head. An error is a
+    /// failed fsync (the writer is poisoned: nothing more is recorded).
+    pub fn seal_if_due(&mut self, force: bool) -> Result<()> {
+        if self.batch.is_some() || self.poisoned {
+            return Ok(());
+        }
+        let Some(mut hook) = self.seal_hook.take() else {
+            return Ok(());
+        };
+        let head = self.idx.head().seq;
+        let result = (|| {
+            if force || hook.due(head) {
+                self.sync()?;
+                let root = self.tree_root()?;
+                hook.seal(head, root);
+            }
+            Ok(())
+        })();
+        self.seal_hook = Some(hook);
+        result
+    }
+
+    /// The Merkle tree's root at the head (kept incrementally: no reads).
+    pub fn tree_root(&self) -> Result<crate::units::Hash32> {
+        self.idx.tree_root(self.idx.head().seq.0)
     }
 
     /// The torn tail cut when this writer opened, if any.
@@ -336,7 +390,9 @@ impl Writer {
         // The lock belongs to the open file description: a duplicate
         // keeps it held while this writer is replaced by a fresh one.
         let lock = self._lock.try_clone().at(&dir.join(layout::LOCK_FILE))?;
-        let fresh = Writer::open_locked(&dir, lock, self.opts)?;
+        let mut fresh = Writer::open_locked(&dir, lock, self.opts)?;
+        // Sealing goes on in the fresh writer (the batch was never sealed).
+        fresh.seal_hook = self.seal_hook.take();
         drop(std::mem::replace(self, fresh));
         Ok(cut)
     }
@@ -380,6 +436,11 @@ impl Writer {
     /// returns an error.
     pub fn append(&mut self, time: TimeNs, op: Op<'_>, mut flags: OpFlags) -> Result<Appended> {
         self.check_usable()?;
+        if self.seal_hook.is_some() {
+            // Before the record, like an index flush: a failed fsync still
+            // means nothing was recorded.
+            self.seal_if_due(false)?;
+        }
         if self.idx.pending_versions() >= self.next_flush_at {
             // Before the record, so that an error (a poisoning fsync
             // failure) still means nothing was recorded.
@@ -573,10 +634,13 @@ impl Writer {
             log::warn!("closing the store with a batch open: its records are cut");
             self.abort_batch()?;
         }
-        self.closed = true;
         if self.poisoned {
+            self.closed = true;
             return Err(StoreError::Poisoned);
         }
+        // The last records recorded are sealed too.
+        self.seal_if_due(true)?;
+        self.closed = true;
         self.sync()?;
         self.try_flush_index()
     }
