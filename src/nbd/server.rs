@@ -23,7 +23,7 @@ use super::export::Export;
 use super::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
 use super::proto::{self, BlockSizes, RequestLimits};
 use super::store_export::{StoreExport, SyncMode};
-use super::transmission::{handle_requests, Counters, TransmissionError};
+use super::transmission::{handle_requests_until, Counters, TransmissionError};
 use crate::sessions::{clock_state, ClockState, SessionEnd, SessionError, SessionLog};
 use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
@@ -112,7 +112,7 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     let writer = Writer::open_with(&config.store_dir, config.writer)?;
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
-    let export = StoreExport::new(writer, config.sync);
+    let export = StoreExport::new(writer, config.sync)?;
     let geometry = (export.size_bytes(), export.preferred_block_size());
     let head = export.head();
     let clock = checked_clock();
@@ -136,6 +136,21 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     );
     let fatal = accept_loop(&listener, &export, &info, config.handshake_timeout, stop);
     let head = export.head();
+    let stats = export.commit_stats();
+    if stats.durable_requests > 0 {
+        log::info!(
+            "group commit: {} fdatasyncs for {} requests that waited to be durable \
+             (FLUSH, FUA{}); {} of them needed no sync of their own",
+            stats.syncs,
+            stats.durable_requests,
+            if config.sync == SyncMode::Always {
+                ", every write under --sync always"
+            } else {
+                ""
+            },
+            stats.without_sync
+        );
+    }
     let closed = export.close();
     let reason = match (&fatal, &closed) {
         (Some(why), _) => format!("failed: {why}"),
@@ -310,7 +325,12 @@ fn handle_connection<E: Export>(
     log::info!("connection {id} ({peer}) started");
     let mut r = BufReader::with_capacity(256 << 10, &conn);
     let mut c = Counters::default();
-    let res = handle_requests(&mut r, &mut w, export, limits, &mut c);
+    // A fatal error, or a client that takes no more replies, ends the
+    // reading too, even while it waits for the client's next request.
+    let stop_reading = || {
+        let _ = conn.shutdown(Shutdown::Read);
+    };
+    let res = handle_requests_until(&mut r, &mut w, export, limits, &mut c, &stop_reading);
     let summary = format!(
         "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors \
          ({} for want of space)",

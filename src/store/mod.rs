@@ -26,7 +26,9 @@ use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
 pub use format::RecordKind;
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
-pub use writer::{writer_is_live, Appended, CutBatch, Writer, WriterOptions, FLUSH_THRESHOLD};
+pub use writer::{
+    writer_is_live, Appended, CutBatch, SyncPoint, Writer, WriterOptions, FLUSH_THRESHOLD,
+};
 
 pub(crate) mod batch;
 mod error;
