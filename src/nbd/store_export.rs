@@ -91,7 +91,14 @@ struct Shared {
     commit: Mutex<Commit>,
     /// The committer waits here for requests to make durable.
     wake: Condvar,
+    /// Called by the committer before each fdatasync: tests hold it there
+    /// or make the sync fail.
+    #[cfg(test)]
+    before_sync: Mutex<Option<BeforeSync>>,
 }
+
+#[cfg(test)]
+type BeforeSync = Box<dyn FnMut() -> Option<std::io::Error> + Send>;
 
 struct Recorder {
     writer: Writer,
@@ -135,6 +142,8 @@ impl StoreExport {
                 ..Commit::default()
             }),
             wake: Condvar::new(),
+            #[cfg(test)]
+            before_sync: Mutex::new(None),
         });
         let committer = {
             let shared = Arc::clone(&shared);
@@ -279,7 +288,7 @@ fn commit_loop(shared: &Shared, log: &File) {
             }
         }
         let point = shared.writer.lock().writer.sync_point();
-        let result = point.and_then(|p| match log.sync_data() {
+        let result = point.and_then(|p| match sync_log(shared, log) {
             Ok(()) => shared
                 .writer
                 .lock()
@@ -319,6 +328,16 @@ fn commit_loop(shared: &Shared, log: &File) {
             done(outcome);
         }
     }
+}
+
+fn sync_log(_shared: &Shared, log: &File) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(hook) = _shared.before_sync.lock().as_mut() {
+        if let Some(e) = hook() {
+            return Err(e);
+        }
+    }
+    log.sync_data()
 }
 
 fn is_out_of_space(e: &StoreError) -> bool {
@@ -425,5 +444,172 @@ impl Export for StoreExport {
             ),
             Request::Flush => self.record(Op::Flush, false, done),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const SIZE: u64 = 1 << 20;
+
+    fn export(dir: &std::path::Path, sync: SyncMode) -> StoreExport {
+        let store = dir.join("s");
+        Writer::init(&store, SIZE, 4096).unwrap();
+        StoreExport::new(Writer::open(&store).unwrap(), sync).unwrap()
+    }
+
+    /// The committer's next sync waits until the returned sender says go
+    /// (with the error to fail with, if any); syncs after it go ahead.
+    fn hold_next_sync(e: &StoreExport) -> (mpsc::Receiver<()>, mpsc::Sender<Option<i32>>) {
+        let (held_tx, held_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<Option<i32>>();
+        let mut first = true;
+        *e.shared.before_sync.lock() = Some(Box::new(move || {
+            if !std::mem::take(&mut first) {
+                return None;
+            }
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap().map(std::io::Error::from_raw_os_error)
+        }));
+        (held_rx, go_tx)
+    }
+
+    /// Submit `req`; its outcome arrives on the returned receiver.
+    fn submit(e: &StoreExport, req: Request<'_>) -> mpsc::Receiver<Result<(), ExportError>> {
+        let (tx, rx) = mpsc::channel();
+        e.submit(
+            req,
+            Box::new(move |o| {
+                tx.send(o).unwrap();
+            }),
+        );
+        rx
+    }
+
+    fn write(offset_bytes: u64, data: &[u8], fua: bool) -> Request<'_> {
+        Request::Write {
+            offset_bytes,
+            data,
+            fua,
+        }
+    }
+
+    fn pending(rx: &mpsc::Receiver<Result<(), ExportError>>) -> bool {
+        matches!(rx.try_recv(), Err(mpsc::TryRecvError::Empty))
+    }
+
+    fn outcome(rx: &mpsc::Receiver<Result<(), ExportError>>) -> Result<(), ExportError> {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("no reply within 10 s")
+    }
+
+    #[test]
+    fn one_sync_covers_every_flush_and_fua_write_waiting_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = export(dir.path(), SyncMode::Flush);
+        let (held, go) = hold_next_sync(&e);
+        let a = [1u8; 4096];
+        // A plain write is answered at once; the flush after it waits for
+        // the sync, which is held.
+        assert_eq!(outcome(&submit(&e, write(0, &a, false))), Ok(()));
+        let first = submit(&e, Request::Flush);
+        held.recv().unwrap();
+        assert!(pending(&first));
+        // Meanwhile, as from other connections: writes, FUA writes and
+        // flushes; the plain ones are answered, the others wait.
+        let mut waiting = Vec::new();
+        for i in 1..20u64 {
+            assert_eq!(outcome(&submit(&e, write(i * 4096, &a, false))), Ok(()));
+            waiting.push(submit(&e, write(i * 4096, &a, true)));
+            waiting.push(submit(&e, Request::Flush));
+        }
+        assert!(waiting.iter().all(pending));
+        go.send(None).unwrap();
+        assert_eq!(outcome(&first), Ok(()));
+        for w in &waiting {
+            assert_eq!(outcome(w), Ok(()));
+        }
+        // Two syncs: the held one, then one for all that waited behind it.
+        let stats = e.commit_stats();
+        assert_eq!(stats.syncs, 2, "{stats:?}");
+        assert_eq!(
+            stats.durable_requests,
+            1 + waiting.len() as u64,
+            "{stats:?}"
+        );
+        // Nothing new since: a flush costs no sync, and is still recorded.
+        let head = e.head().seq;
+        assert_eq!(outcome(&submit(&e, Request::Flush)), Ok(()));
+        assert_eq!(e.commit_stats().syncs, 2);
+        assert_eq!(e.head().seq.0, head.0 + 1);
+        e.close().unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_request_it_covered_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = export(dir.path(), SyncMode::Flush);
+        let a = [7u8; 4096];
+        let b = [8u8; 4096];
+        assert_eq!(outcome(&submit(&e, write(0, &a, true))), Ok(()));
+        let durable = e.head();
+        let (held, go) = hold_next_sync(&e);
+        let first = submit(&e, write(4096, &b, true));
+        held.recv().unwrap();
+        let mut waiting = vec![first];
+        for i in 2..10u64 {
+            waiting.push(submit(&e, write(i * 4096, &b, false)));
+            waiting.push(submit(&e, Request::Flush));
+        }
+        go.send(Some(libc::ENOSPC)).unwrap();
+        let mut failed = 0;
+        for w in &waiting {
+            match outcome(w) {
+                Ok(()) => {} // a plain write, answered before the sync failed
+                Err(ExportError::Fatal { out_of_space, .. }) => {
+                    assert!(out_of_space);
+                    failed += 1;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        // The FUA write and all eight flushes.
+        assert_eq!(failed, 9);
+        // Everything after fails too, reads still work.
+        assert!(matches!(
+            outcome(&submit(&e, write(0, &b, false))),
+            Err(ExportError::Fatal { .. })
+        ));
+        assert!(matches!(
+            outcome(&submit(&e, Request::Flush)),
+            Err(ExportError::Fatal { .. })
+        ));
+        let mut got = [0u8; 4096];
+        e.read(0, &mut got).unwrap();
+        assert_eq!(got, a);
+        // The log was cut back to what the last good sync made durable.
+        assert_eq!(e.head(), durable);
+        assert!(e.close().is_err());
+        let s = crate::store::Store::open(&dir.path().join("s")).unwrap();
+        assert_eq!(s.head().seq, durable.seq);
+    }
+
+    #[test]
+    fn sync_always_answers_each_write_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = export(dir.path(), SyncMode::Always);
+        let (held, go) = hold_next_sync(&e);
+        let a = [3u8; 4096];
+        let first = submit(&e, write(0, &a, false));
+        held.recv().unwrap();
+        let second = submit(&e, write(4096, &a, false));
+        assert!(pending(&first) && pending(&second));
+        go.send(None).unwrap();
+        assert_eq!(outcome(&first), Ok(()));
+        assert_eq!(outcome(&second), Ok(()));
+        e.close().unwrap();
     }
 }
