@@ -20,7 +20,7 @@ DISKHIST = target/release/diskhist
 # Debian packages the integration tests and the demo run, and why.
 TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
-BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3
+BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 fio
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
 WHY_fuse3       = fusermount3 and the FUSE mount helpers
 WHY_libnbd-bin  = nbdinfo, nbdcopy talk to diskhist serve
@@ -35,7 +35,8 @@ WHY_ntfs-3g     = mkntfs and ntfs-3g build NTFS images and show what the NTFS re
 WHY_dosfstools  = mkfs.vfat builds FAT12/16/32 images for the FAT reader
 WHY_mtools      = mcopy, mmd, mdel, mattrib write FAT images without root or a kernel driver
 WHY_bc          = arithmetic in benches/nbd_write.sh
-WHY_python3     = random-read latency in benches/mount_read.sh
+WHY_python3     = random-read latency in benches/mount_read.sh, reading fio's JSON in benches/nbd_fio.sh
+WHY_fio         = small synced writes through NBD (its nbd engine) in benches/nbd_fio.sh
 
 # $(call need-packages,PACKAGES): install the missing ones with apt-get when
 # root, saying which and why; otherwise say what to install. Not fatal when
@@ -95,7 +96,8 @@ install: build
 
 # Whichever benchmarks exist, each printing its own figures: the store's
 # index (benches/store_index.rs), then every benches/*.sh (NBD write
-# throughput against qemu-nbd, mount read speed against xmount), run with
+# throughput and fio small synced writes against qemu-nbd, mount read speed
+# against xmount), run with
 # their default sizes (run a script alone to choose its size: see its header).
 bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
