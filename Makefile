@@ -97,8 +97,8 @@ install: build
 # Whichever benchmarks exist, each printing its own figures: the store's
 # index (benches/store_index.rs), then every benches/*.sh (NBD write
 # throughput and fio small synced writes against qemu-nbd, mount read speed
-# against xmount), run with
-# their default sizes (run a script alone to choose its size: see its header).
+# against xmount), run with their default sizes (run a script alone to
+# choose its size: see its header).
 bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
 	    echo "== cargo bench --bench store_index"; \
