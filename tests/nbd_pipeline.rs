@@ -149,7 +149,7 @@ fn a_write_acknowledged_on_one_connection_is_read_on_another() {
     });
     let mut flushes = 0;
     let mut writes = 0;
-    while writes < count {
+    while writes < count || flushes < count.div_ceil(7) {
         let (err, h) = rx.reply().unwrap();
         assert_eq!(err, 0, "request {h:#x} failed");
         if h & FLUSH != 0 {
@@ -163,7 +163,6 @@ fn a_write_acknowledged_on_one_connection_is_read_on_another() {
             "write {h} was acknowledged but another connection does not read it"
         );
     }
-    assert_eq!(flushes, count.div_ceil(7));
     drop(sender.join().unwrap());
     reader.disconnect();
     let (st, err) = s.stop();
