@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -323,7 +323,7 @@ fn handle_connection<E: Export>(
         return None;
     }
     log::info!("connection {id} ({peer}) started");
-    let mut r = BufReader::with_capacity(256 << 10, &conn);
+    let mut r = &conn;
     let mut c = Counters::default();
     // A fatal error, or a client that takes no more replies, ends the
     // reading too, even while it waits for the client's next request.

@@ -35,6 +35,8 @@ const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// READ buffers kept for reuse, and the largest kept.
 const SPARE_BUFFERS: usize = 8;
 const SPARE_MAX_BYTES: usize = 1 << 20;
+/// A connection reads its requests through a buffer of this size.
+const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Replies are gathered into one send up to this size.
 const SEND_CHUNK_BYTES: usize = 256 << 10;
 
@@ -97,15 +99,28 @@ pub fn handle_requests_until<R: Read, W: Write + Send, E: Export + ?Sized>(
     counters: &mut Counters,
     stop_reading: &(dyn Fn() + Sync),
 ) -> Result<End, TransmissionError> {
-    let pipe = Arc::new(Pipeline::default());
-    pipe.state.lock().reading = true;
+    let pipe = Arc::new(Pipeline {
+        reader: std::thread::current().id(),
+        state: Mutex::new(PipeState {
+            reading: true,
+            ..PipeState::default()
+        }),
+        ready: Condvar::new(),
+        room: Condvar::new(),
+    });
+    let out = Mutex::new(Outbox {
+        w,
+        buf: Vec::with_capacity(SEND_CHUNK_BYTES),
+    });
     let read = std::thread::scope(|s| {
-        s.spawn(|| send_replies(w, &pipe, stop_reading));
+        s.spawn(|| send_replies(&pipe, &out, stop_reading));
         let mut t = Transmission {
-            r,
+            r: io::BufReader::with_capacity(READ_BUFFER_BYTES, r),
             export,
             counters,
             pipe: &pipe,
+            out: &out,
+            stop_reading,
             buf: Vec::new(),
         };
         let read = t.run(limits);
@@ -146,8 +161,10 @@ impl Reply {
 
 /// What the reading side, the export's completions and the sending side
 /// share.
-#[derive(Default)]
 struct Pipeline {
+    /// The reading thread: replies it queues itself need not wake the
+    /// sending thread, it sends them before it next waits for the client.
+    reader: std::thread::ThreadId,
     state: Mutex<PipeState>,
     /// The sender waits here for replies.
     ready: Condvar,
@@ -167,6 +184,8 @@ struct PipeState {
     fatal: Option<String>,
     /// The client no longer takes replies: the rest are dropped.
     send_error: Option<io::Error>,
+    /// `stop_reading` has been called.
+    told_reader: bool,
     errors: u64,
     no_space: u64,
     /// ENOSPC refusals since the last write-like request that succeeded.
@@ -180,7 +199,9 @@ impl Pipeline {
     fn push(&self, st: &mut PipeState, reply: Reply) {
         st.queued_bytes += reply.bytes().len();
         st.replies.push(reply);
-        self.ready.notify_one();
+        if std::thread::current().id() != self.reader {
+            self.ready.notify_one();
+        }
     }
 
     /// The outcome of a write-like request, reported by the export: queue
@@ -244,14 +265,24 @@ impl Pipeline {
     }
 }
 
-/// The sending side: every reply as soon as it is ready, those ready
-/// together in one send, until the reader has stopped and every request
-/// it read has had its reply.
-fn send_replies<W: Write>(w: &mut W, pipe: &Pipeline, stop_reading: &(dyn Fn() + Sync)) {
-    let mut out = Vec::with_capacity(SEND_CHUNK_BYTES);
-    let mut told_reader = false;
+/// The socket's sending side, shared by the reading thread and the
+/// sending thread; whoever holds it sends every reply queued.
+struct Outbox<'w, W> {
+    w: &'w mut W,
+    /// Replies gathered into one send.
+    buf: Vec<u8>,
+}
+
+/// The sending thread: replies the export completes later (from another
+/// thread) as soon as they are ready, and any the reader left, until the
+/// reader has stopped and every request it read has had its reply.
+fn send_replies<W: Write>(
+    pipe: &Pipeline,
+    out: &Mutex<Outbox<'_, W>>,
+    stop_reading: &(dyn Fn() + Sync),
+) {
     loop {
-        let (replies, failed) = {
+        {
             let mut st = pipe.state.lock();
             while st.replies.is_empty() && (st.reading || st.in_flight > 0) {
                 pipe.ready.wait(&mut st);
@@ -259,26 +290,42 @@ fn send_replies<W: Write>(w: &mut W, pipe: &Pipeline, stop_reading: &(dyn Fn() +
             if st.replies.is_empty() {
                 return;
             }
-            let stop = !told_reader && (st.fatal.is_some() || st.send_error.is_some());
-            told_reader |= stop;
-            if stop {
-                drop(st);
-                stop_reading();
-                st = pipe.state.lock();
+        }
+        drain(pipe, &mut out.lock(), stop_reading);
+    }
+}
+
+/// Send every queued reply, those queued together in one send; drop them
+/// instead if the client no longer takes replies. Holding `out` while
+/// taking from the queue keeps replies in the order they were queued.
+fn drain<W: Write>(pipe: &Pipeline, out: &mut Outbox<'_, W>, stop_reading: &(dyn Fn() + Sync)) {
+    loop {
+        let (replies, failed, stop) = {
+            let mut st = pipe.state.lock();
+            if st.replies.is_empty() {
+                return;
             }
-            (std::mem::take(&mut st.replies), st.send_error.is_some())
+            let stop = !st.told_reader && st.fatal.is_some();
+            st.told_reader |= stop;
+            (
+                std::mem::take(&mut st.replies),
+                st.send_error.is_some(),
+                stop,
+            )
         };
+        if stop {
+            stop_reading();
+        }
         let sent = if failed {
             Ok(()) // dropped: nobody takes them
         } else {
-            send(w, &mut out, &replies)
+            send(out, &replies)
         };
         let mut st = pipe.state.lock();
         if let Err(e) = sent {
             st.send_error = Some(e);
             // The reader may be waiting for a request that will not come.
-            if !told_reader {
-                told_reader = true;
+            if !std::mem::replace(&mut st.told_reader, true) {
                 drop(st);
                 stop_reading();
                 st = pipe.state.lock();
@@ -297,41 +344,54 @@ fn send_replies<W: Write>(w: &mut W, pipe: &Pipeline, stop_reading: &(dyn Fn() +
     }
 }
 
-/// Send `replies`, gathered into `out` up to [`SEND_CHUNK_BYTES`].
-fn send<W: Write>(w: &mut W, out: &mut Vec<u8>, replies: &[Reply]) -> io::Result<()> {
-    out.clear();
+/// Send `replies`, gathered up to [`SEND_CHUNK_BYTES`] a send.
+fn send<W: Write>(out: &mut Outbox<'_, W>, replies: &[Reply]) -> io::Result<()> {
+    let Outbox { w, buf } = out;
+    buf.clear();
     for r in replies {
         let b = r.bytes();
-        if out.len() + b.len() > SEND_CHUNK_BYTES && !out.is_empty() {
-            w.write_all(out)?;
-            out.clear();
+        if buf.len() + b.len() > SEND_CHUNK_BYTES && !buf.is_empty() {
+            w.write_all(buf)?;
+            buf.clear();
         }
         if b.len() > SEND_CHUNK_BYTES {
             w.write_all(b)?;
         } else {
-            out.extend_from_slice(b);
+            buf.extend_from_slice(b);
         }
     }
-    if !out.is_empty() {
-        w.write_all(out)?;
+    if !buf.is_empty() {
+        w.write_all(buf)?;
     }
     w.flush()
 }
 
 /// One connection's reading side.
-struct Transmission<'a, R, E: ?Sized> {
-    r: &'a mut R,
+struct Transmission<'a, 'w, R, W, E: ?Sized> {
+    r: io::BufReader<&'a mut R>,
     export: &'a E,
     counters: &'a mut Counters,
     pipe: &'a Arc<Pipeline>,
+    out: &'a Mutex<Outbox<'w, W>>,
+    stop_reading: &'a (dyn Fn() + Sync),
     /// Reused for every WRITE's payload: the export has applied it when
     /// `submit` returns.
     buf: Vec<u8>,
 }
 
-impl<R: Read, E: Export + ?Sized> Transmission<'_, R, E> {
+impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, '_, R, W, E> {
     fn run(&mut self, limits: &RequestLimits) -> Result<End, TransmissionError> {
         loop {
+            if self.r.buffer().is_empty() {
+                // About to wait for the client: send what is ready first,
+                // unless the sending thread is at it already.
+                match self.out.try_lock() {
+                    Some(mut out) => drain(self.pipe, &mut out, self.stop_reading),
+                    None => {
+                        self.pipe.ready.notify_one();
+                    }
+                }
+            }
             if !self.wait_for_room() {
                 return Ok(End::Closed);
             }
@@ -354,7 +414,7 @@ impl<R: Read, E: Export + ?Sized> Transmission<'_, R, E> {
     /// request has no reply).
     fn one(&mut self, limits: &RequestLimits) -> Result<Option<End>, TransmissionError> {
         let mut head = [0u8; proto::REQUEST_LEN];
-        if !read_or_eof(self.r, &mut head)? {
+        if !read_or_eof(&mut self.r, &mut head)? {
             return Ok(Some(End::Closed));
         }
         let h = proto::decode_request_header(&head)?;
@@ -383,6 +443,8 @@ impl<R: Read, E: Export + ?Sized> Transmission<'_, R, E> {
                 st.in_flight += 1;
                 return true;
             }
+            // What this thread queued goes out from the other.
+            self.pipe.ready.notify_one();
             self.pipe.room.wait(&mut st);
         }
     }
@@ -403,7 +465,7 @@ impl<R: Read, E: Export + ?Sized> Transmission<'_, R, E> {
         rejection: &Rejection,
     ) -> Result<(), TransmissionError> {
         log::debug!("request {h:?} refused: {}", rejection.reason);
-        skip(self.r, rejection.skip_bytes)?;
+        skip(&mut self.r, rejection.skip_bytes)?;
         let mut st = self.pipe.state.lock();
         st.errors += 1;
         let reply = proto::encode_simple_reply(rejection.errno as u32, h.handle);
