@@ -4,12 +4,17 @@
 //!
 //! Pipelined: the connection's thread reads requests and applies them to
 //! the export one after another, in the order they arrive, so a
-//! connection's writes reach the export in its order; a second thread
-//! sends the replies. A reply that must wait for the data to be durable
-//! (FLUSH, FUA) does not hold up the requests behind it: the export
-//! answers it later ([`Export::submit`]), and replies go out in the order
-//! they are ready, which NBD allows (the handle says which request a reply
-//! answers). Replies ready together leave in one send.
+//! connection's writes reach the export in its order. A reply that must
+//! wait for the data to be durable (FLUSH, FUA) does not hold up the
+//! requests behind it: the export answers it later, from another thread
+//! ([`Export::submit`]), and replies go out in the order they are ready,
+//! which NBD allows (the handle says which request a reply answers).
+//!
+//! Replies queue up and leave together, in one send: the reading thread
+//! sends them before it would wait for the client (its input buffer is
+//! empty, or holds only part of a WRITE's payload), a second thread sends
+//! those completed later, so a thread is woken per batch of late replies,
+//! not per reply.
 //!
 //! Reads see every write applied before them, so every write whose reply
 //! the client has had. A WRITE is applied only once its whole payload has
@@ -383,14 +388,7 @@ impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, '_, R, W, E> {
     fn run(&mut self, limits: &RequestLimits) -> Result<End, TransmissionError> {
         loop {
             if self.r.buffer().is_empty() {
-                // About to wait for the client: send what is ready first,
-                // unless the sending thread is at it already.
-                match self.out.try_lock() {
-                    Some(mut out) => drain(self.pipe, &mut out, self.stop_reading),
-                    None => {
-                        self.pipe.ready.notify_one();
-                    }
-                }
+                self.send_ready();
             }
             if !self.wait_for_room() {
                 return Ok(End::Closed);
@@ -405,6 +403,17 @@ impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, '_, R, W, E> {
                     self.no_reply();
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// About to wait for the client: send the replies ready first, unless
+    /// the sending thread is at it already.
+    fn send_ready(&self) {
+        match self.out.try_lock() {
+            Some(mut out) => drain(self.pipe, &mut out, self.stop_reading),
+            None => {
+                self.pipe.ready.notify_one();
             }
         }
     }
@@ -505,6 +514,9 @@ impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, '_, R, W, E> {
                 length_bytes,
                 fua,
             } => {
+                if self.r.buffer().len() < length_bytes as usize {
+                    self.send_ready();
+                }
                 let data = sized(&mut self.buf, length_bytes as usize);
                 self.r.read_exact(data)?;
                 self.counters.writes += 1;

@@ -485,7 +485,7 @@ impl Writer {
     pub fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
         if let Err(e) = self.idx.log().sync_data() {
-            return Err(self.sync_failed(e));
+            return Err(self.poison_after_failed_sync(e));
         }
         self.synced = (self.idx.head(), self.idx.log_end());
         Ok(())
@@ -527,9 +527,19 @@ impl Writer {
         Ok(())
     }
 
-    /// A sync of the log failed with `e`: poison the writer, cut the log
-    /// back to the last durable record, and return the error to report.
+    /// A sync of the log made on a handle from [`Writer::log_for_sync`]
+    /// failed with `e`: poison the writer, cut the log back to the last
+    /// durable record, and return the error to report.
     pub fn sync_failed(&mut self, e: std::io::Error) -> StoreError {
+        // The kernel reports a writeback error once to each open file
+        // description: take it on the writer's own as well, or the sync
+        // that makes the cut durable would report it and leave the cut
+        // undone on disk.
+        let _ = self.idx.log().sync_data();
+        self.poison_after_failed_sync(e)
+    }
+
+    fn poison_after_failed_sync(&mut self, e: std::io::Error) -> StoreError {
         self.poisoned = true;
         self.discard_unsynced(&e);
         StoreError::io(self.idx.log_path(), e)
