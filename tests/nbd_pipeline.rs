@@ -202,7 +202,7 @@ fn one_fdatasync_covers_the_flushes_of_several_connections() {
     for t in threads {
         t.join().unwrap();
     }
-    // Nothing new: another flush, from a fresh connection, costs no sync.
+    // Another flush, from a fresh connection.
     let mut c = Client::connect(&s.socket);
     assert_eq!(c.flush(), 0);
     c.disconnect();

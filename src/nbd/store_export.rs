@@ -10,18 +10,22 @@
 //!
 //! Durability: FLUSH appends a Flush record, a write with FUA (or any write
 //! under [`SyncMode::Always`]) its own; the reply waits until the log is
-//! durable (fdatasync) past every record other than a Flush appended
-//! before it, so past everything the reply vouches for.
+//! durable (fdatasync) through that record, so through everything appended
+//! before it.
 //!
 //! Group commit: the syncs are made by one thread, the committer, without
 //! holding the writer, so records go on being appended (and replies that
 //! need no sync go on being sent) while a sync runs. Each sync covers
 //! every request that was waiting when it started, from every connection;
-//! requests that arrive during it wait for the next one. A FLUSH with
-//! nothing new to make durable (only Flush records since the last sync)
-//! is answered at once: its record is in the log and becomes durable with
-//! the next sync. The session's end says how many syncs served how many
-//! requests.
+//! requests that arrive during it wait for the next one. The session's end
+//! says how many syncs served how many requests.
+//!
+//! Even a FLUSH with nothing new to make durable waits for its own record
+//! to be: a failed sync cuts the log back to the last durable record, and
+//! a record left undurable behind an acknowledged FLUSH would be cut (or,
+//! if the cut itself fails half-way on a failing disk, left damaged) although
+//! the client was told its flush succeeded. Under load it shares a sync
+//! with the others anyway.
 //!
 //! A failed sync poisons the writer: every request waiting for it, and
 //! every later one, gets EIO (ENOSPC if the sync failed for want of
@@ -73,8 +77,8 @@ pub struct CommitStats {
     /// Requests whose reply waited for durability (FLUSH, FUA writes,
     /// every write under `--sync always`).
     pub durable_requests: u64,
-    /// Of those, answered without a sync of their own: nothing new to make
-    /// durable, or already covered by a sync made for another.
+    /// Of those, answered by a sync made for another (or one made
+    /// already).
     pub without_sync: u64,
 }
 
@@ -87,7 +91,7 @@ pub struct StoreExport {
 
 /// What the connections and the committer share.
 struct Shared {
-    writer: Mutex<Recorder>,
+    writer: Mutex<Writer>,
     commit: Mutex<Commit>,
     /// The committer waits here for requests to make durable.
     wake: Condvar,
@@ -99,13 +103,6 @@ struct Shared {
 
 #[cfg(test)]
 type BeforeSync = Box<dyn FnMut() -> Option<std::io::Error> + Send>;
-
-struct Recorder {
-    writer: Writer,
-    /// Where the log ends after its last record other than a Flush: what a
-    /// FLUSH must have made durable before its reply.
-    data_end_bytes: u64,
-}
 
 #[derive(Default)]
 struct Commit {
@@ -133,10 +130,7 @@ impl StoreExport {
         let synced = writer.synced_end_bytes();
         let geometry = writer.geometry();
         let shared = Arc::new(Shared {
-            writer: Mutex::new(Recorder {
-                data_end_bytes: writer.log_end_bytes(),
-                writer,
-            }),
+            writer: Mutex::new(writer),
             commit: Mutex::new(Commit {
                 synced_end_bytes: synced,
                 ..Commit::default()
@@ -161,7 +155,7 @@ impl StoreExport {
     }
 
     pub fn head(&self) -> Head {
-        self.shared.writer.lock().writer.head()
+        self.shared.writer.lock().head()
     }
 
     /// What group commit has done so far.
@@ -176,7 +170,7 @@ impl StoreExport {
         let shared = Arc::clone(&self.shared);
         drop(self);
         match Arc::try_unwrap(shared) {
-            Ok(s) => s.writer.into_inner().writer.close(),
+            Ok(s) => s.writer.into_inner().close(),
             Err(_) => unreachable!("the committer has ended: nothing else holds the writer"),
         }
     }
@@ -201,10 +195,7 @@ impl StoreExport {
         let durable = fua || op == Op::Flush || self.sync == SyncMode::Always;
         let (end_bytes, outcome) = {
             let mut rec = self.shared.writer.lock();
-            let appended = rec.writer.append_now(op, flags);
-            if appended.is_ok() && op != Op::Flush {
-                rec.data_end_bytes = rec.writer.log_end_bytes();
-            }
+            let appended = rec.append_now(op, flags);
             let outcome = match appended {
                 Ok(_) => Ok(()),
                 Err(e) => match to_export_error(e) {
@@ -223,7 +214,10 @@ impl StoreExport {
                 drop(rec);
                 return done(outcome);
             }
-            if rec.writer.synced_end_bytes() >= rec.data_end_bytes {
+            let end_bytes = rec.log_end_bytes();
+            if rec.synced_end_bytes() >= end_bytes {
+                // Synced already (a FLUSH whose record was refused, after
+                // an index flush's sync).
                 drop(rec);
                 let mut c = self.shared.commit.lock();
                 c.stats.durable_requests += 1;
@@ -231,7 +225,7 @@ impl StoreExport {
                 drop(c);
                 return done(outcome);
             }
-            (rec.data_end_bytes, outcome)
+            (end_bytes, outcome)
         };
         let mut c = self.shared.commit.lock();
         c.stats.durable_requests += 1;
@@ -287,15 +281,14 @@ fn commit_loop(shared: &Shared, log: &File) {
                 return;
             }
         }
-        let point = shared.writer.lock().writer.sync_point();
+        let point = shared.writer.lock().sync_point();
         let result = point.and_then(|p| match sync_log(shared, log) {
             Ok(()) => shared
                 .writer
                 .lock()
-                .writer
                 .synced_through(p)
                 .map(|()| p.end_bytes()),
-            Err(e) => Err(shared.writer.lock().writer.sync_failed(e)),
+            Err(e) => Err(shared.writer.lock().sync_failed(e)),
         });
         let answered: Vec<(Done, Result<(), ExportError>)> = {
             let mut c = shared.commit.lock();
@@ -373,7 +366,6 @@ impl Export for StoreExport {
         self.shared
             .writer
             .lock()
-            .writer
             .read_at(offset_bytes, buf)
             .map_err(to_export_error)
     }
@@ -540,10 +532,10 @@ mod tests {
             1 + waiting.len() as u64,
             "{stats:?}"
         );
-        // Nothing new since: a flush costs no sync, and is still recorded.
+        // A flush with nothing new still makes its own record durable.
         let head = e.head().seq;
         assert_eq!(outcome(&submit(&e, Request::Flush)), Ok(()));
-        assert_eq!(e.commit_stats().syncs, 2);
+        assert_eq!(e.commit_stats().syncs, 3);
         assert_eq!(e.head().seq.0, head.0 + 1);
         e.close().unwrap();
     }
