@@ -47,9 +47,9 @@ fn replies_come_back_out_of_order_and_reads_see_the_writes_before_them() {
     let mut expect: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut sent = Vec::new();
     let mut batch = Batch::default();
+    let mut batches = Vec::new();
     let mut n = 0u64;
     for round in 0..30u64 {
-        batch.clear();
         for k in 0..40u64 {
             n += 1;
             let b = ((round * 7919 + k * 104_729) as usize) % blocks;
@@ -80,22 +80,32 @@ fn replies_come_back_out_of_order_and_reads_see_the_writes_before_them() {
                 }
             }
         }
-        tx.send(&batch).unwrap();
+        batches.push(std::mem::take(&mut batch));
     }
-    let mut order = Vec::new();
-    for _ in 0..sent.len() {
-        let (err, h) = rx.reply().expect("a reply for every request");
-        assert_eq!(err, 0, "request {h:#x} failed");
-        if h & READ != 0 {
-            let got = rx.data(BLOCK).unwrap();
-            let want = expect.get(&h).expect("a reply to a read sent once");
-            assert!(
-                got == *want,
-                "read {h:#x} does not see the writes sent before it"
-            );
+    // Replies are read while the requests go out, as every NBD client does
+    // (a client that sends without reading fills the socket both ways).
+    let total = sent.len();
+    let receiver = std::thread::spawn(move || {
+        let mut order = Vec::new();
+        for _ in 0..total {
+            let (err, h) = rx.reply().expect("a reply for every request");
+            assert_eq!(err, 0, "request {h:#x} failed");
+            if h & READ != 0 {
+                let got = rx.data(BLOCK).unwrap();
+                let want = expect.get(&h).expect("a reply to a read sent once");
+                assert!(
+                    got == *want,
+                    "read {h:#x} does not see the writes sent before it"
+                );
+            }
+            order.push(h);
         }
-        order.push(h);
+        (order, rx)
+    });
+    for b in &batches {
+        tx.send(b).unwrap();
     }
+    let (order, rx) = receiver.join().unwrap();
     // Each request answered once.
     let mut answered = order.clone();
     answered.sort_unstable();

@@ -140,7 +140,7 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     if stats.durable_requests > 0 {
         log::info!(
             "group commit: {} fdatasyncs for {} requests that waited to be durable \
-             (FLUSH, FUA{}); {} of them needed no sync of their own",
+             (FLUSH, FUA{}); {} of them were answered by a sync made for another",
             stats.syncs,
             stats.durable_requests,
             if config.sync == SyncMode::Always {

@@ -14,7 +14,9 @@
 //! sends them before it would wait for the client (its input buffer is
 //! empty, or holds only part of a WRITE's payload), a second thread sends
 //! those completed later, so a thread is woken per batch of late replies,
-//! not per reply.
+//! not per reply. A client must read its replies while it sends (every
+//! NBD client does): one that only sends fills the socket both ways, and
+//! the connection stops, as it would with any server.
 //!
 //! Reads see every write applied before them, so every write whose reply
 //! the client has had. A WRITE is applied only once its whole payload has
