@@ -20,7 +20,7 @@ DISKHIST = target/release/diskhist
 # Debian packages the integration tests and the demo run, and why.
 TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools golang-go golang-golang-x-mod-dev
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
-BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 e2fsprogs
+BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 e2fsprogs fio
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
 WHY_fuse3       = fusermount3 and the FUSE mount helpers
 WHY_libnbd-bin  = nbdinfo, nbdcopy talk to diskhist serve
@@ -37,7 +37,8 @@ WHY_mtools      = mcopy, mmd, mdel, mattrib write FAT images without root or a k
 WHY_golang-go   = builds tests/go/sealcheck.go, the independent checker of checkpoints and proofs
 WHY_golang-golang-x-mod-dev = Go's sumdb/note and sumdb/tlog, which that checker uses (built offline)
 WHY_bc          = arithmetic in benches/nbd_write.sh
-WHY_python3     = random-read latency in benches/mount_read.sh
+WHY_python3     = random-read latency in benches/mount_read.sh, reading fio's JSON in benches/nbd_fio.sh
+WHY_fio         = small synced writes through NBD (its nbd engine) in benches/nbd_fio.sh
 
 # $(call need-packages,PACKAGES): install the missing ones with apt-get when
 # root, saying which and why; otherwise say what to install. Not fatal when
@@ -96,12 +97,15 @@ install: build
 	install -m 0644 man/diskhist.1 $(MAN1DIR)/diskhist.1
 
 # Whichever benchmarks exist, each printing its own figures: the store's
-# index (benches/store_index.rs), history against the naive scan of every
-# record (benches/history.rs: a 1 GiB ext4, 100,000 records), the Merkle tree
-# and sealing (benches/seal.rs: throughput with and without sealing, seal and
-# proofs on a 10M-record store, the tree's share of the log), then every benches/*.sh (NBD write
-# throughput against qemu-nbd, mount read speed against xmount), run with
-# their default sizes (run a script alone to choose its size: see its header).
+# index (benches/store_index.rs), listings of a 10M-record history
+# (benches/listing.rs), history against the naive scan of every record
+# (benches/history.rs: a 1 GiB ext4, 100,000 records), the Merkle tree and
+# sealing (benches/seal.rs: throughput with and without sealing, seal and
+# proofs on a 10M-record store, the tree's share of the log), then every
+# benches/*.sh (NBD write throughput and fio small synced writes against
+# qemu-nbd, mount read speed against xmount, files/ against the kernel's
+# ext4), run with their default sizes (run a script alone to choose its
+# size: see its header).
 bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
 	    echo "== cargo bench --bench store_index"; \
@@ -109,6 +113,8 @@ bench: deps-bench build
 	else \
 	    echo "== benches/store_index.rs: not there, skipped"; \
 	fi
+	@echo "== cargo bench --bench listing"
+	@DISKHIST=$(CURDIR)/$(DISKHIST) $(CARGO) bench --bench listing || exit 1
 	@echo "== cargo bench --bench history"
 	@$(CARGO) bench --bench history || exit 1
 	@echo "== cargo bench --bench seal"

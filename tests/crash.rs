@@ -4,6 +4,11 @@
 //! passes, every write acknowledged as durable is there, and the state is
 //! exactly the state after some prefix of the writes sent.
 //!
+//! With many requests in flight on several connections (group commit in
+//! serve: FLUSH and FUA replies wait for a shared fdatasync while the
+//! connection reads on), every write acknowledged durable is there after
+//! a kill, and each connection's writes are a prefix of what it sent.
+//!
 //! Seeded: the seed is printed (and shown when a test fails); replay with
 //! `DISKHIST_CRASH_SEED=<seed>`. `DISKHIST_KILLS` (default 50) sets the
 //! number of kills across the file, 70% serve and 30% ingest
@@ -12,14 +17,14 @@
 use diskhist::store::{OpFlags, RecordKind, Store, TailStop};
 use diskhist::Seq;
 use diskhist_test_common::dmlog::{self as dl, Entry};
-use diskhist_test_common::nbd::{Client, Receiver, Sender};
+use diskhist_test_common::nbd::{Batch, Client, Receiver, Sender};
 use diskhist_test_common::{
     diskhist, diskhist_cmd, diskhist_output, env_number, p, seed_from_env, stderr_of, verify_ok,
     wait_until, Rng, Served, Spawned,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -465,6 +470,209 @@ fn serve_keeps_every_acknowledged_write_across_sigkills() {
     assert!(
         stats.writes_durable_checked > 0,
         "no write was ever acknowledged durable: the test checked nothing"
+    );
+}
+
+// ------------------------------------------- serve, many requests in flight
+
+const BURST_DISK: u64 = 3 << 20;
+const BURST_CONNS: u64 = 3;
+/// Requests a connection keeps in flight, at most.
+const BURST_IN_FLIGHT: u64 = 256;
+
+/// What one connection sent and saw acknowledged.
+#[derive(Default)]
+struct ConnRun {
+    /// Writes sent, in order: (offset, length); write i is `sent[i - 1]`.
+    sent: Vec<(u64, usize)>,
+    /// Highest write acknowledged, and highest known durable.
+    acked: u64,
+    durable: u64,
+    flushes_acked: u64,
+    errors: Vec<String>,
+}
+
+/// The content of connection `c`'s write `i`.
+fn burst_content(seed: u64, c: u64, i: u64, len: usize) -> Vec<u8> {
+    content(seed, (c << 40) | i, len)
+}
+
+/// One connection, unpaced: batches of writes (some FUA) and flushes, up to
+/// `BURST_IN_FLIGHT` requests unanswered, until `stop` or the server dies.
+fn burst_connection(socket: &Path, seed: u64, c: u64, mut rng: Rng, stop: &AtomicBool) -> ConnRun {
+    let (mut tx, mut rx) = Client::connect(socket).split();
+    let region = BURST_DISK / BURST_CONNS;
+    let answered = Arc::new(AtomicU64::new(0));
+    let receiver = {
+        let answered = Arc::clone(&answered);
+        std::thread::spawn(move || {
+            let mut run = ConnRun::default();
+            while let Ok((error, handle)) = rx.reply() {
+                answered.fetch_add(1, Ordering::Relaxed);
+                let i = handle & INDEX_MASK;
+                if error != 0 {
+                    run.errors
+                        .push(format!("request {handle:#x}: NBD error {error}"));
+                } else if handle & FLUSH_BIT != 0 {
+                    run.durable = run.durable.max(i);
+                    run.flushes_acked += 1;
+                } else {
+                    run.acked = run.acked.max(i);
+                    if handle & FUA_BIT != 0 {
+                        run.durable = run.durable.max(i);
+                    }
+                }
+            }
+            run
+        })
+    };
+    let mut sent = Vec::new();
+    let mut requests = 0u64;
+    let mut batch = Batch::default();
+    'send: while !stop.load(Ordering::Relaxed) {
+        while requests - answered.load(Ordering::Relaxed) > BURST_IN_FLIGHT - 32 {
+            if stop.load(Ordering::Relaxed) {
+                break 'send;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        batch.clear();
+        for _ in 0..16 {
+            let i = sent.len() as u64 + 1;
+            let blocks = rng.range(1, 8);
+            let b = rng.below(region / 4096 - blocks + 1);
+            let (off, len) = (c * region + b * 4096, (blocks * 4096) as usize);
+            let fua = rng.one_in(8);
+            let handle = i | if fua { FUA_BIT } else { 0 };
+            batch.write(handle, off, &burst_content(seed, c, i, len), fua);
+            sent.push((off, len));
+            requests += 1;
+            if rng.one_in(6) {
+                batch.flush(FLUSH_BIT | i);
+                requests += 1;
+            }
+        }
+        if tx.send(&batch).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut run = receiver.join().expect("receiver thread");
+    run.sent = sent;
+    run
+}
+
+#[test]
+fn serve_keeps_every_acknowledged_flush_with_many_requests_in_flight() {
+    let seed = run_seed();
+    eprintln!("crash seed {seed} (replay with DISKHIST_CRASH_SEED={seed})");
+    let kills = (kill_budget().0 / 5).max(4);
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = seeded_rng(seed ^ 0xb0b5);
+    let (mut durable_checked, mut flushes_acked) = (0u64, 0u64);
+    for kill in 1..=kills {
+        let dir = tmp.path().join(format!("burst-{kill}"));
+        std::fs::create_dir(&dir).unwrap();
+        let store = dir.join("store");
+        let socket = dir.join("nbd.sock");
+        diskhist(&["init", p(&store), "--size", &BURST_DISK.to_string()]);
+        let mut server = Served::start(&store, &socket, &[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Vec<_> = (0..BURST_CONNS)
+            .map(|c| {
+                let (socket, stop, crng) = (
+                    socket.clone(),
+                    Arc::clone(&stop),
+                    seeded_rng(rng.next_u64()),
+                );
+                std::thread::spawn(move || burst_connection(&socket, seed, c, crng, &stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.range(20, 400)));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        let runs: Vec<ConnRun> = conns
+            .into_iter()
+            .map(|t| t.join().expect("connection"))
+            .collect();
+        let when = format!("burst kill {kill} (seed {seed})");
+        // The next writer cuts any torn tail; then check the store.
+        let server = Served::start(&store, &socket, &[]);
+        let (st, err) = server.stop();
+        assert!(st.success(), "{when}: serve after the kill: {err}");
+        verify_ok(&store, &when);
+        let s = Store::open(&store).unwrap();
+        let head = s.head().seq;
+        let region = BURST_DISK / BURST_CONNS;
+        let mut applied = vec![0usize; BURST_CONNS as usize];
+        for seq in 1..=head.0 {
+            let r = s.record(Seq(seq)).unwrap();
+            match r.kind {
+                RecordKind::Flush => {}
+                RecordKind::Write => {
+                    let c = (r.offset_bytes / region) as usize;
+                    let w = runs[c].sent.get(applied[c]).unwrap_or_else(|| {
+                        panic!("{when}: record {seq} is a write connection {c} never sent")
+                    });
+                    assert_eq!(
+                        (r.offset_bytes, r.length_bytes),
+                        (w.0, w.1 as u64),
+                        "{when}: record {seq} is not connection {c}'s write #{} as sent",
+                        applied[c] + 1
+                    );
+                    applied[c] += 1;
+                }
+                other => panic!("{when}: record {seq} is a {other:?}; no client sent one"),
+            }
+        }
+        let mut reference = vec![0u8; BURST_DISK as usize];
+        for (c, run) in runs.iter().enumerate() {
+            assert!(
+                run.errors.is_empty(),
+                "{when}: connection {c}: {:?}",
+                run.errors
+            );
+            let k = applied[c] as u64;
+            assert!(
+                k >= run.durable,
+                "{when}: connection {c}'s write #{} was acknowledged durable, the store holds \
+                 only its writes 1..={k}",
+                run.durable
+            );
+            assert!(
+                k >= run.acked,
+                "{when}: connection {c}'s write #{} was acknowledged, the store holds only \
+                 1..={k}",
+                run.acked
+            );
+            for (j, &(off, len)) in run.sent[..applied[c]].iter().enumerate() {
+                let o = off as usize;
+                reference[o..o + len].copy_from_slice(&burst_content(
+                    seed,
+                    c as u64,
+                    j as u64 + 1,
+                    len,
+                ));
+            }
+            durable_checked += run.durable;
+            flushes_acked += run.flushes_acked;
+        }
+        let got = disk_at(&s, head, BURST_DISK);
+        assert!(
+            got == reference,
+            "{when}: the disk is not the state after each connection's writes: {}",
+            first_difference(&got, &reference)
+        );
+    }
+    eprintln!(
+        "burst crash test: {kills} kills, {durable_checked} writes acknowledged durable and \
+         checked, {flushes_acked} flushes acknowledged, in {:.1?}",
+        t0.elapsed()
+    );
+    assert!(
+        durable_checked > 0 && flushes_acked > 0,
+        "nothing was ever acknowledged durable: the test checked nothing"
     );
 }
 

@@ -36,6 +36,30 @@ impl ExportError {
     }
 }
 
+/// A write-like request, for [`Export::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Write {
+        offset_bytes: u64,
+        data: &'a [u8],
+        fua: bool,
+    },
+    Zeroes {
+        offset_bytes: u64,
+        length_bytes: u64,
+        fua: bool,
+    },
+    Trim {
+        offset_bytes: u64,
+        length_bytes: u64,
+        fua: bool,
+    },
+    Flush,
+}
+
+/// Told a submitted request's outcome, once its reply may be sent.
+pub type Done = Box<dyn FnOnce(Result<(), ExportError>) + Send>;
+
 /// A disk served over NBD. Shared by every connection, so `&self` methods;
 /// an implementation orders concurrent writes itself.
 pub trait Export: Send + Sync {
@@ -57,6 +81,33 @@ pub trait Export: Send + Sync {
     fn trim(&self, offset_bytes: u64, length_bytes: u64, fua: bool) -> Result<(), ExportError>;
     /// Everything acknowledged so far is durable when this returns.
     fn flush(&self) -> Result<(), ExportError>;
+
+    /// Apply `req` before returning (a read that follows sees it; requests
+    /// submitted after it are applied after it), and call `done` with its
+    /// outcome once its reply may go out: at once, or later, from another
+    /// thread, when the reply must wait for the data to be durable (FLUSH,
+    /// FUA). The connection reads on meanwhile: that is the pipelining.
+    /// The default does it all at once with the methods above.
+    fn submit(&self, req: Request<'_>, done: Done) {
+        done(match req {
+            Request::Write {
+                offset_bytes,
+                data,
+                fua,
+            } => self.write(offset_bytes, data, fua),
+            Request::Zeroes {
+                offset_bytes,
+                length_bytes,
+                fua,
+            } => self.write_zeroes(offset_bytes, length_bytes, fua),
+            Request::Trim {
+                offset_bytes,
+                length_bytes,
+                fua,
+            } => self.trim(offset_bytes, length_bytes, fua),
+            Request::Flush => self.flush(),
+        })
+    }
 }
 
 /// An export held in memory, recording what was done to it: for tests of the

@@ -22,6 +22,12 @@
 //! before their reply; `--sync always` makes every write durable before its
 //! reply. Several clients may connect; their writes form one history in the
 //! order they were applied. A second server on the same store is refused.
+//!
+//! Requests are pipelined: a connection's requests are applied in the order
+//! they arrive while earlier FLUSH and FUA replies wait for a sync, and
+//! replies go out as they are ready ([`transmission`]); one sync covers every
+//! request waiting when it starts, across connections (group commit,
+//! [`store_export`]).
 //! SIGINT/SIGTERM close the store cleanly and remove the socket.
 //!
 //! # Three ways to attach

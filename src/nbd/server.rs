@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -23,7 +23,7 @@ use super::export::Export;
 use super::negotiate::{negotiate, ExportInfo, HandshakeLimits, Negotiated};
 use super::proto::{self, BlockSizes, RequestLimits};
 use super::store_export::{StoreExport, SyncMode};
-use super::transmission::{handle_requests, Counters, TransmissionError};
+use super::transmission::{handle_requests_until, Counters, TransmissionError};
 use crate::sessions::{clock_state, ClockState, SessionEnd, SessionError, SessionLog};
 use crate::store::{StoreError, Writer, WriterOptions};
 use crate::time;
@@ -119,7 +119,7 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
     }
     let mut sessions = SessionLog::open(&config.store_dir)?;
     let listener = Listener::bind(&config.listen)?;
-    let export = StoreExport::new(writer, config.sync);
+    let export = StoreExport::new(writer, config.sync)?;
     let geometry = (export.size_bytes(), export.preferred_block_size());
     let head = export.head();
     let clock = checked_clock();
@@ -160,6 +160,21 @@ pub fn run_until_stopped(config: &ServeConfig, stop: &AtomicBool) -> Result<(), 
         fatal
     });
     let head = export.head();
+    let stats = export.commit_stats();
+    if stats.durable_requests > 0 {
+        log::info!(
+            "group commit: {} fdatasyncs for {} requests that waited to be durable \
+             (FLUSH, FUA{}); {} of them were answered by a sync made for another",
+            stats.syncs,
+            stats.durable_requests,
+            if config.sync == SyncMode::Always {
+                ", every write under --sync always"
+            } else {
+                ""
+            },
+            stats.without_sync
+        );
+    }
     let closed = export.close();
     let reason = match (&fatal, &closed) {
         (Some(why), _) => format!("failed: {why}"),
@@ -332,9 +347,14 @@ fn handle_connection<E: Export>(
         return None;
     }
     log::info!("connection {id} ({peer}) started");
-    let mut r = BufReader::with_capacity(256 << 10, &conn);
+    let mut r = &conn;
     let mut c = Counters::default();
-    let res = handle_requests(&mut r, &mut w, export, limits, &mut c);
+    // A fatal error, or a client that takes no more replies, ends the
+    // reading too, even while it waits for the client's next request.
+    let stop_reading = || {
+        let _ = conn.shutdown(Shutdown::Read);
+    };
+    let res = handle_requests_until(&mut r, &mut w, export, limits, &mut c, &stop_reading);
     let summary = format!(
         "{} requests, {} writes ({} bytes), {} reads ({} bytes), {} flushes, {} errors \
          ({} for want of space)",

@@ -2,16 +2,50 @@
 //! [`Export`], send the simple reply; until `NBD_CMD_DISC` or the client
 //! goes away.
 //!
-//! Requests of one connection are handled one after another, in the order
-//! they arrive, so a connection's writes reach the export in its order.
-//! A WRITE is applied only once its whole payload has arrived: a client
-//! that disconnects mid-request leaves nothing half-recorded.
+//! Pipelined: the connection's thread reads requests and applies them to
+//! the export one after another, in the order they arrive, so a
+//! connection's writes reach the export in its order. A reply that must
+//! wait for the data to be durable (FLUSH, FUA) does not hold up the
+//! requests behind it: the export answers it later, from another thread
+//! ([`Export::submit`]), and replies go out in the order they are ready,
+//! which NBD allows (the handle says which request a reply answers).
+//!
+//! Replies queue up and leave together, in one send: the reading thread
+//! sends them before it would wait for the client (its input buffer is
+//! empty, or holds only part of a WRITE's payload), a second thread sends
+//! those completed later, so a thread is woken per batch of late replies,
+//! not per reply. A client must read its replies while it sends (every
+//! NBD client does): one that only sends fills the socket both ways, and
+//! the connection stops, as it would with any server.
+//!
+//! Reads see every write applied before them, so every write whose reply
+//! the client has had. A WRITE is applied only once its whole payload has
+//! arrived: a client that disconnects mid-request leaves nothing
+//! half-recorded. When the connection ends (DISC, end of file, an error)
+//! the replies of every request already read still go out first.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
-use super::export::{Export, ExportError};
+use parking_lot::{Condvar, Mutex};
+
+use super::export::{Done, Export, ExportError, Request};
 use super::negotiate::read_or_eof;
 use super::proto::{self, Command, NbdErrno, Rejection, RequestHeader, RequestLimits, WireError};
+
+/// Requests read whose reply has not been sent yet, at most: past this the
+/// connection stops reading until replies have gone out.
+const MAX_IN_FLIGHT: usize = 1024;
+/// Bytes of replies waiting to be sent (read data), at most, likewise. A
+/// single larger read is still served, alone.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// READ buffers kept for reuse, and the largest kept.
+const SPARE_BUFFERS: usize = 8;
+const SPARE_MAX_BYTES: usize = 1 << 20;
+/// A connection reads its requests through a buffer of this size.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Replies are gathered into one send up to this size.
+const SEND_CHUNK_BYTES: usize = 256 << 10;
 
 /// How a connection ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,61 +82,392 @@ pub struct Counters {
 }
 
 /// Handle requests from `r`, replying on `w`, until the client leaves.
-pub fn handle_requests<R: Read, W: Write, E: Export + ?Sized>(
+pub fn handle_requests<R: Read, W: Write + Send, E: Export + ?Sized>(
     r: &mut R,
     w: &mut W,
     export: &E,
     limits: &RequestLimits,
     counters: &mut Counters,
 ) -> Result<End, TransmissionError> {
-    let mut t = Transmission {
-        r,
+    handle_requests_until(r, w, export, limits, counters, &|| {})
+}
+
+/// [`handle_requests`], with a way to end the connection from the reply
+/// side: `stop_reading` is called (from the sending thread) when no
+/// further request may be read, a fatal export error or a client that no
+/// longer takes its replies, while the reader may be waiting for the
+/// client's next request. It must make `r` return end of file (shut the
+/// socket's read side).
+pub fn handle_requests_until<R: Read, W: Write + Send, E: Export + ?Sized>(
+    r: &mut R,
+    w: &mut W,
+    export: &E,
+    limits: &RequestLimits,
+    counters: &mut Counters,
+    stop_reading: &(dyn Fn() + Sync),
+) -> Result<End, TransmissionError> {
+    let pipe = Arc::new(Pipeline {
+        reader: std::thread::current().id(),
+        state: Mutex::new(PipeState {
+            reading: true,
+            ..PipeState::default()
+        }),
+        ready: Condvar::new(),
+        room: Condvar::new(),
+    });
+    let out = Mutex::new(Outbox {
         w,
-        export,
-        counters,
-        buf: Vec::new(),
-        refused_for_space: 0,
-    };
-    loop {
-        let mut head = [0u8; proto::REQUEST_LEN];
-        if !read_or_eof(t.r, &mut head)? {
-            return Ok(End::Closed);
-        }
-        let h = proto::decode_request_header(&head)?;
-        t.counters.requests += 1;
-        match proto::classify(&h, limits) {
-            Ok(Command::Disc) => return Ok(End::Disconnect),
-            Ok(Command::Read {
-                offset_bytes,
-                length_bytes,
-            }) => t.read(&h, offset_bytes, length_bytes)?,
-            Ok(cmd) => {
-                let outcome = t.write_like(cmd)?;
-                t.reply(&h, outcome)?;
-            }
-            Err(rejection) => t.refuse(&h, &rejection)?,
+        buf: Vec::with_capacity(SEND_CHUNK_BYTES),
+    });
+    let read = std::thread::scope(|s| {
+        s.spawn(|| send_replies(&pipe, &out, stop_reading));
+        let mut t = Transmission {
+            r: io::BufReader::with_capacity(READ_BUFFER_BYTES, r),
+            export,
+            counters,
+            pipe: &pipe,
+            out: &out,
+            stop_reading,
+            buf: Vec::new(),
+        };
+        let read = t.run(limits);
+        let mut st = pipe.state.lock();
+        st.reading = false;
+        pipe.ready.notify_one();
+        read
+        // The scope waits for every reply to go out.
+    });
+    let st = pipe.state.lock();
+    counters.errors += st.errors;
+    counters.no_space += st.no_space;
+    if let Some(why) = &st.fatal {
+        return Err(TransmissionError::Fatal(why.clone()));
+    }
+    let end = read?;
+    match &st.send_error {
+        Some(e) => Err(io::Error::new(e.kind(), e.to_string()).into()),
+        None => Ok(end),
+    }
+}
+
+/// A reply ready to be sent.
+enum Reply {
+    Simple([u8; proto::SIMPLE_REPLY_LEN]),
+    /// A READ's reply: header and data in one buffer.
+    Data(Vec<u8>),
+}
+
+impl Reply {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Reply::Simple(b) => b,
+            Reply::Data(v) => v,
         }
     }
 }
 
-/// What a write-like request came to: done, or the export's error and the
-/// errno to send if that error is [`ExportError::OutOfRange`].
-type Outcome = Result<(), (ExportError, NbdErrno)>;
-
-/// One connection's transmission phase.
-struct Transmission<'a, R, W, E: ?Sized> {
-    r: &'a mut R,
-    w: &'a mut W,
-    export: &'a E,
-    counters: &'a mut Counters,
-    /// Reused for every request: READ replies are built as header + data
-    /// in one buffer (one write), WRITE payloads land here.
-    buf: Vec<u8>,
-    /// ENOSPC refusals since the last write-like request that succeeded.
-    refused_for_space: u64,
+/// What the reading side, the export's completions and the sending side
+/// share.
+struct Pipeline {
+    /// The reading thread: replies it queues itself need not wake the
+    /// sending thread, it sends them before it next waits for the client.
+    reader: std::thread::ThreadId,
+    state: Mutex<PipeState>,
+    /// The sender waits here for replies.
+    ready: Condvar,
+    /// The reader waits here for room.
+    room: Condvar,
 }
 
-impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, R, W, E> {
+#[derive(Default)]
+struct PipeState {
+    replies: Vec<Reply>,
+    queued_bytes: usize,
+    /// Requests read whose reply has not been sent (or dropped) yet.
+    in_flight: usize,
+    /// Cleared when the reader has stopped for good.
+    reading: bool,
+    /// The export failed for good: read no further request.
+    fatal: Option<String>,
+    /// The client no longer takes replies: the rest are dropped.
+    send_error: Option<io::Error>,
+    /// `stop_reading` has been called.
+    told_reader: bool,
+    errors: u64,
+    no_space: u64,
+    /// ENOSPC refusals since the last write-like request that succeeded.
+    refused_for_space: u64,
+    /// READ buffers sent, for reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Pipeline {
+    /// Queue a reply (its request already counted in flight).
+    fn push(&self, st: &mut PipeState, reply: Reply) {
+        st.queued_bytes += reply.bytes().len();
+        st.replies.push(reply);
+        if std::thread::current().id() != self.reader {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The outcome of a write-like request, reported by the export: queue
+    /// its reply. `out_of_range` is the errno for
+    /// [`ExportError::OutOfRange`].
+    fn complete(&self, handle: u64, outcome: Result<(), ExportError>, out_of_range: NbdErrno) {
+        let mut st = self.state.lock();
+        match outcome {
+            Ok(()) => {
+                if st.refused_for_space > 0 {
+                    log::info!(
+                        "recording again after {} requests refused for want of space",
+                        st.refused_for_space
+                    );
+                    st.refused_for_space = 0;
+                }
+                self.push(
+                    &mut st,
+                    Reply::Simple(proto::encode_simple_reply(0, handle)),
+                );
+            }
+            Err(e) => self.fail(&mut st, handle, e, out_of_range),
+        }
+    }
+
+    /// Reply with the errno for the export's error `e` (`out_of_range` if
+    /// it is [`ExportError::OutOfRange`]). A fatal error ends the
+    /// connection once the client has its reply.
+    fn fail(&self, st: &mut PipeState, handle: u64, e: ExportError, out_of_range: NbdErrno) {
+        st.errors += 1;
+        let errno = match e {
+            ExportError::OutOfRange => out_of_range,
+            ExportError::NoSpace(_)
+            | ExportError::Fatal {
+                out_of_space: true, ..
+            } => NbdErrno::NoSpc,
+            ExportError::Io(_) | ExportError::Fatal { .. } => NbdErrno::Io,
+        };
+        self.push(
+            st,
+            Reply::Simple(proto::encode_simple_reply(errno as u32, handle)),
+        );
+        match e {
+            ExportError::Fatal { why, .. } => {
+                st.fatal.get_or_insert(why);
+            }
+            ExportError::NoSpace(why) => {
+                // A client may retry in a loop while the disk is full: say
+                // it once per spell, count the rest.
+                st.no_space += 1;
+                st.refused_for_space += 1;
+                if st.refused_for_space == 1 {
+                    log::warn!(
+                        "request {handle:#x} refused with ENOSPC: {why}; further refusals \
+                         are counted until a write succeeds again"
+                    );
+                }
+            }
+            other => log::warn!("request {handle:#x} failed: {other}"),
+        }
+    }
+}
+
+/// The socket's sending side, shared by the reading thread and the
+/// sending thread; whoever holds it sends every reply queued.
+struct Outbox<'w, W> {
+    w: &'w mut W,
+    /// Replies gathered into one send.
+    buf: Vec<u8>,
+}
+
+/// The sending thread: replies the export completes later (from another
+/// thread) as soon as they are ready, and any the reader left, until the
+/// reader has stopped and every request it read has had its reply.
+fn send_replies<W: Write>(
+    pipe: &Pipeline,
+    out: &Mutex<Outbox<'_, W>>,
+    stop_reading: &(dyn Fn() + Sync),
+) {
+    loop {
+        {
+            let mut st = pipe.state.lock();
+            while st.replies.is_empty() && (st.reading || st.in_flight > 0) {
+                pipe.ready.wait(&mut st);
+            }
+            if st.replies.is_empty() {
+                return;
+            }
+        }
+        drain(pipe, &mut out.lock(), stop_reading);
+    }
+}
+
+/// Send every queued reply, those queued together in one send; drop them
+/// instead if the client no longer takes replies. Holding `out` while
+/// taking from the queue keeps replies in the order they were queued.
+fn drain<W: Write>(pipe: &Pipeline, out: &mut Outbox<'_, W>, stop_reading: &(dyn Fn() + Sync)) {
+    loop {
+        let (replies, failed, stop) = {
+            let mut st = pipe.state.lock();
+            if st.replies.is_empty() {
+                return;
+            }
+            let stop = !st.told_reader && st.fatal.is_some();
+            st.told_reader |= stop;
+            (
+                std::mem::take(&mut st.replies),
+                st.send_error.is_some(),
+                stop,
+            )
+        };
+        if stop {
+            stop_reading();
+        }
+        let sent = if failed {
+            Ok(()) // dropped: nobody takes them
+        } else {
+            send(out, &replies)
+        };
+        let mut st = pipe.state.lock();
+        if let Err(e) = sent {
+            st.send_error = Some(e);
+            // The reader may be waiting for a request that will not come.
+            if !std::mem::replace(&mut st.told_reader, true) {
+                drop(st);
+                stop_reading();
+                st = pipe.state.lock();
+            }
+        }
+        st.in_flight -= replies.len();
+        for r in replies {
+            st.queued_bytes -= r.bytes().len();
+            if let Reply::Data(v) = r {
+                if st.spare.len() < SPARE_BUFFERS && v.capacity() <= SPARE_MAX_BYTES {
+                    st.spare.push(v);
+                }
+            }
+        }
+        pipe.room.notify_one();
+    }
+}
+
+/// Send `replies`, gathered up to [`SEND_CHUNK_BYTES`] a send.
+fn send<W: Write>(out: &mut Outbox<'_, W>, replies: &[Reply]) -> io::Result<()> {
+    let Outbox { w, buf } = out;
+    buf.clear();
+    for r in replies {
+        let b = r.bytes();
+        if buf.len() + b.len() > SEND_CHUNK_BYTES && !buf.is_empty() {
+            w.write_all(buf)?;
+            buf.clear();
+        }
+        if b.len() > SEND_CHUNK_BYTES {
+            w.write_all(b)?;
+        } else {
+            buf.extend_from_slice(b);
+        }
+    }
+    if !buf.is_empty() {
+        w.write_all(buf)?;
+    }
+    w.flush()
+}
+
+/// One connection's reading side.
+struct Transmission<'a, 'w, R, W, E: ?Sized> {
+    r: io::BufReader<&'a mut R>,
+    export: &'a E,
+    counters: &'a mut Counters,
+    pipe: &'a Arc<Pipeline>,
+    out: &'a Mutex<Outbox<'w, W>>,
+    stop_reading: &'a (dyn Fn() + Sync),
+    /// Reused for every WRITE's payload: the export has applied it when
+    /// `submit` returns.
+    buf: Vec<u8>,
+}
+
+impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, '_, R, W, E> {
+    fn run(&mut self, limits: &RequestLimits) -> Result<End, TransmissionError> {
+        loop {
+            if self.r.buffer().is_empty() {
+                self.send_ready();
+            }
+            if !self.wait_for_room() {
+                return Ok(End::Closed);
+            }
+            match self.one(limits) {
+                Ok(None) => {}
+                Ok(Some(end)) => {
+                    self.no_reply();
+                    return Ok(end);
+                }
+                Err(e) => {
+                    self.no_reply();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// About to wait for the client: send the replies ready first, unless
+    /// the sending thread is at it already.
+    fn send_ready(&self) {
+        match self.out.try_lock() {
+            Some(mut out) => drain(self.pipe, &mut out, self.stop_reading),
+            None => {
+                self.pipe.ready.notify_one();
+            }
+        }
+    }
+
+    /// Read and handle one request, its reply queued now or by the export
+    /// later; how the connection ends if it does (then, as on an error, the
+    /// request has no reply).
+    fn one(&mut self, limits: &RequestLimits) -> Result<Option<End>, TransmissionError> {
+        let mut head = [0u8; proto::REQUEST_LEN];
+        if !read_or_eof(&mut self.r, &mut head)? {
+            return Ok(Some(End::Closed));
+        }
+        let h = proto::decode_request_header(&head)?;
+        self.counters.requests += 1;
+        match proto::classify(&h, limits) {
+            Ok(Command::Disc) => return Ok(Some(End::Disconnect)),
+            Ok(Command::Read {
+                offset_bytes,
+                length_bytes,
+            }) => self.read(&h, offset_bytes, length_bytes),
+            Ok(cmd) => self.write_like(&h, cmd)?,
+            Err(rejection) => self.refuse(&h, &rejection)?,
+        }
+        Ok(None)
+    }
+
+    /// Wait until another request may be read; false if none may (the
+    /// export failed for good, or the client takes no more replies).
+    fn wait_for_room(&self) -> bool {
+        let mut st = self.pipe.state.lock();
+        loop {
+            if st.fatal.is_some() || st.send_error.is_some() {
+                return false;
+            }
+            if st.in_flight < MAX_IN_FLIGHT && st.queued_bytes < MAX_QUEUED_BYTES {
+                st.in_flight += 1;
+                return true;
+            }
+            // What this thread queued goes out from the other.
+            self.pipe.ready.notify_one();
+            self.pipe.room.wait(&mut st);
+        }
+    }
+
+    /// The request counted in flight by `wait_for_room` has no reply after
+    /// all (there was none, DISC, or the connection ended inside it).
+    fn no_reply(&self) {
+        let mut st = self.pipe.state.lock();
+        st.in_flight -= 1;
+        self.pipe.ready.notify_one();
+    }
+
     /// Answer a request `classify` refused, reading past its payload so the
     /// connection stays in step.
     fn refuse(
@@ -111,60 +476,59 @@ impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, R, W, E> {
         rejection: &Rejection,
     ) -> Result<(), TransmissionError> {
         log::debug!("request {h:?} refused: {}", rejection.reason);
-        skip(self.r, rejection.skip_bytes)?;
-        self.counters.errors += 1;
-        self.w.write_all(&proto::encode_simple_reply(
-            rejection.errno as u32,
-            h.handle,
-        ))?;
+        skip(&mut self.r, rejection.skip_bytes)?;
+        let mut st = self.pipe.state.lock();
+        st.errors += 1;
+        let reply = proto::encode_simple_reply(rejection.errno as u32, h.handle);
+        self.pipe.push(&mut st, Reply::Simple(reply));
         Ok(())
     }
 
-    /// READ: the reply header and the data go out in one write.
-    fn read(
-        &mut self,
-        h: &RequestHeader,
-        offset_bytes: u64,
-        length_bytes: u32,
-    ) -> Result<(), TransmissionError> {
+    /// READ: the reply header and the data go out in one buffer.
+    fn read(&mut self, h: &RequestHeader, offset_bytes: u64, length_bytes: u32) {
         let len = length_bytes as usize;
-        let buf = sized(&mut self.buf, proto::SIMPLE_REPLY_LEN + len);
-        match self
+        let mut buf = self.pipe.state.lock().spare.pop().unwrap_or_default();
+        sized(&mut buf, proto::SIMPLE_REPLY_LEN + len);
+        buf.truncate(proto::SIMPLE_REPLY_LEN + len);
+        let res = self
             .export
-            .read(offset_bytes, &mut buf[proto::SIMPLE_REPLY_LEN..])
-        {
+            .read(offset_bytes, &mut buf[proto::SIMPLE_REPLY_LEN..]);
+        let mut st = self.pipe.state.lock();
+        match res {
             Ok(()) => {
                 self.counters.reads += 1;
                 self.counters.bytes_read += len as u64;
                 buf[..proto::SIMPLE_REPLY_LEN]
                     .copy_from_slice(&proto::encode_simple_reply(0, h.handle));
-                self.w.write_all(buf)?;
-                Ok(())
+                self.pipe.push(&mut st, Reply::Data(buf));
             }
-            Err(e) => self.fail(h, e, NbdErrno::Inval),
+            Err(e) => self.pipe.fail(&mut st, h.handle, e, NbdErrno::Inval),
         }
     }
 
     /// Apply a WRITE (once its whole payload has arrived), WRITE_ZEROES,
-    /// TRIM or FLUSH to the export.
-    fn write_like(&mut self, cmd: Command) -> Result<Outcome, TransmissionError> {
-        Ok(match cmd {
+    /// TRIM or FLUSH to the export; its reply goes out when the export
+    /// says it may.
+    fn write_like(&mut self, h: &RequestHeader, cmd: Command) -> Result<(), TransmissionError> {
+        let (req, out_of_range) = match cmd {
             Command::Write {
                 offset_bytes,
                 length_bytes,
                 fua,
             } => {
+                if self.r.buffer().len() < length_bytes as usize {
+                    self.send_ready();
+                }
                 let data = sized(&mut self.buf, length_bytes as usize);
                 self.r.read_exact(data)?;
                 self.counters.writes += 1;
                 self.counters.bytes_written += u64::from(length_bytes);
-                if data.is_empty() {
-                    Ok(())
-                } else {
-                    self.export
-                        .write(offset_bytes, data, fua)
-                        .map_err(|e| (e, NbdErrno::NoSpc))
-                }
+                let req = Request::Write {
+                    offset_bytes,
+                    data,
+                    fua,
+                };
+                (req, NbdErrno::NoSpc)
             }
             Command::WriteZeroes {
                 offset_bytes,
@@ -175,88 +539,54 @@ impl<R: Read, W: Write, E: Export + ?Sized> Transmission<'_, R, W, E> {
                 // NO_HOLE needs nothing: a zeroed range costs the store no
                 // payload either way, and later writes cannot run out of space
                 // in a way a hole would cause.
-                nonempty(length_bytes, || {
-                    self.export
-                        .write_zeroes(offset_bytes, u64::from(length_bytes), fua)
-                })
-                .map_err(|e| (e, NbdErrno::NoSpc))
+                let req = Request::Zeroes {
+                    offset_bytes,
+                    length_bytes: u64::from(length_bytes),
+                    fua,
+                };
+                (req, NbdErrno::NoSpc)
             }
             Command::Trim {
                 offset_bytes,
                 length_bytes,
                 fua,
-            } => nonempty(length_bytes, || {
-                self.export.trim(offset_bytes, u64::from(length_bytes), fua)
-            })
-            .map_err(|e| (e, NbdErrno::Inval)),
+            } => {
+                let req = Request::Trim {
+                    offset_bytes,
+                    length_bytes: u64::from(length_bytes),
+                    fua,
+                };
+                (req, NbdErrno::Inval)
+            }
             Command::Flush => {
                 self.counters.flushes += 1;
-                self.export.flush().map_err(|e| (e, NbdErrno::Inval))
+                (Request::Flush, NbdErrno::Inval)
             }
             Command::Read { .. } | Command::Disc => {
-                unreachable!("handle_requests answers READ and DISC itself")
+                unreachable!("run answers READ and DISC itself")
             }
-        })
-    }
-
-    /// Reply to a write-like request.
-    fn reply(&mut self, h: &RequestHeader, outcome: Outcome) -> Result<(), TransmissionError> {
-        match outcome {
-            Ok(()) => {
-                if self.refused_for_space > 0 {
-                    log::info!(
-                        "recording again after {} requests refused for want of space",
-                        self.refused_for_space
-                    );
-                    self.refused_for_space = 0;
-                }
-                self.w.write_all(&proto::encode_simple_reply(0, h.handle))?;
-                Ok(())
-            }
-            Err((e, out_of_range)) => self.fail(h, e, out_of_range),
-        }
-    }
-
-    /// Reply with the errno for the export's error `e` (`out_of_range` if
-    /// it is [`ExportError::OutOfRange`]). A fatal error ends the
-    /// connection once the client has its reply.
-    fn fail(
-        &mut self,
-        h: &RequestHeader,
-        e: ExportError,
-        out_of_range: NbdErrno,
-    ) -> Result<(), TransmissionError> {
-        self.counters.errors += 1;
-        let errno = match e {
-            ExportError::OutOfRange => out_of_range,
-            ExportError::NoSpace(_)
-            | ExportError::Fatal {
-                out_of_space: true, ..
-            } => NbdErrno::NoSpc,
-            ExportError::Io(_) | ExportError::Fatal { .. } => NbdErrno::Io,
         };
-        self.w
-            .write_all(&proto::encode_simple_reply(errno as u32, h.handle))?;
-        match e {
-            ExportError::Fatal { why, .. } => {
-                let _ = self.w.flush();
-                return Err(TransmissionError::Fatal(why));
-            }
-            ExportError::NoSpace(why) => {
-                // A client may retry in a loop while the disk is full: say
-                // it once per spell, count the rest.
-                self.counters.no_space += 1;
-                self.refused_for_space += 1;
-                if self.refused_for_space == 1 {
-                    log::warn!(
-                        "request {h:?} refused with ENOSPC: {why}; further refusals \
-                         are counted until a write succeeds again"
-                    );
-                }
-            }
-            other => log::warn!("request {h:?} failed: {other}"),
+        let pipe = Arc::clone(self.pipe);
+        let handle = h.handle;
+        let done: Done = Box::new(move |outcome| pipe.complete(handle, outcome, out_of_range));
+        if is_empty(&req) {
+            // Changes nothing and is not recorded.
+            done(Ok(()));
+        } else {
+            self.export.submit(req, done);
         }
         Ok(())
+    }
+}
+
+/// A zero-length WRITE, TRIM or WRITE_ZEROES.
+fn is_empty(req: &Request<'_>) -> bool {
+    match req {
+        Request::Write { data, .. } => data.is_empty(),
+        Request::Zeroes { length_bytes, .. } | Request::Trim { length_bytes, .. } => {
+            *length_bytes == 0
+        }
+        Request::Flush => false,
     }
 }
 
@@ -267,18 +597,6 @@ fn sized(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
         buf.resize(len, 0);
     }
     &mut buf[..len]
-}
-
-/// A zero-length TRIM or WRITE_ZEROES changes nothing and is not recorded.
-fn nonempty(
-    length_bytes: u32,
-    op: impl FnOnce() -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
-    if length_bytes == 0 {
-        Ok(())
-    } else {
-        op()
-    }
 }
 
 /// Read past a refused WRITE's payload without holding it in memory.

@@ -28,7 +28,7 @@ pub use format::RecordKind;
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
 pub use writer::{
-    writer_is_live, Appended, CutBatch, SealHook, Writer, WriterOptions, FLUSH_THRESHOLD,
+    writer_is_live, Appended, CutBatch, SealHook, SyncPoint, Writer, WriterOptions, FLUSH_THRESHOLD,
 };
 
 pub(crate) mod batch;

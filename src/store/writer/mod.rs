@@ -130,6 +130,21 @@ pub trait SealHook: Send {
     fn seal(&mut self, size: Seq, root: crate::units::Hash32);
 }
 
+/// The end of the log as a sync started at some moment makes it durable:
+/// see [`Writer::sync_point`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPoint {
+    head: Head,
+    end_bytes: u64,
+}
+
+impl SyncPoint {
+    /// Where the log ended, in bytes.
+    pub fn end_bytes(&self) -> u64 {
+        self.end_bytes
+    }
+}
+
 /// Records of an unfinished batch that a writer cut off the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CutBatch {
@@ -531,12 +546,75 @@ impl Writer {
     pub fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
         if let Err(e) = self.idx.log().sync_data() {
-            self.poisoned = true;
-            self.discard_unsynced(&e);
-            return Err(StoreError::io(self.idx.log_path(), e));
+            return Err(self.poison_after_failed_sync(e));
         }
         self.synced = (self.idx.head(), self.idx.log_end());
         Ok(())
+    }
+
+    /// Where the log ends now: what a sync started now makes durable.
+    ///
+    /// Group commit (`serve`) syncs without holding the writer, so that
+    /// records go on being appended meanwhile: take the point here, sync a
+    /// handle of one's own ([`Writer::log_for_sync`]), then report the
+    /// outcome with [`Writer::synced_through`] or [`Writer::sync_failed`].
+    pub fn sync_point(&self) -> Result<SyncPoint> {
+        self.check_usable()?;
+        Ok(SyncPoint {
+            head: self.idx.head(),
+            end_bytes: self.idx.log_end(),
+        })
+    }
+
+    /// The log opened anew, for fdatasync only. A file description of its
+    /// own: the kernel reports a writeback error to every description
+    /// open when it happened, so the error reaches this handle's sync
+    /// whatever other sync (an index flush) ran first.
+    pub fn log_for_sync(&self) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.idx.log_path())
+            .at(self.idx.log_path())
+    }
+
+    /// A sync of the log started at `point` succeeded. Refused if the
+    /// writer was poisoned meanwhile (a sync that failed elsewhere may have
+    /// cut the log back): then nothing of `point` may be promised durable.
+    pub fn synced_through(&mut self, point: SyncPoint) -> Result<()> {
+        self.check_usable()?;
+        if point.end_bytes > self.synced.1 {
+            self.synced = (point.head, point.end_bytes);
+        }
+        Ok(())
+    }
+
+    /// A sync of the log made on a handle from [`Writer::log_for_sync`]
+    /// failed with `e`: poison the writer, cut the log back to the last
+    /// durable record, and return the error to report.
+    pub fn sync_failed(&mut self, e: std::io::Error) -> StoreError {
+        // The kernel reports a writeback error once to each open file
+        // description: take it on the writer's own as well, or the sync
+        // that makes the cut durable would report it and leave the cut
+        // undone on disk.
+        let _ = self.idx.log().sync_data();
+        self.poison_after_failed_sync(e)
+    }
+
+    fn poison_after_failed_sync(&mut self, e: std::io::Error) -> StoreError {
+        self.poisoned = true;
+        self.discard_unsynced(&e);
+        StoreError::io(self.idx.log_path(), e)
+    }
+
+    /// Where the log ends, in bytes.
+    pub fn log_end_bytes(&self) -> u64 {
+        self.idx.log_end()
+    }
+
+    /// Where the log ended at its last successful sync, in bytes: what is
+    /// durable.
+    pub fn synced_end_bytes(&self) -> u64 {
+        self.synced.1
     }
 
     /// After a failed fsync: cut the log back to where the last good fsync

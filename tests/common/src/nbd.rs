@@ -12,8 +12,10 @@
 //!   the reply's error so that error cases can be checked exactly.
 //! - [`Sender`] and [`Receiver`]: a client split in two halves that can live
 //!   in different threads, so that requests go out while replies come back
-//!   (pipelining); their I/O errors are returned, not panicked on, since a
-//!   server killed mid-stream is what some tests do.
+//!   (pipelining), one by one or many in one send ([`Batch`]); replies may
+//!   come back in any order, the handle says which request each answers.
+//!   Their I/O errors are returned, not panicked on, since a server killed
+//!   mid-stream is what some tests do.
 //!
 //! Every wire value is big-endian, as the protocol has it.
 
@@ -344,6 +346,58 @@ impl Sender {
         self.sock
             .write_all(&request_header(CMD_FLUSH, 0, handle, 0, 0))
     }
+
+    /// A READ of `len` bytes: its reply carries the data, which the
+    /// receiver takes with [`Receiver::data`].
+    pub fn read(&mut self, handle: u64, offset_bytes: u64, len: u32) -> io::Result<()> {
+        self.sock
+            .write_all(&request_header(CMD_READ, 0, handle, offset_bytes, len))
+    }
+
+    /// Several requests built with the methods of a [`Batch`], in one send:
+    /// they reach the server together, as from a client with many in
+    /// flight.
+    pub fn send(&mut self, batch: &Batch) -> io::Result<()> {
+        self.sock.write_all(&batch.bytes)
+    }
+}
+
+/// Requests gathered for one send ([`Sender::send`]).
+#[derive(Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    pub fn write(&mut self, handle: u64, offset_bytes: u64, data: &[u8], fua: bool) {
+        let flags = if fua { CMD_FLAG_FUA } else { 0 };
+        self.bytes.extend_from_slice(&request_header(
+            CMD_WRITE,
+            flags,
+            handle,
+            offset_bytes,
+            data.len() as u32,
+        ));
+        self.bytes.extend_from_slice(data);
+    }
+
+    pub fn flush(&mut self, handle: u64) {
+        self.bytes
+            .extend_from_slice(&request_header(CMD_FLUSH, 0, handle, 0, 0));
+    }
+
+    pub fn read(&mut self, handle: u64, offset_bytes: u64, len: u32) {
+        self.bytes
+            .extend_from_slice(&request_header(CMD_READ, 0, handle, offset_bytes, len));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
 }
 
 /// The receiving half of a [`Client`].
@@ -356,5 +410,13 @@ impl Receiver {
     /// connection (the server died).
     pub fn reply(&mut self) -> io::Result<(u32, u64)> {
         read_reply(&mut self.sock)
+    }
+
+    /// The data of a successful READ's reply, just received with
+    /// [`Receiver::reply`]: `len` bytes, as asked.
+    pub fn data(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        let mut d = vec![0u8; len];
+        self.sock.read_exact(&mut d)?;
+        Ok(d)
     }
 }

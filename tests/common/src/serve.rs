@@ -27,6 +27,14 @@ impl Served {
         s
     }
 
+    /// [`Served::start`] with `RUST_LOG=info` (the tests' default is
+    /// `warn`): what serve says about its sessions, connections and syncs.
+    pub fn start_verbose(store: &Path, socket: &Path, extra: &[&str]) -> Served {
+        let mut s = Served::launch_with(store, Some(socket), extra, &[("RUST_LOG", "info")]);
+        s.wait_listening("start");
+        s
+    }
+
     /// `diskhist serve STORE EXTRA...` on its default socket,
     /// `STORE/nbd.sock`, returned once that accepts connections.
     pub fn start_on_default_socket(store: &Path, extra: &[&str]) -> Served {
@@ -42,7 +50,17 @@ impl Served {
     }
 
     fn launch(store: &Path, socket: Option<&Path>, extra: &[&str]) -> Served {
+        Served::launch_with(store, socket, extra, &[])
+    }
+
+    fn launch_with(
+        store: &Path,
+        socket: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut cmd = diskhist_cmd([OsStr::new("serve"), store.as_os_str()]);
+        cmd.envs(env.iter().copied());
         if let Some(socket) = socket {
             cmd.arg("--socket").arg(socket);
         }
