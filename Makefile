@@ -18,7 +18,7 @@ MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
 DISKHIST = target/release/diskhist
 
 # Debian packages the integration tests and the demo run, and why.
-TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools golang-go golang-golang-x-mod-dev
+TEST_PACKAGES = sleuthkit fuse3 libnbd-bin nbdkit xmount e2fsprogs qemu-utils util-linux fdisk g++ ntfs-3g dosfstools mtools golang-go golang-golang-x-mod-dev attr
 DEMO_PACKAGES = sleuthkit fuse3 util-linux
 BENCH_PACKAGES = fuse3 xmount qemu-utils util-linux bc python3 e2fsprogs fio
 WHY_sleuthkit   = fls, icat, fsstat, mmls read the images
@@ -36,6 +36,7 @@ WHY_dosfstools  = mkfs.vfat builds FAT12/16/32 images for the FAT reader
 WHY_mtools      = mcopy, mmd, mdel, mattrib write FAT images without root or a kernel driver
 WHY_golang-go   = builds tests/go/sealcheck.go, the independent checker of checkpoints and proofs
 WHY_golang-golang-x-mod-dev = Go's sumdb/note and sumdb/tlog, which that checker uses (built offline)
+WHY_attr        = setfattr forges an NTFS creation time through ntfs-3g (tests/timeline.rs)
 WHY_bc          = arithmetic in benches/nbd_write.sh
 WHY_python3     = random-read latency in benches/mount_read.sh, reading fio's JSON in benches/nbd_fio.sh
 WHY_fio         = small synced writes through NBD (its nbd engine) in benches/nbd_fio.sh
