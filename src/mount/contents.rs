@@ -369,19 +369,7 @@ impl Contents {
     pub fn lookup_in_state(&self, s: Seq, via: Via, name: &str) -> Result<Found> {
         let vols = self.state(s)?;
         if name == FILES_NAME {
-            let volume = VolumeId::WholeDisk;
-            let (root, st) = self.root(s, &vols, volume)?.ok_or(Fail::NotFound)?;
-            let place = Place::Fs {
-                volume,
-                node: root,
-                via: Some(via),
-            };
-            let node = DynNode {
-                key: DynKey { state: s, place },
-                kind: FileKind::Dir,
-                parent: via.state_dir(s),
-            };
-            return Ok(self.found(node, self.fs_attr(Node::Root, &st)));
+            return self.files_dir(s, &vols, VolumeId::WholeDisk, via, via.state_dir(s));
         }
         let (place, kind, size) = match PartitionName::parse(name).ok_or(Fail::NotFound)? {
             PartitionName::Image(n) => {
@@ -399,6 +387,30 @@ impl Contents {
             parent: via.state_dir(s),
         };
         Ok(self.found(node, self.own_attr(s, kind, size)?))
+    }
+
+    /// `files/` of `volume` in state `s`, found in `parent` (the state's
+    /// directory, or a partition's `p<N>/`): its filesystem's root.
+    fn files_dir(
+        &self,
+        s: Seq,
+        vols: &Arc<StateVolumes>,
+        volume: VolumeId,
+        via: Via,
+        parent: Node,
+    ) -> Result<Found> {
+        let (root, st) = self.root(s, vols, volume)?.ok_or(Fail::NotFound)?;
+        let place = Place::Fs {
+            volume,
+            node: root,
+            via: Some(via),
+        };
+        let node = DynNode {
+            key: DynKey { state: s, place },
+            kind: FileKind::Dir,
+            parent,
+        };
+        Ok(self.found(node, self.fs_attr(Node::Root, &st)))
     }
 
     /// What state `s`'s directory lists beyond `disk.img` and `info`:
@@ -449,18 +461,7 @@ impl Contents {
                 }
                 let vols = self.state(s)?;
                 let volume = VolumeId::Partition(number);
-                let (root, st) = self.root(s, &vols, volume)?.ok_or(Fail::NotFound)?;
-                let place = Place::Fs {
-                    volume,
-                    node: root,
-                    via: Some(via),
-                };
-                let node = DynNode {
-                    key: DynKey { state: s, place },
-                    kind: FileKind::Dir,
-                    parent: Node::Dyn(parent),
-                };
-                Ok(self.found(node, self.fs_attr(Node::Root, &st)))
+                self.files_dir(s, &vols, volume, via, Node::Dyn(parent))
             }
             Place::Fs { volume, node, via } => {
                 if p.kind != FileKind::Dir {
