@@ -101,17 +101,31 @@ pub fn read_planned(volume: &Source, plan: &[Piece]) -> std::io::Result<Vec<u8>>
         })
         .sum();
     let mut out = vec![0u8; total];
+    read_planned_into(volume, plan, &mut out)?;
+    Ok(out)
+}
+
+/// Read the pieces of `plan` from `volume` into the start of `out` (which
+/// must hold them all); how many bytes that is.
+pub fn read_planned_into(
+    volume: &Source,
+    plan: &[Piece],
+    out: &mut [u8],
+) -> std::io::Result<usize> {
     let mut done = 0;
     for p in plan {
         match *p {
-            Piece::Zeros(len) => done += len, // `out` is zeroed
+            Piece::Zeros(len) => {
+                out[done..done + len].fill(0);
+                done += len;
+            }
             Piece::At { offset, len } => {
                 volume.read_at(offset, &mut out[done..done + len])?;
                 done += len;
             }
         }
     }
-    Ok(out)
+    Ok(done)
 }
 
 /// One entry of a directory listing.

@@ -528,20 +528,7 @@ impl Ext4Fs {
 
     /// Read the pieces of `plan` into the start of `buf`; how many bytes.
     fn read_plan(&self, plan: &[Piece], buf: &mut [u8]) -> Result<usize, FsError> {
-        let mut done = 0;
-        for piece in plan {
-            match *piece {
-                Piece::Zeros(n) => {
-                    buf[done..done + n].fill(0);
-                    done += n;
-                }
-                Piece::At { offset, len } => {
-                    self.src.read_at(offset, &mut buf[done..done + len])?;
-                    done += len;
-                }
-            }
-        }
-        Ok(done)
+        Ok(super::read_planned_into(&self.src, plan, buf)?)
     }
 
     /// Where the bytes `read_data` returns lie on the volume: extents and
