@@ -204,18 +204,6 @@ fn json_of(path: &str, c: &Change) -> String {
     }
     if let Some(v) = &c.version {
         let st = &v.stat;
-        let times = st
-            .times
-            .iter()
-            .map(|(n, t)| {
-                format!(
-                    "{}:{}",
-                    json::string(n.trim_start_matches("user.")),
-                    json::string(&format_rfc3339_ns(*t))
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
         o = o
             .num("ino", st.ino)
             .str("type", &format!("{:?}", st.kind).to_lowercase())
@@ -225,7 +213,7 @@ fn json_of(path: &str, c: &Change) -> String {
             .num("uid", st.uid)
             .num("gid", st.gid)
             .num("nlink", st.nlink)
-            .raw("times", format!("{{{times}}}"));
+            .raw("times", json::times_object(&st.times));
     }
     o.build()
 }

@@ -27,6 +27,23 @@ pub fn array(items: impl IntoIterator<Item = String>) -> String {
     format!("[{}]", items.into_iter().collect::<Vec<_>>().join(","))
 }
 
+/// A filesystem's timestamps as one JSON object, each under its
+/// attribute name without `user.` (`{"ext4.mtime":"2026-…Z",…}`), in the
+/// order given.
+pub fn times_object(times: &[(&str, diskhist::TimeNs)]) -> String {
+    let fields: Vec<String> = times
+        .iter()
+        .map(|(n, t)| {
+            format!(
+                "{}:{}",
+                string(n.trim_start_matches("user.")),
+                string(&diskhist::format_rfc3339_ns(*t))
+            )
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
 /// A JSON object under construction.
 #[derive(Default)]
 pub struct Object {

@@ -249,18 +249,6 @@ fn write_event(out: &mut Output, f: Format, e: &Event) -> std::io::Result<()> {
             Ok(())
         }
         Format::Jsonl => {
-            let times = st
-                .times
-                .iter()
-                .map(|(n, t)| {
-                    format!(
-                        "{}:{}",
-                        json::string(n.trim_start_matches("user.")),
-                        json::string(&format_rfc3339_ns(*t))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",");
             let mut o = Object::new()
                 .str("path", &path)
                 .str("change", e.kind.name())
@@ -278,7 +266,7 @@ fn write_event(out: &mut Output, f: Format, e: &Event) -> std::io::Result<()> {
                 .num("gid", st.gid)
                 .num("size", st.size)
                 .str("sha256", &hex(&v.sha256))
-                .raw("claimed", format!("{{{times}}}"));
+                .raw("claimed", json::times_object(&st.times));
             if let Some((cs, ct)) = e.content_write {
                 o = o
                     .num("content_write_seq", cs.0)
