@@ -18,16 +18,8 @@ const SECTOR: u64 = 512;
 /// Longest any one walk or read of a state may take.
 const LIMIT: Duration = Duration::from_secs(20);
 
-const PLAIN: WalkOptions = WalkOptions {
-    dir_sizes: true,
-    xattrs: false,
-    hide_xattrs: &[],
-};
-const NTFS: WalkOptions = WalkOptions {
-    dir_sizes: true,
-    xattrs: true,
-    hide_xattrs: &["user.diskhist.", "user.ntfs."],
-};
+const PLAIN: WalkOptions = WalkOptions::PLAIN;
+const NTFS: WalkOptions = WalkOptions::NTFS;
 
 fn info(state: &Path) -> String {
     let p = state.join("info");

@@ -33,21 +33,8 @@ const SECTOR: u64 = 512;
 /// Longest one walk may take: a hang fails the test instead of blocking.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Walks of ext4 and FAT: directory sizes compared too.
-const PLAIN: WalkOptions = WalkOptions {
-    dir_sizes: true,
-    xattrs: false,
-    hide_xattrs: &[],
-};
-
-/// Walks of NTFS: named streams (`user.<stream>` in both ntfs-3g and
-/// diskhist) compared too; diskhist's own attributes (the inode number,
-/// the eight NTFS timestamps) left out, ntfs-3g has no such names.
-const NTFS: WalkOptions = WalkOptions {
-    dir_sizes: true,
-    xattrs: true,
-    hide_xattrs: &["user.diskhist.", "user.ntfs."],
-};
+const PLAIN: WalkOptions = WalkOptions::PLAIN;
+const NTFS: WalkOptions = WalkOptions::NTFS;
 
 /// [`walk`] of a tree in the mount, under the time limit.
 fn walk_within(root: PathBuf, opts: WalkOptions) -> Vec<String> {

@@ -32,6 +32,25 @@ pub struct WalkOptions {
     pub hide_xattrs: &'static [&'static str],
 }
 
+impl WalkOptions {
+    /// Walks of ext4 and FAT: directory sizes compared too.
+    pub const PLAIN: WalkOptions = WalkOptions {
+        dir_sizes: true,
+        xattrs: false,
+        hide_xattrs: &[],
+    };
+
+    /// Walks of NTFS: named streams (`user.<stream>` in both ntfs-3g and
+    /// diskhist) compared too; diskhist's own attributes (the inode
+    /// number, the eight NTFS timestamps) left out, ntfs-3g has no such
+    /// names.
+    pub const NTFS: WalkOptions = WalkOptions {
+        dir_sizes: true,
+        xattrs: true,
+        hide_xattrs: &["user.diskhist.", "user.ntfs."],
+    };
+}
+
 /// A path's bytes, shown losslessly (non-UTF-8 bytes escaped).
 fn show(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
