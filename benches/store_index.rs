@@ -6,6 +6,10 @@
 //! 2. A store holding 10,000,000 block versions: time to open it ready to
 //!    read (target < 1 s) and the reader's peak memory.
 //!
+//! 3. Ingest of 1M and of 10M single-block records: cost per record
+//!    (target: within 1.3x), index bytes written against the index's size
+//!    (target: <= 3x), and random reads at the newest state.
+//!
 //! Prints figures; run with `cargo bench --bench store_index`.
 //! Set DISKHIST_BENCH_DIR to place the stores (default: a temp dir).
 
@@ -195,4 +199,121 @@ fn main() {
         rss2,
         hwm
     );
+
+    drop(store);
+
+    // 3. Ingest cost as the history grows: 1M and then 10M single-block
+    //    records, each timed from an empty store. Targets (issue 14): the
+    //    10M ingest within 1.3x of 10 times the 1M one (per record), and
+    //    the index bytes written at most 3x the index's final size.
+    let small: u64 = std::env::var("DISKHIST_BENCH_INGEST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut per_record = Vec::new();
+    for records in [small, small * 10] {
+        let dir = tmp.path().join(format!("ingest-{records}"));
+        let (secs, written, runs) = ingest(&dir, records, &pool);
+        let index_size = dir_size(&dir.join("index"));
+        let log_size = dir_size(&dir) - index_size;
+        println!(
+            "ingest of {records} single-block records: {secs:.1} s ({:.2} µs/record); \
+             log {:.0} MB, index {:.0} MB in {runs} runs; index bytes written {:.0} MB = \
+             {:.2}x its size (target <= 3x): {}",
+            secs * 1e6 / records as f64,
+            log_size as f64 / 1e6,
+            index_size as f64 / 1e6,
+            written as f64 / 1e6,
+            written as f64 / index_size as f64,
+            if written <= 3 * index_size {
+                "MET"
+            } else {
+                "NOT MET"
+            }
+        );
+        let store = Store::open(&dir).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut samples = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = Instant::now();
+            store
+                .read_at(store.head().seq, (x % INGEST_BLOCKS) * 4096, &mut buf)
+                .unwrap();
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "  random 4K read at the newest state: median {:.2} µs",
+            median_us(samples)
+        );
+        per_record.push(secs / records as f64);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let growth = per_record[1] / per_record[0];
+    println!(
+        "ingest cost per record, {}M vs {}M records: {growth:.2}x (target <= 1.3x): {}",
+        small * 10 / 1_000_000,
+        small / 1_000_000,
+        if growth <= 1.3 { "MET" } else { "NOT MET" }
+    );
+}
+
+/// Blocks of the disk the ingest part writes to (4 GiB).
+const INGEST_BLOCKS: u64 = 1 << 20;
+
+/// Record `records` writes of one 4 KiB block each, at pseudo-random
+/// blocks, with contents from `pool` (so the log holds references and
+/// headers, and the index's work shows). Returns the seconds taken, the
+/// index bytes written and the index runs left.
+fn ingest(dir: &std::path::Path, records: u64, pool: &[Vec<u8>]) -> (f64, u64, usize) {
+    Writer::init(dir, INGEST_BLOCKS * 4096, 4096).unwrap();
+    let mut w = Writer::open(dir).unwrap();
+    let t = Instant::now();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in 0..records {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.append(
+            TimeNs(i as i64 * 1000),
+            Op::Write {
+                offset_bytes: (x % INGEST_BLOCKS) * 4096,
+                data: &pool[(x >> 32) as usize % pool.len()],
+            },
+            OpFlags::default(),
+        )
+        .unwrap();
+    }
+    w.flush_index().unwrap();
+    let written = w.index_bytes_written();
+    w.close().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let runs = std::fs::read_dir(dir.join("index"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".run"))
+        })
+        .count();
+    (secs, written, runs)
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
 }

@@ -16,6 +16,49 @@ use crate::store::layout;
 use crate::units::Seq;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// Runs of one size class merged at a time. Each block version is
+/// rewritten about log_T(n / flush size) times (the binary merge this
+/// replaced: log_2), and a lookup probes at most (T − 1) runs per class.
+pub const TIER_RATIO: u64 = 4;
+
+/// Which runs to merge next: `Some(i)` merges runs `i..` (the newest) into
+/// one, `None` merges nothing. `runs` holds (entries, first record) oldest
+/// first; `base` is the size of a freshly written run.
+///
+/// A run's class is ⌊log_T(n / base)⌋ (0 below T·base). The newest
+/// [`TIER_RATIO`] runs merge when they share a class, which yields a run
+/// of the next class or the same one: classes never increase from older to
+/// newer, as in a base-T counter, so each entry moves up a class at each
+/// rewrite. A newest run of a higher class than the one before it (left so
+/// by `keep_apart`, or by a write-out far larger than `base`) absorbs that
+/// one, so small runs are not stranded between large ones. Runs on both
+/// sides of `keep_apart` never merge.
+pub fn merge_plan(runs: &[(u64, Seq)], keep_apart: Option<Seq>, base: u64) -> Option<usize> {
+    let t = TIER_RATIO as usize;
+    let class = |n: u64| {
+        let (mut c, mut size) = (0u32, base.max(1).saturating_mul(TIER_RATIO));
+        while n >= size {
+            c += 1;
+            size = size.saturating_mul(TIER_RATIO);
+        }
+        c
+    };
+    let k = runs.len();
+    let allowed =
+        |from: usize| keep_apart.is_none_or(|b| !(runs[from].1 < b && runs[k - 1].1 >= b));
+    if k >= t {
+        let c = class(runs[k - 1].0);
+        if runs[k - t..].iter().all(|r| class(r.0) == c) && allowed(k - t) {
+            return Some(k - t);
+        }
+    }
+    if k >= 2 && class(runs[k - 2].0) < class(runs[k - 1].0) && allowed(k - 2) {
+        return Some(k - 2);
+    }
+    None
+}
 
 /// A run of block versions and the dedup run of the same records.
 type RunPair = (Run<BlockVersion>, Run<StoredContent>);
@@ -77,33 +120,37 @@ impl Index {
         Ok(())
     }
 
-    /// Merge the two newest runs while the newer is at least half the size
-    /// of the older: run sizes stay geometric, so there are O(log n) runs.
-    /// A run starting at or after `keep_apart` (an open batch's first
-    /// record) never merges with an older one, so that undoing the batch
-    /// drops its runs whole. Each merge is all or nothing, like a write-out.
-    pub fn compact(&mut self, keep_apart: Option<Seq>) -> Result<()> {
-        while self.runs.len() >= 2 {
+    /// Merge runs so that each block version is rewritten a bounded
+    /// number of times and there are O(log n) runs (see [`merge_plan`]:
+    /// size-tiered, [`TIER_RATIO`] runs of one size class at a time).
+    /// `base` is the size of a run written out from memory (the writer's
+    /// flush threshold). A run starting at or after `keep_apart` (an open
+    /// batch's first record) never merges with an older one, so that
+    /// undoing the batch drops its runs whole. Each merge is all or
+    /// nothing, like a write-out.
+    pub fn compact(&mut self, keep_apart: Option<Seq>, base: u64) -> Result<()> {
+        loop {
+            let sizes: Vec<(u64, Seq)> = self.runs.iter().map(|r| (r.n, r.first_seq)).collect();
+            let Some(from) = merge_plan(&sizes, keep_apart, base) else {
+                break;
+            };
             let k = self.runs.len();
-            let (older, newer) = (&self.runs[k - 2], &self.runs[k - 1]);
-            if newer.n * 2 < older.n {
-                break;
-            }
-            if keep_apart.is_some_and(|b| older.first_seq < b && newer.first_seq >= b) {
-                break;
-            }
-            let (first, last) = (older.first_seq, newer.last_seq);
-            let (dold, dnew) = (&self.dedup_runs[k - 2], &self.dedup_runs[k - 1]);
+            let (first, last) = (self.runs[from].first_seq, self.runs[k - 1].last_seq);
+            let (rs, ds) = (&self.runs[from..], &self.dedup_runs[from..]);
+            let n = rs.iter().map(|r| r.n).sum();
+            let dn = ds.iter().map(|r| r.n).sum();
+            let rits = rs.iter().map(|r| r.iter()).collect::<Result<Vec<_>>>()?;
+            let dits = ds.iter().map(|r| r.iter()).collect::<Result<Vec<_>>>()?;
             let merged = self.write_pair(
                 first,
                 last,
-                (older.n + newer.n, run::merge(older.iter()?, newer.iter()?)),
-                (dold.n + dnew.n, run::merge(dold.iter()?, dnew.iter()?)),
+                (n, run::merge_all(rits)),
+                (dn, run::merge_all(dits)),
             )?;
             let mut m = self.manifest.clone();
-            m.runs.truncate(k - 2);
+            m.runs.truncate(from);
             m.runs.push((first, last));
-            self.install(m, k - 2, Some(merged))?;
+            self.install(m, from, Some(merged))?;
         }
         Ok(())
     }
@@ -125,10 +172,22 @@ impl Index {
             run::write_run(&dp, dedup.0, first, last, dedup.1)?;
             Ok((Run::open(&rp)?, Run::open(&dp)?))
         })();
-        if result.is_err() {
-            remove_run_files(&rp, &dp);
+        match &result {
+            Ok((r, d)) => self.count_written(r.file_len() + d.file_len()),
+            Err(_) => remove_run_files(&rp, &dp),
         }
         result
+    }
+
+    /// Bytes this index has written to its files since it was opened: runs
+    /// written out and merged, `seqs` entries, the tree's hashes and
+    /// manifests (what a benchmark of write amplification counts).
+    pub fn bytes_written_to_index(&self) -> u64 {
+        self.index_written.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_written(&self, n: u64) {
+        self.index_written.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Make `m` the manifest: the runs in use become the first `keep` of
@@ -139,7 +198,9 @@ impl Index {
     fn install(&mut self, mut m: Manifest, keep: usize, new: Option<RunPair>) -> Result<()> {
         m.generation = self.manifest.generation + 1;
         let path = self.dir.join(layout::INDEX_DIR).join(layout::MANIFEST_FILE);
-        let durable = match files::replace_atomically(&path, &m.encode()) {
+        let bytes = m.encode();
+        self.count_written(bytes.len() as u64);
+        let durable = match files::replace_atomically(&path, &bytes) {
             Ok(files::Replaced::Durable) => true,
             Ok(files::Replaced::NotDurable(e)) => {
                 log::warn!(
@@ -199,6 +260,7 @@ impl Index {
         seqs.write_all_at(&bytes, self.seqs_written * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
         seqs.sync_data().at(&self.seqs_path)?;
+        self.count_written(bytes.len() as u64);
         self.seqs_written = self.head.seq.0;
         Ok(())
     }
@@ -231,4 +293,77 @@ pub fn remove_orphan_runs(idir: &Path, runs: &[(Seq, Seq)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write out `flushes` runs of `base` entries, merging as `compact`
+    /// does; returns (entries rewritten by merges, the runs left).
+    fn simulate(flushes: u64, base: u64, keep_apart: Option<Seq>) -> (u64, Vec<(u64, Seq)>) {
+        let mut runs: Vec<(u64, Seq)> = Vec::new();
+        let mut rewritten = 0;
+        for i in 0..flushes {
+            runs.push((base, Seq(i * base + 1)));
+            while let Some(from) = merge_plan(&runs, keep_apart, base) {
+                assert!(runs.len() - from >= 2, "a merge takes two runs or more");
+                let n: u64 = runs[from..].iter().map(|r| r.0).sum();
+                let first = runs[from].1;
+                if let Some(b) = keep_apart {
+                    assert!(
+                        first >= b || runs.last().unwrap().1 < b,
+                        "merged across {b:?}"
+                    );
+                }
+                rewritten += n;
+                runs.truncate(from);
+                runs.push((n, first));
+            }
+        }
+        (rewritten, runs)
+    }
+
+    #[test]
+    fn each_entry_is_rewritten_about_log_t_times() {
+        // 10M block versions in flushes of 65,536: 152 runs written out.
+        let (rewritten, runs) = simulate(153, 65_536, None);
+        let total = 153 * 65_536;
+        let per_entry = rewritten as f64 / total as f64;
+        // log_4(153) = 3.6; the binary merge rewrote each entry ~7 times.
+        assert!(per_entry <= 3.7, "{per_entry} rewrites per entry");
+        assert!(runs.len() <= 3 * 4, "{} runs", runs.len());
+        // Classes never grow from older to newer runs.
+        assert!(runs.windows(2).all(|w| w[0].0 >= w[1].0), "{runs:?}");
+        assert_eq!(runs.iter().map(|r| r.0).sum::<u64>(), total);
+    }
+
+    #[test]
+    fn run_count_stays_logarithmic() {
+        for flushes in [1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 255, 256, 1000] {
+            let (_, runs) = simulate(flushes, 100, None);
+            let classes = (flushes as f64).log(4.0).floor() as usize + 1;
+            assert!(
+                runs.len() <= 3 * classes,
+                "{flushes} flushes: {} runs",
+                runs.len()
+            );
+        }
+    }
+
+    #[test]
+    fn never_merges_across_an_open_batch() {
+        let (_, runs) = simulate(40, 100, Some(Seq(1_001)));
+        assert!(runs.iter().any(|r| r.1 == Seq(1_001)), "{runs:?}");
+    }
+
+    #[test]
+    fn a_large_newest_run_absorbs_a_smaller_older_one() {
+        // A batch's runs merged into one larger than the run before it.
+        let runs = [(400, Seq(1)), (100, Seq(401)), (1_600, Seq(501))];
+        assert_eq!(merge_plan(&runs, None, 100), Some(1));
+        assert_eq!(merge_plan(&runs, Some(Seq(501)), 100), None);
+        let small = [(100, Seq(1)), (100, Seq(101))];
+        assert_eq!(merge_plan(&small, None, 100), None);
+    }
 }

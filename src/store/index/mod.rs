@@ -129,6 +129,9 @@ pub struct Index {
     /// number, each with the manifest generation it was read under (a new
     /// manifest, or a writer cutting `seqs`, makes them stale).
     seq_cache: seqs::SeqCache,
+    /// Bytes written to index files since open (see
+    /// [`Index::bytes_written_to_index`]).
+    index_written: std::sync::atomic::AtomicU64,
 }
 
 pub fn read_header(dir: &Path) -> Result<StoreHeader> {
@@ -207,6 +210,7 @@ impl Index {
             scan_buf: Vec::new(),
             tree: tree::Tree::default(),
             seq_cache: seqs::SeqCache::new(),
+            index_written: std::sync::atomic::AtomicU64::new(0),
         };
         idx.load_manifest()?;
         idx.scan()?;

@@ -163,6 +163,7 @@ impl RunEntry for StoredContent {
 pub struct Run<E: RunEntry> {
     path: PathBuf,
     file: File,
+    file_len: u64,
     pub n: u64,
     pub first_seq: Seq,
     pub last_seq: Seq,
@@ -183,6 +184,11 @@ pub const CACHED_PAGES: usize = 128;
 impl<E: RunEntry> Run<E> {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The run file's size in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
     }
 
     /// Open a run: read its footer, page table and bloom filter, and check
@@ -250,6 +256,7 @@ impl<E: RunEntry> Run<E> {
         Ok(Run {
             path: path.to_path_buf(),
             file,
+            file_len: len,
             n,
             first_seq: Seq(crate::le::u64_at(&f, 24)),
             last_seq: Seq(crate::le::u64_at(&f, 32)),
@@ -588,9 +595,25 @@ pub fn write_run<E: RunEntry>(
     Ok(())
 }
 
-/// Merge two runs' streams into one sorted stream. Keys never repeat
-/// across runs covering disjoint records; if one does, the older wins.
-pub fn merge<E: RunEntry>(older: RunIter<E>, newer: RunIter<E>) -> impl Iterator<Item = Result<E>> {
+/// Merge the streams of runs covering consecutive records (oldest first)
+/// into one sorted stream: [`merge`] folded over them.
+pub fn merge_all<'a, E: RunEntry + 'a>(
+    runs: Vec<RunIter<E>>,
+) -> Box<dyn Iterator<Item = Result<E>> + 'a> {
+    let mut it = runs.into_iter();
+    let first: Box<dyn Iterator<Item = Result<E>> + 'a> = match it.next() {
+        Some(r) => Box::new(r),
+        None => Box::new(std::iter::empty()),
+    };
+    it.fold(first, |acc, r| Box::new(merge(acc, r)))
+}
+
+/// Merge two sorted streams into one. Keys never repeat across runs
+/// covering disjoint records; if one does, the older wins.
+pub fn merge<E: RunEntry>(
+    older: impl Iterator<Item = Result<E>>,
+    newer: impl Iterator<Item = Result<E>>,
+) -> impl Iterator<Item = Result<E>> {
     let mut a = older.peekable();
     let mut b = newer.peekable();
     std::iter::from_fn(move || {

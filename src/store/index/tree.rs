@@ -369,6 +369,7 @@ impl Index {
             let f = files::open_rw_private(&path)?;
             f.write_all_at(&bytes, start * TREE_ENTRY_LEN).at(&path)?;
             f.sync_data().at(&path)?;
+            self.count_written(bytes.len() as u64);
         }
         Ok(())
     }

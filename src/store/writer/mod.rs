@@ -656,6 +656,13 @@ impl Writer {
         }
     }
 
+    /// Bytes this writer has written to the index's files (runs written
+    /// out and merged, `seqs`, the tree's hashes, manifests): with the
+    /// index's size on disk, its write amplification.
+    pub fn index_bytes_written(&self) -> u64 {
+        self.idx.bytes_written_to_index()
+    }
+
     /// Write the index out (after making the log durable: the index never
     /// promises more than the log holds), then merge runs.
     ///
@@ -675,7 +682,10 @@ impl Writer {
         // The flush stands; a merge that cannot be written now (no space)
         // is tried again at the next flush.
         let keep_apart = self.batch.as_ref().map(|b| b.first_seq);
-        if let Err(e) = self.idx.compact(keep_apart) {
+        if let Err(e) = self
+            .idx
+            .compact(keep_apart, self.opts.flush_threshold as u64)
+        {
             log::warn!("{e}: could not merge index runs; will try again at the next index flush");
         }
         Ok(())
