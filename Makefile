@@ -104,9 +104,9 @@ install: build
 # sealing (benches/seal.rs: throughput with and without sealing, seal and
 # proofs on a 10M-record store, the tree's share of the log), then every
 # benches/*.sh (NBD write throughput and fio small synced writes against
-# qemu-nbd, mount read speed against xmount, files/ against the kernel's
-# ext4), run with their default sizes (run a script alone to choose its
-# size: see its header).
+# qemu-nbd, mount read speed and hot and cold random reads against xmount,
+# files/ against the kernel's ext4), run with their default sizes (run a
+# script alone to choose its size: see its header).
 bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
 	    echo "== cargo bench --bench store_index"; \
