@@ -4,7 +4,7 @@
 #   make test      the whole suite, as CI runs it (installs missing Debian
 #                  packages first when run as root)
 #   make demo      the main job on the bundled fixture
-#   make bench     store, history, sealing, NBD and mount benchmarks (whichever exist)
+#   make bench     store, history, sealing, space, NBD and mount benchmarks (whichever exist)
 #   make soak      crash tests with 500 SIGKILLs, concurrency tests x5
 #   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (600)
 #   make install   PREFIX=/usr/local DESTDIR= (binary and man page)
@@ -102,11 +102,13 @@ install: build
 # (benches/listing.rs), history against the naive scan of every record
 # (benches/history.rs: a 1 GiB ext4, 100,000 records), the Merkle tree and
 # sealing (benches/seal.rs: throughput with and without sealing, seal and
-# proofs on a 10M-record store, the tree's share of the log), then every
+# proofs on a 10M-record store, the tree's share of the log), metadata
+# bytes per block version (benches/space.rs: 100,000 random 4K writes and
+# 1 GiB of 1 MiB sequential writes, log and index by kind), then every
 # benches/*.sh (NBD write throughput and fio small synced writes against
-# qemu-nbd, mount read speed against xmount, files/ against the kernel's
-# ext4), run with their default sizes (run a script alone to choose its
-# size: see its header).
+# qemu-nbd, mount read speed and hot and cold random reads against xmount,
+# files/ against the kernel's ext4), run with their default sizes (run a
+# script alone to choose its size: see its header).
 bench: deps-bench build
 	@if [ -f benches/store_index.rs ]; then \
 	    echo "== cargo bench --bench store_index"; \
@@ -120,6 +122,8 @@ bench: deps-bench build
 	@$(CARGO) bench --bench history || exit 1
 	@echo "== cargo bench --bench seal"
 	@$(CARGO) bench --bench seal || exit 1
+	@echo "== cargo bench --bench space"
+	@$(CARGO) bench --bench space || exit 1
 	@for s in benches/*.sh; do \
 	    [ -f "$$s" ] || continue; \
 	    echo "== $$s"; \
