@@ -401,9 +401,15 @@ fn serve_seals_as_it_records_and_a_failing_seal_cmd_never_stops_it() {
     let store = new_store(tmp.path(), "s", "4M");
     let published = tmp.path().join("published");
     let flag = tmp.path().join("publishing-works");
+    let attempts = tmp.path().join("attempts");
     // The command fails until `flag` exists: the first checkpoints queue
-    // and are retried.
-    let cmd = format!("test -e {f} && cat >> {o}", f = p(&flag), o = p(&published));
+    // and are retried. Each failed attempt leaves a line in `attempts`.
+    let cmd = format!(
+        "if test -e {f}; then cat >> {o}; else echo >> {a}; false; fi",
+        a = p(&attempts),
+        f = p(&flag),
+        o = p(&published)
+    );
     let served = Served::start(
         &store,
         &tmp.path().join("sock"),
@@ -430,6 +436,13 @@ fn serve_seals_as_it_records_and_a_failing_seal_cmd_never_stops_it() {
         Duration::from_secs(20),
         || format!("seals: {:?}", read_seals(&store).map(|v| v.len())),
         || read_seals(&store).is_ok_and(|v| v.len() >= 4),
+    );
+    // At least one attempt has failed before publishing is allowed (on a
+    // loaded machine the first attempt can come after the fourth seal).
+    wait_until(
+        Duration::from_secs(20),
+        || "no publishing attempt".to_string(),
+        || attempts.exists(),
     );
     assert!(!published.exists());
     std::fs::write(&flag, "").unwrap();
