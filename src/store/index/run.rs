@@ -843,7 +843,6 @@ pub fn write_run<E: RunEntry>(
     if count > 0 {
         end_page(&mut page, &mut table)?;
     }
-    drop(end_page);
     if count > n {
         return Err(StoreError::corrupted(
             path,
