@@ -142,19 +142,33 @@ pub fn day_has_writes<H: History + ?Sized>(h: &H, day: Day) -> Result<bool, Stor
 /// Whether `seq` is the last record with its time, i.e. whether its
 /// canonical name (its time) resolves to it. A later record can share a
 /// time when the recorder's clock was held.
+///
+/// Times never decrease within a store, so this asks only whether the
+/// next record is later: two index reads, not a search.
 pub fn owns_its_time<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
-    if seq.0 == 0 || seq > h.head_seq() {
-        return Ok(false);
-    }
-    Ok(h.last_at(h.time_of(seq)?)? == seq)
+    next_is_after(h, seq, |time| time)
 }
 
 /// Whether `seq` is the state at the end of its second (what listings show).
 pub fn ends_its_second<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
-    if seq.0 == 0 || seq > h.head_seq() {
+    next_is_after(h, seq, |time| Bucket::Second.end(time))
+}
+
+/// Whether `seq` is a record and the record after it, if any, is later
+/// than `limit(time of seq)`.
+fn next_is_after<H: History + ?Sized>(
+    h: &H,
+    seq: Seq,
+    limit: impl Fn(TimeNs) -> TimeNs,
+) -> Result<bool, StoreError> {
+    let head = h.head_seq();
+    if seq.0 == 0 || seq > head {
         return Ok(false);
     }
-    Ok(h.last_at(Bucket::Second.end(h.time_of(seq)?))? == seq)
+    if seq == head {
+        return Ok(true);
+    }
+    Ok(h.time_of(Seq(seq.0 + 1))? > limit(h.time_of(seq)?))
 }
 
 #[cfg(test)]
@@ -281,6 +295,73 @@ pub(crate) mod tests {
         assert!(one_day.iter().all(|x| Day::of(x.time) == d[3]));
         assert!(day_has_writes(&h, d[29]).unwrap());
         assert!(!day_has_writes(&h, Day(d[29].0 + 1)).unwrap());
+    }
+
+    /// The last record of each second with writes, by brute force.
+    fn every_seconds_last(h: &Fake) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for (i, &time) in h.times.iter().enumerate() {
+            let e = Entry {
+                seq: Seq(i as u64 + 1),
+                time,
+            };
+            match out.last_mut() {
+                Some(last) if Bucket::Second.start(last.time) == Bucket::Second.start(time) => {
+                    *last = e
+                }
+                _ => out.push(e),
+            }
+        }
+        out
+    }
+
+    /// A busy day inside a month lists the last record of every second
+    /// with writes, at two queries per entry.
+    #[test]
+    fn a_busy_day_lists_the_last_record_of_every_second() {
+        // A month of history; on day 3, 4 records in every second, at
+        // irregular offsets, and none in a few seconds.
+        let mut times = Vec::new();
+        for i in 0..3 * 86_400 - 1 {
+            times.push(T0 + i * S + 3);
+        }
+        for sec in 0..86_400i64 {
+            if sec % 1_000 == 17 {
+                continue;
+            }
+            for k in 0..4 {
+                times.push(T0 + (3 * 86_400 + sec) * S + k * 1_000 + (sec * 7_919 % 997));
+            }
+        }
+        for i in 4 * 86_400..30 * 86_400 {
+            times.push(T0 + i * S + 5);
+        }
+        let h = fake(times);
+        let day = Day::of(TimeNs(T0 + 3 * 86_400 * S));
+        let e = day_entries(&h, day).unwrap();
+        let expected: Vec<Entry> = every_seconds_last(&h)
+            .into_iter()
+            .filter(|x| Day::of(x.time) == day)
+            .collect();
+        assert_eq!(e.len(), 86_400 - 87);
+        assert_eq!(e, expected);
+        assert!(
+            h.queries.get() <= 2 * e.len() as u64 + 2,
+            "{} queries for {} entries",
+            h.queries.get(),
+            e.len()
+        );
+    }
+
+    /// Seconds of many records each list the same.
+    #[test]
+    fn seconds_with_many_records_list_the_same() {
+        let times: Vec<i64> = (0..20_000).map(|i| T0 + (i / 1_000) * S + i).collect();
+        let h = fake(times);
+        let e = day_entries(&h, Day::of(TimeNs(T0))).unwrap();
+        assert_eq!(e, every_seconds_last(&h));
+        assert_eq!(e.len(), 20);
+        assert!(h.queries.get() <= 2 * 20 + 2);
     }
 
     #[test]
