@@ -312,3 +312,93 @@ fn new_states_appear_while_mounted_and_old_ones_never_change() {
     let root_mtime = std::fs::metadata(m.path("at")).unwrap().modified().unwrap();
     assert!(root_mtime > SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_415_415));
 }
+
+/// Issue 14: `ls -l` of a busy day took three round trips to the daemon
+/// per entry, each redoing searches of the store. A finished day's listing
+/// is now kept and answers its links' `stat` and `readlink`; this checks
+/// that what it answers is what the store says, that a day still being
+/// written is not frozen, and that `ls -l`'s `security.selinux` question
+/// is answered "not supported" (so that ls stops asking) while `user.*`
+/// names still answer "no such attribute".
+#[test]
+fn a_finished_days_listing_is_kept_and_tells_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = init_store(dir.path(), "1M");
+    let img = dir.path().join("raw.img");
+    let mut data = vec![0u8; MIB];
+    let mut step = 0;
+    let mut record = |t: &str| {
+        data[step * 8192..(step + 1) * 8192]
+            .copy_from_slice(&incompressible_xorshift64(8192, step as u64 + 1));
+        std::fs::write(&img, &data).unwrap();
+        import(&store, &img, t);
+        step += 1;
+    };
+    record("2026-11-23T06:30:15.1Z");
+    record("2026-11-23T06:30:15.7Z");
+    record("2026-11-23T23:59:59.9Z");
+    record("2026-11-24T00:00:01Z");
+    let m = Mounted::start(&store, &dir.path().join("mnt"), &[]);
+    let day = m.path("by-day/2026-11-23");
+    let listed = ["2026-11-23T06-30-15.700Z", "2026-11-23T23-59-59.900Z"];
+    for _ in 0..2 {
+        assert_eq!(list(&day), listed);
+        for name in listed {
+            let link = day.join(name);
+            assert_eq!(readlink(&link), format!("../../at/{name}"));
+            let st = std::fs::symlink_metadata(&link).unwrap();
+            assert!(st.file_type().is_symlink());
+            assert_eq!(st.len(), format!("../../at/{name}").len() as u64);
+            assert_eq!(
+                st.mtime(),
+                std::fs::metadata(m.path(&format!("at/{name}")))
+                    .unwrap()
+                    .mtime()
+            );
+            assert_eq!(
+                ino(&link.join("disk.img")),
+                ino(&m.path(&format!("at/{name}/disk.img")))
+            );
+        }
+        // Not the last record of its second: not in the day's listing.
+        assert_eq!(
+            errno_of(&day.join("2026-11-23T06-30-15.100Z")),
+            Some(libc::ENOENT)
+        );
+    }
+
+    // The day still being written shows what is appended while mounted.
+    record("2026-11-24T00:00:02Z");
+    wait_until(
+        Duration::from_secs(5),
+        || "the new second in by-day/2026-11-24".into(),
+        || list(&m.path("by-day/2026-11-24")).len() == 2,
+    );
+
+    let xattr_errno = |p: &Path, name: &std::ffi::CStr| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        // SAFETY: both names are NUL-terminated; buf is writable for its length.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(n, -1, "{} has {name:?}", p.display());
+        std::io::Error::last_os_error().raw_os_error()
+    };
+    let link = day.join(listed[0]);
+    assert_eq!(
+        xattr_errno(&link, c"security.selinux"),
+        Some(libc::EOPNOTSUPP)
+    );
+    let image = m.path(&format!("at/{}/disk.img", listed[0]));
+    assert_eq!(
+        xattr_errno(&image, c"system.posix_acl_access"),
+        Some(libc::EOPNOTSUPP)
+    );
+    assert_eq!(xattr_errno(&image, c"user.none"), Some(libc::ENODATA));
+}

