@@ -97,7 +97,15 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 fn get_varint(b: &mut &[u8]) -> Option<u64> {
+    // Most steps fit one byte.
+    if let Some((&byte, rest)) = b.split_first() {
+        if byte < 0x80 {
+            *b = rest;
+            return Some(u64::from(byte));
+        }
+    }
     let mut v = 0u64;
     for i in 0..10 {
         let (&byte, rest) = b.split_first()?;
@@ -119,6 +127,7 @@ fn put_step(out: &mut Vec<u8>, from: u64, to: u64) {
     put_varint(out, ((d << 1) ^ (d >> 63)) as u64);
 }
 
+#[inline]
 fn get_step(b: &mut &[u8], from: u64) -> Option<u64> {
     let z = get_varint(b)?;
     let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
@@ -143,6 +152,7 @@ fn pack_loc(loc: &Loc, prev: Option<&Loc>, out: &mut Vec<u8>) {
     }
 }
 
+#[inline]
 fn unpack_loc(prev: Option<&Loc>, b: &mut &[u8]) -> Option<Loc> {
     let from = prev.map_or(0, |p| p.offset_bytes.wrapping_add(u64::from(p.stored_len)));
     let offset_bytes = get_step(b, from)?;
