@@ -729,7 +729,7 @@ fn mount_reader(
             }
             MountReader::Listed => {
                 // `at/` or, a third of the time, the newest day under
-                // `by-day/` (symlinks to the same names under `at/`).
+                // `by-day/` (the same states, under the same names, as `at/`).
                 let listing = if rng.chance(33) {
                     let mut days: Vec<String> = std::fs::read_dir(mnt.join("by-day"))
                         .unwrap()

@@ -113,6 +113,14 @@ fn gpt_partitions_are_images_of_their_bytes_at_each_moment() {
     );
     assert_eq!(ino(&m.path("latest/p2.img")), ino(&at2.join("p2.img")));
     assert_ne!(ino(&at1.join("p2.img")), ino(&at2.join("p2.img")));
+    // The same state listed under by-day/ is a directory of its own with
+    // the same contents and the same files.
+    let in_day = m.path(&format!("by-day/{}/{C2}", &C2[..10]));
+    assert!(std::fs::symlink_metadata(&in_day).unwrap().is_dir());
+    assert_eq!(list(&in_day), list(&at2));
+    assert!(list(&in_day.join("p1")).is_empty());
+    assert_eq!(ino(&in_day.join("p2.img")), ino(&at2.join("p2.img")));
+    assert_eq!(read(&in_day.join("p2.img")), p2_later);
 
     for line in [
         "partition_table: gpt\n",

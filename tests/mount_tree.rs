@@ -189,12 +189,16 @@ fn info_listings_and_mtimes_tell_the_truth() {
     assert_eq!(img.len(), 64 << 20);
     assert_eq!(img.mode() & 0o7777, 0o444);
 
-    // by-day: one directory per UTC day, each second a link into at/.
+    // by-day: one directory per UTC day, each second the directory of the
+    // state at/ shows under the same name, with the same disk.img and info.
     assert_eq!(list(&m.path("by-day")), vec!["2026-11-23"]);
     assert_eq!(list(&m.path("by-day/2026-11-23")), vec![C1, C2]);
+    let in_day = m.path(&format!("by-day/2026-11-23/{C1}"));
+    assert!(std::fs::symlink_metadata(&in_day).unwrap().is_dir());
+    assert_eq!(list(&in_day), list(&m.path(&format!("at/{C1}"))));
     assert_eq!(
-        readlink(&m.path(&format!("by-day/2026-11-23/{C1}"))),
-        format!("../../at/{C1}")
+        std::fs::read_to_string(in_day.join("info")).unwrap(),
+        std::fs::read_to_string(m.path(&format!("at/{C1}/info"))).unwrap()
     );
     assert_eq!(
         ino(&m.path(&format!("by-day/2026-11-23/{C2}/disk.img"))),
@@ -344,11 +348,9 @@ fn a_finished_days_listing_is_kept_and_tells_the_truth() {
     for _ in 0..2 {
         assert_eq!(list(&day), listed);
         for name in listed {
-            let link = day.join(name);
-            assert_eq!(readlink(&link), format!("../../at/{name}"));
-            let st = std::fs::symlink_metadata(&link).unwrap();
-            assert!(st.file_type().is_symlink());
-            assert_eq!(st.len(), format!("../../at/{name}").len() as u64);
+            let state = day.join(name);
+            let st = std::fs::symlink_metadata(&state).unwrap();
+            assert!(st.is_dir(), "{name} is a directory");
             assert_eq!(
                 st.mtime(),
                 std::fs::metadata(m.path(&format!("at/{name}")))
@@ -356,8 +358,12 @@ fn a_finished_days_listing_is_kept_and_tells_the_truth() {
                     .mtime()
             );
             assert_eq!(
-                ino(&link.join("disk.img")),
+                ino(&state.join("disk.img")),
                 ino(&m.path(&format!("at/{name}/disk.img")))
+            );
+            assert_eq!(
+                std::fs::read_to_string(state.join("info")).unwrap(),
+                std::fs::read_to_string(m.path(&format!("at/{name}/info"))).unwrap()
             );
         }
         // Not the last record of its second: not in the day's listing.
@@ -390,9 +396,9 @@ fn a_finished_days_listing_is_kept_and_tells_the_truth() {
         assert_eq!(n, -1, "{} has {name:?}", p.display());
         std::io::Error::last_os_error().raw_os_error()
     };
-    let link = day.join(listed[0]);
+    let state = day.join(listed[0]);
     assert_eq!(
-        xattr_errno(&link, c"security.selinux"),
+        xattr_errno(&state, c"security.selinux"),
         Some(libc::EOPNOTSUPP)
     );
     let image = m.path(&format!("at/{}/disk.img", listed[0]));

@@ -36,12 +36,13 @@ use std::collections::VecDeque;
 /// Entries created by a listing and not yet looked up, kept at most.
 pub const UNREFERENCED_ENTRIES: usize = 65_536;
 
-/// Which of a state's two directories, `at/<time>/` or `seq/<n>/`, a path
-/// went through.
+/// Which of a state's directories, `at/<time>/`, `seq/<n>/` or
+/// `by-day/<day>/<time>/`, a path went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     At,
     Seq,
+    Day,
 }
 
 impl Via {
@@ -50,6 +51,7 @@ impl Via {
         match self {
             Via::At => Node::AtState(state),
             Via::Seq => Node::SeqState(state),
+            Via::Day => Node::DayState(state),
         }
     }
 }

@@ -14,8 +14,9 @@
 //!   at/<time>/files/     the same, for a disk without a table that is one
 //!                        filesystem
 //!   seq/<n>/...          the same, after record n (lookup-only)
-//!   by-day/<YYYY-MM-DD>/<time> -> ../../at/<time>
-//!                        every second of that UTC day in which writes happened
+//!   by-day/<YYYY-MM-DD>/<time>/  every second of that UTC day in which
+//!                        writes happened: the state at/<time>/ shows, with
+//!                        the same disk.img (one inode) and info
 //!   latest -> at/<time>  the newest state
 //! ```
 //!
@@ -37,9 +38,11 @@
 //! one by one and older history one entry per hour (the state at the end of
 //! that hour); `by-day/<day>` lists every second of one day. Each listed
 //! entry costs one O(log n) store query (listing.rs). The listing of a day
-//! that is over (a later record exists) is kept, and answers the `stat` and
-//! `readlink` of its links without asking the store. Directory mtimes are
-//! the state's time, so file managers sort them.
+//! that is over (a later record exists) is kept, and answers the lookup and
+//! `stat` of its states without asking the store. A day's states are
+//! directories, not links into `at/`, so `ls -l` of a busy day costs no
+//! `readlink` per entry. Directory mtimes are the state's time, so file
+//! managers sort them.
 //!
 //! # Partitions and files
 //! Every partition of the state's table that starts inside the disk has a

@@ -9,7 +9,7 @@
 //! /seq/<n>/               SeqState(s)
 //! /by-day/                ByDay       one entry per UTC day with writes
 //! /by-day/<day>/          Day(d)      one entry per second with writes
-//! /by-day/<day>/<name>    DayLink(s)  symlink to ../../at/<name>
+//! /by-day/<day>/<name>/   DayState(s) the state's directory again
 //! /latest                 Latest      symlink to at/<canonical of head>
 //! <state dir>/disk.img    Image(s)
 //! <state dir>/info        Info(s)
@@ -24,7 +24,11 @@
 //! the kernel's page cache. Directories are the exception on purpose: Linux
 //! allows a directory inode only one name, so a second spelling of a state
 //! under `/at` is a symlink to the canonical directory rather than another
-//! name for it (`readlink` then also tells the user which state they got).
+//! name for it (`readlink` then also tells the user which state they got),
+//! and a state listed under `/by-day/<day>/` is a directory of its own
+//! (`DayState`) whose `disk.img` and `info` are the same inodes as under
+//! `/at`: `ls -l` of a day with 86,400 states then needs no `readlink`
+//! per entry.
 //!
 //! Nodes inside a state beyond `disk.img` and `info` (partitions, and the
 //! files of the filesystems in them) cannot be named by a pure function:
@@ -59,7 +63,7 @@ const K_IMAGE: u64 = 3;
 const K_INFO: u64 = 4;
 const K_AT_LINK: u64 = 5;
 const K_DAY: u64 = 6;
-const K_DAY_LINK: u64 = 7;
+const K_DAY_STATE: u64 = 7;
 const K_DYN: u64 = 8;
 
 /// Largest record number the scheme can name.
@@ -80,7 +84,7 @@ pub enum Node {
     Info(Seq),
     AtLink(Seq),
     Day(Day),
-    DayLink(Seq),
+    DayState(Seq),
     /// A node inside a state found through its table (partitions, files);
     /// the id is never 0 and never reused within a mount.
     Dyn(u64),
@@ -101,7 +105,7 @@ impl Node {
             Node::Info(s) => tagged(K_INFO, s.0),
             Node::AtLink(s) => tagged(K_AT_LINK, s.0),
             Node::Day(d) => tagged(K_DAY, (d.0 + DAY_BIAS) as u64),
-            Node::DayLink(s) => tagged(K_DAY_LINK, s.0),
+            Node::DayState(s) => tagged(K_DAY_STATE, s.0),
             Node::Dyn(id) => tagged(K_DYN, id),
         }
     }
@@ -125,7 +129,7 @@ impl Node {
             K_INFO => Node::Info(seq),
             K_AT_LINK => Node::AtLink(seq),
             K_DAY => Node::Day(Day(payload as i64 - DAY_BIAS)),
-            K_DAY_LINK => Node::DayLink(seq),
+            K_DAY_STATE => Node::DayState(seq),
             K_DYN if payload != 0 => Node::Dyn(payload),
             _ => return None,
         })
@@ -141,9 +145,10 @@ impl Node {
             | Node::ByDay
             | Node::AtState(_)
             | Node::SeqState(_)
+            | Node::DayState(_)
             | Node::Day(_) => FileKind::Dir,
             Node::Image(_) | Node::Info(_) => FileKind::File,
-            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => FileKind::Symlink,
+            Node::Latest | Node::AtLink(_) => FileKind::Symlink,
             Node::Dyn(_) => return None,
         })
     }
@@ -158,7 +163,9 @@ impl Node {
             Node::Day(_) => Node::ByDay,
             // Files are reachable from several directories; report /at's.
             Node::Image(s) | Node::Info(s) => Node::AtState(s),
-            Node::DayLink(_) => Node::ByDay,
+            // Its day is the state's time's; the kernel walks `..` by its
+            // own dentries, so only `ls -ai` sees this approximation.
+            Node::DayState(_) => Node::ByDay,
             Node::Dyn(_) => return None,
         })
     }
@@ -171,7 +178,7 @@ impl Node {
             | Node::Image(s)
             | Node::Info(s)
             | Node::AtLink(s)
-            | Node::DayLink(s) => Some(s),
+            | Node::DayState(s) => Some(s),
             _ => None, // Dyn: the tree's table knows
         }
     }
@@ -205,7 +212,7 @@ mod tests {
                 Node::Image(s),
                 Node::Info(s),
                 Node::AtLink(s),
-                Node::DayLink(s),
+                Node::DayState(s),
             ]);
         }
         for d in [-106_751, -1, 0, 1, 20_780, 106_751] {

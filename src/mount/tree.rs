@@ -497,13 +497,6 @@ impl Tree {
                 self.check_state(s)?;
                 self.name_in_at(s)
             }
-            Node::DayLink(s) => {
-                if let Some(time) = self.listed_time(s) {
-                    return Ok(format!("../../at/{}", state_name(time)));
-                }
-                self.check_state(s)?;
-                Ok(format!("../../at/{}", self.name_in_at(s)?))
-            }
             _ => Err(Fail::Invalid),
         }
     }
@@ -555,6 +548,14 @@ impl Tree {
                 self.check_state(s)?;
                 (self.state_time(s)?, 0, 2)
             }
+            // A kept day's listing knows its states' times.
+            Node::DayState(s) => match self.listed_time(s) {
+                Some(time) => (time, 0, 2),
+                None => {
+                    self.check_state(s)?;
+                    (self.state_time(s)?, 0, 2)
+                }
+            },
             Node::Image(s) => {
                 self.check_state(s)?;
                 (self.state_time(s)?, self.store.geometry().size_bytes, 1)
@@ -563,21 +564,13 @@ impl Tree {
                 self.check_state(s)?;
                 (self.state_time(s)?, self.info_text(s)?.len() as u64, 1)
             }
-            Node::Latest | Node::AtLink(_) | Node::DayLink(_) => {
+            Node::Latest | Node::AtLink(_) => {
                 let target = self.fixed_link_target(node)?;
                 let s = match node.state() {
                     Some(s) => s,
                     None => self.head(),
                 };
-                let time = match node {
-                    Node::DayLink(s) => self.listed_time(s),
-                    _ => None,
-                };
-                let time = match time {
-                    Some(t) => t,
-                    None => self.state_time(s)?,
-                };
-                (time, target.len() as u64, 1)
+                (self.state_time(s)?, target.len() as u64, 1)
             }
         };
         let kind = node.kind().expect("a fixed node");
@@ -606,9 +599,10 @@ impl Tree {
             | Node::Info(_)
             | Node::AtState(_)
             | Node::SeqState(_)
+            | Node::DayState(_)
             | Node::Dyn(_) => TTL_FOREVER,
             // A link's target settles once a later record exists.
-            Node::AtLink(s) | Node::DayLink(s) if s < self.head() => TTL_FOREVER,
+            Node::AtLink(s) if s < self.head() => TTL_FOREVER,
             _ => TTL_LIVE,
         }
     }
@@ -654,7 +648,7 @@ impl Tree {
                     let i = entries.partition_point(|e| e.time < t);
                     return match entries.get(i) {
                         Some(e) if e.time == t && state_name(t) == name => {
-                            Ok((Node::DayLink(e.seq), TTL_FOREVER))
+                            Ok((Node::DayState(e.seq), TTL_FOREVER))
                         }
                         _ => Err(Fail::NotFound),
                     };
@@ -672,19 +666,16 @@ impl Tree {
                 } else {
                     TTL_LIVE
                 };
-                Ok((Node::DayLink(s), ttl))
+                Ok((Node::DayState(s), ttl))
             }
-            Node::AtState(s) | Node::SeqState(s) => match name {
+            Node::AtState(s) | Node::SeqState(s) | Node::DayState(s) => match name {
                 IMAGE_NAME => Ok((Node::Image(s), TTL_FOREVER)),
                 INFO_NAME => Ok((Node::Info(s), TTL_FOREVER)),
                 _ => Err(Fail::NotFound),
             },
-            Node::Latest
-            | Node::Image(_)
-            | Node::Info(_)
-            | Node::AtLink(_)
-            | Node::DayLink(_)
-            | Node::Dyn(_) => Err(Fail::NotADirectory),
+            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::Dyn(_) => {
+                Err(Fail::NotADirectory)
+            }
         }
     }
 
@@ -739,10 +730,10 @@ impl Tree {
             ..item(node, name.into())
         };
         let mut out = vec![dot(dir, "."), dot(parent, "..")];
-        let states = |entries: Vec<Entry>, link: bool| {
+        let states = |entries: Vec<Entry>, in_day: bool| {
             entries.into_iter().map(move |e| {
-                let node = if link {
-                    Node::DayLink(e.seq)
+                let node = if in_day {
+                    Node::DayState(e.seq)
                 } else {
                     Node::AtState(e.seq)
                 };
@@ -774,19 +765,16 @@ impl Tree {
                 self.refresh();
                 out.extend(states(self.day_entries(day)?.to_vec(), true));
             }
-            Node::AtState(s) | Node::SeqState(s) => {
+            Node::AtState(s) | Node::SeqState(s) | Node::DayState(s) => {
                 self.check_state(s)?;
                 out.push(item(Node::Image(s), IMAGE_NAME.into()));
                 out.push(item(Node::Info(s), INFO_NAME.into()));
                 let via = state_dir(dir).expect("a state directory").1;
                 out.extend(self.contents.list_state(s, via));
             }
-            Node::Latest
-            | Node::Image(_)
-            | Node::Info(_)
-            | Node::AtLink(_)
-            | Node::DayLink(_)
-            | Node::Dyn(_) => return Err(Fail::NotADirectory),
+            Node::Latest | Node::Image(_) | Node::Info(_) | Node::AtLink(_) | Node::Dyn(_) => {
+                return Err(Fail::NotADirectory)
+            }
         }
         Ok(Listing {
             items: out,
@@ -872,7 +860,7 @@ impl Tree {
     fn listed_entry_ttl(&self, node: Node) -> Duration {
         match node {
             Node::Day(_) => TTL_LIVE,
-            Node::AtState(s) | Node::DayLink(s) if s >= self.head() => TTL_LIVE,
+            Node::AtState(s) | Node::DayState(s) if s >= self.head() => TTL_LIVE,
             _ => TTL_FOREVER,
         }
     }
@@ -887,11 +875,12 @@ impl Tree {
     }
 }
 
-/// The state a state directory shows, and which of its two trees it is in.
+/// The state a state directory shows, and which of its trees it is in.
 fn state_dir(node: Node) -> Option<(Seq, Via)> {
     match node {
         Node::AtState(s) => Some((s, Via::At)),
         Node::SeqState(s) => Some((s, Via::Seq)),
+        Node::DayState(s) => Some((s, Via::Day)),
         _ => None,
     }
 }
