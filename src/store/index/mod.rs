@@ -629,9 +629,9 @@ impl Index {
         let mut block_buf = Vec::new();
         let mut scratch = Vec::new();
         // Whole blocks stored raw one after another in the log (an extent
-        // written at once, an imported image) are read with one pread:
-        // (where in `buf`, where in the log, how many bytes).
-        let mut raw_run: Option<(usize, u64, usize)> = None;
+        // written at once, an imported image: each after its entry's tag
+        // byte) are read with one preadv.
+        let mut raw_run: Option<RawRun> = None;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset_bytes + done as u64;
@@ -640,17 +640,20 @@ impl Index {
             let n = (bs - within).min(buf.len() - done);
             let loc = self.lookup(block, state)?;
             if n == bs && loc.encoding == format::Encoding::Raw && loc.stored_len as usize == bs {
-                match &mut raw_run {
-                    Some((_, log_at, len)) if *log_at + *len as u64 == loc.offset_bytes => {
-                        *len += bs;
-                    }
-                    _ => {
-                        self.read_raw_run(buf, raw_run.take())?;
-                        raw_run = Some((done, loc.offset_bytes, bs));
-                    }
+                if !raw_run
+                    .as_mut()
+                    .is_some_and(|r| r.try_extend(loc.offset_bytes, bs))
+                {
+                    self.read_raw_run(buf, raw_run.take(), bs)?;
+                    raw_run = Some(RawRun {
+                        buf_at: done,
+                        log_at: loc.offset_bytes,
+                        blocks: 1,
+                        gap: None,
+                    });
                 }
             } else {
-                self.read_raw_run(buf, raw_run.take())?;
+                self.read_raw_run(buf, raw_run.take(), bs)?;
                 if n == bs {
                     self.read_loc(loc, &mut buf[done..done + n], &mut scratch)?;
                 } else {
@@ -661,32 +664,135 @@ impl Index {
             }
             done += n;
         }
-        self.read_raw_run(buf, raw_run)
+        self.read_raw_run(buf, raw_run, bs)
     }
 
-    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf`. A
-    /// long run is a streaming reader's (an image read through, a file
-    /// copied): the log bytes after it are probably next, so the kernel is
-    /// asked to start reading them now, while this run is handed back.
-    fn read_raw_run(&self, buf: &mut [u8], run: Option<(usize, u64, usize)>) -> Result<()> {
-        if let Some((at, log_at, len)) = run {
-            if len >= STREAMING_RUN_BYTES {
-                let ahead = (log_at + len as u64) as libc::off_t;
-                // Only advice: nothing depends on it being taken.
-                // SAFETY: posix_fadvise only reads its arguments.
-                unsafe {
-                    libc::posix_fadvise(
-                        self.log.as_raw_fd(),
-                        ahead,
-                        (2 * len) as libc::off_t,
-                        libc::POSIX_FADV_WILLNEED,
-                    );
-                }
+    /// Read a run of raw blocks (see [`Index::read_at`]) into `buf` with
+    /// `preadv`: the blocks land in place, the tag bytes between them in a
+    /// scratch byte (and must say raw). A long run is a streaming reader's
+    /// (an image read through, a file copied): the log bytes after it are
+    /// probably next, so the kernel is asked to start reading them now,
+    /// while this run is handed back.
+    fn read_raw_run(&self, buf: &mut [u8], run: Option<RawRun>, bs: usize) -> Result<()> {
+        let Some(run) = run else {
+            return Ok(());
+        };
+        let gap = run.gap.unwrap_or(0) as usize;
+        let span = run.blocks * bs + (run.blocks - 1) * gap;
+        if run.blocks * bs >= STREAMING_RUN_BYTES {
+            let ahead = (run.log_at + span as u64) as libc::off_t;
+            // Only advice: nothing depends on it being taken.
+            // SAFETY: posix_fadvise only reads its arguments.
+            unsafe {
+                libc::posix_fadvise(
+                    self.log.as_raw_fd(),
+                    ahead,
+                    (2 * span) as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
             }
-            self.log
-                .read_exact_at(&mut buf[at..at + len], log_at)
-                .at(&self.log_path)?;
+        }
+        let out = &mut buf[run.buf_at..run.buf_at + run.blocks * bs];
+        if gap == 0 {
+            return self.log.read_exact_at(out, run.log_at).at(&self.log_path);
+        }
+        // At most IOV_MAX (1024) iovecs a call: 512 blocks and their tags.
+        const BLOCKS_PER_CALL: usize = 512;
+        let mut tags = vec![0u8; BLOCKS_PER_CALL];
+        for (k, chunk) in out.chunks_mut(BLOCKS_PER_CALL * bs).enumerate() {
+            let log_at = run.log_at + (k * BLOCKS_PER_CALL * (bs + gap)) as u64;
+            self.read_tagged_blocks(chunk, &mut tags, log_at, bs)?;
         }
         Ok(())
+    }
+
+    /// Read `out.len() / bs` raw blocks stored one after another from
+    /// `log_at`, each but the first after a one-byte tag, in one `preadv`
+    /// (more if it returns short).
+    fn read_tagged_blocks(
+        &self,
+        out: &mut [u8],
+        tags: &mut [u8],
+        log_at: u64,
+        bs: usize,
+    ) -> Result<()> {
+        let blocks = out.len() / bs;
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(2 * blocks);
+        for (i, block) in out.chunks_mut(bs).enumerate() {
+            if i > 0 {
+                iov.push(libc::iovec {
+                    iov_base: tags[i..].as_mut_ptr().cast(),
+                    iov_len: 1,
+                });
+            }
+            iov.push(libc::iovec {
+                iov_base: block.as_mut_ptr().cast(),
+                iov_len: bs,
+            });
+        }
+        let total = blocks * bs + (blocks - 1);
+        // SAFETY: every iovec points into `out` or `tags`, which outlive
+        // the call and are not otherwise touched during it; the fd is open.
+        let n = unsafe {
+            libc::preadv(
+                self.log.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                log_at as libc::off_t,
+            )
+        };
+        if n < 0 || (n as usize) < total {
+            // Interrupted, short or failed: read each block on its own,
+            // which retries and reports a failure with its file.
+            for (i, block) in out.chunks_mut(bs).enumerate() {
+                self.log
+                    .read_exact_at(block, log_at + (i * (bs + 1)) as u64)
+                    .at(&self.log_path)?;
+            }
+            return Ok(());
+        }
+        if let Some(i) = (1..blocks).find(|&i| tags[i] != format::TAG_RAW) {
+            return Err(StoreError::corrupted(
+                &self.log_path,
+                format!(
+                    "the entry tag before the raw block at log offset {} is {}, not raw",
+                    log_at + (i * (bs + 1)) as u64,
+                    tags[i]
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Raw blocks read together by [`Index::read_at`]: where in the caller's
+/// buffer, where in the log, how many, and the bytes between two of them
+/// (0 or 1, the next entry's tag; known from the second block on).
+struct RawRun {
+    buf_at: usize,
+    log_at: u64,
+    blocks: usize,
+    gap: Option<u8>,
+}
+
+impl RawRun {
+    /// Add the raw block stored at `offset` if it continues the run (the
+    /// first such block fixes the gap); whether it did.
+    fn try_extend(&mut self, offset: u64, bs: usize) -> bool {
+        let end = self.log_at
+            + (self.blocks * bs) as u64
+            + (self.blocks as u64 - 1) * u64::from(self.gap.unwrap_or(0));
+        let gap = match offset.checked_sub(end) {
+            Some(g @ (0 | 1)) => g as u8,
+            _ => return false,
+        };
+        match self.gap {
+            Some(g) if g != gap => false,
+            _ => {
+                self.gap = Some(gap);
+                self.blocks += 1;
+                true
+            }
+        }
     }
 }
