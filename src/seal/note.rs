@@ -62,6 +62,29 @@ fn key_hash(name: &str, alg_key: &[u8]) -> u32 {
     u32::from_be_bytes(d[..4].try_into().unwrap())
 }
 
+/// The checked fields of a key's text `NAME+HASH+KEY` (a verifier's, or a
+/// signer's after `PRIVATE+KEY+`): the key hash, and the 32 Ed25519 key
+/// bytes after the algorithm byte. `bad` makes the error for this kind of
+/// key.
+fn key_fields(
+    name: &str,
+    hash16: &str,
+    key64: &str,
+    bad: impl Fn(&str) -> NoteError,
+) -> Result<(u32, [u8; 32]), NoteError> {
+    if !valid_name(name) {
+        return Err(NoteError::Name(name.to_string()));
+    }
+    let hash = parse_hash(hash16).ok_or_else(|| bad("the key hash is not 8 hex digits"))?;
+    let key = B64
+        .decode(key64)
+        .map_err(|_| bad("the key is not base64"))?;
+    if key.len() != 33 || key[0] != ALG_ED25519 {
+        return Err(bad("not an Ed25519 key (algorithm 1, 32 bytes)"));
+    }
+    Ok((hash, key[1..].try_into().unwrap()))
+}
+
 /// A key that checks signatures: `NAME+HASH+KEY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
@@ -84,21 +107,14 @@ impl Verifier {
                 "this is a signer (private) key; give the verifier key (the .pub file)",
             ));
         }
-        if !valid_name(name) {
-            return Err(NoteError::Name(name.to_string()));
-        }
-        let hash = parse_hash(hash16).ok_or_else(|| bad("the key hash is not 8 hex digits"))?;
-        let key = B64
-            .decode(key64)
-            .map_err(|_| bad("the key is not base64"))?;
-        if key.len() != 33 || key[0] != ALG_ED25519 {
-            return Err(bad("not an Ed25519 key (algorithm 1, 32 bytes)"));
-        }
-        if key_hash(name, &key) != hash {
+        let (hash, key) = key_fields(name, hash16, key64, bad)?;
+        let mut alg_key = vec![ALG_ED25519];
+        alg_key.extend_from_slice(&key);
+        if key_hash(name, &alg_key) != hash {
             return Err(bad("the key hash does not match the name and key"));
         }
-        let key = VerifyingKey::from_bytes(key[1..].try_into().unwrap())
-            .map_err(|_| bad("not a valid Ed25519 public key"))?;
+        let key =
+            VerifyingKey::from_bytes(&key).map_err(|_| bad("not a valid Ed25519 public key"))?;
         Ok(Verifier {
             name: name.to_string(),
             hash,
@@ -169,17 +185,8 @@ impl Signer {
         else {
             return Err(bad("it has too few '+'-separated parts"));
         };
-        if !valid_name(name) {
-            return Err(NoteError::Name(name.to_string()));
-        }
-        let hash = parse_hash(hash16).ok_or_else(|| bad("the key hash is not 8 hex digits"))?;
-        let key = B64
-            .decode(key64)
-            .map_err(|_| bad("the key is not base64"))?;
-        if key.len() != 33 || key[0] != ALG_ED25519 {
-            return Err(bad("not an Ed25519 key (algorithm 1, 32 bytes)"));
-        }
-        let s = Signer::generate(name, key[1..].try_into().unwrap())?;
+        let (hash, seed) = key_fields(name, hash16, key64, bad)?;
+        let s = Signer::generate(name, seed)?;
         if s.hash != hash {
             return Err(bad("the key hash does not match the name and key"));
         }
