@@ -649,7 +649,6 @@ impl Index {
                         buf_at: done,
                         log_at: loc.offset_bytes,
                         blocks: 1,
-                        gap: None,
                     });
                 }
             } else {
@@ -677,8 +676,7 @@ impl Index {
         let Some(run) = run else {
             return Ok(());
         };
-        let gap = run.gap.unwrap_or(0) as usize;
-        let span = run.blocks * bs + (run.blocks - 1) * gap;
+        let span = run.blocks * (bs + 1) - 1;
         if run.blocks * bs >= STREAMING_RUN_BYTES {
             let ahead = (run.log_at + span as u64) as libc::off_t;
             // Only advice: nothing depends on it being taken.
@@ -693,14 +691,11 @@ impl Index {
             }
         }
         let out = &mut buf[run.buf_at..run.buf_at + run.blocks * bs];
-        if gap == 0 {
-            return self.log.read_exact_at(out, run.log_at).at(&self.log_path);
-        }
         // At most IOV_MAX (1024) iovecs a call: 512 blocks and their tags.
         const BLOCKS_PER_CALL: usize = 512;
-        let mut tags = vec![0u8; BLOCKS_PER_CALL];
+        let mut tags = [0u8; BLOCKS_PER_CALL];
         for (k, chunk) in out.chunks_mut(BLOCKS_PER_CALL * bs).enumerate() {
-            let log_at = run.log_at + (k * BLOCKS_PER_CALL * (bs + gap)) as u64;
+            let log_at = run.log_at + (k * BLOCKS_PER_CALL * (bs + 1)) as u64;
             self.read_tagged_blocks(chunk, &mut tags, log_at, bs)?;
         }
         Ok(())
@@ -766,33 +761,23 @@ impl Index {
 }
 
 /// Raw blocks read together by [`Index::read_at`]: where in the caller's
-/// buffer, where in the log, how many, and the bytes between two of them
-/// (0 or 1, the next entry's tag; known from the second block on).
+/// buffer, where in the log, how many. Each stored block follows its
+/// entry's tag byte, so blocks stored one after another are one byte apart.
 struct RawRun {
     buf_at: usize,
     log_at: u64,
     blocks: usize,
-    gap: Option<u8>,
 }
 
 impl RawRun {
-    /// Add the raw block stored at `offset` if it continues the run (the
-    /// first such block fixes the gap); whether it did.
+    /// Add the raw block stored at `offset` if it is the next one in the
+    /// log (one tag byte after the run's end); whether it was.
     fn try_extend(&mut self, offset: u64, bs: usize) -> bool {
-        let end = self.log_at
-            + (self.blocks * bs) as u64
-            + (self.blocks as u64 - 1) * u64::from(self.gap.unwrap_or(0));
-        let gap = match offset.checked_sub(end) {
-            Some(g @ (0 | 1)) => g as u8,
-            _ => return false,
-        };
-        match self.gap {
-            Some(g) if g != gap => false,
-            _ => {
-                self.gap = Some(gap);
-                self.blocks += 1;
-                true
-            }
+        let next = self.log_at + (self.blocks * (bs + 1)) as u64;
+        if offset != next {
+            return false;
         }
+        self.blocks += 1;
+        true
     }
 }
