@@ -14,6 +14,7 @@
 //! Set DISKHIST_BENCH_DIR to place the stores (default: a temp dir).
 
 use diskhist::store::{Op, OpFlags, Store, Writer};
+use diskhist::testing::xorshift64;
 use diskhist::{Seq, TimeNs};
 use std::time::Instant;
 
@@ -238,12 +239,10 @@ fn main() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut samples = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let block = xorshift64(&mut x) % INGEST_BLOCKS;
             let t = Instant::now();
             store
-                .read_at(store.head().seq, (x % INGEST_BLOCKS) * 4096, &mut buf)
+                .read_at(store.head().seq, block * 4096, &mut buf)
                 .unwrap();
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -277,9 +276,7 @@ fn ingest(dir: &std::path::Path, records: u64, pool: &[Vec<u8>]) -> (f64, u64, u
     let t = Instant::now();
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     for i in 0..records {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift64(&mut x);
         w.append(
             TimeNs(i as i64 * 1000),
             Op::Write {

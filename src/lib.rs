@@ -61,6 +61,16 @@ pub use units::{parse_size, BlockNo, Geometry, Hash32, Seq, SizeError, TimeNs};
 /// through the modules above.
 #[doc(hidden)]
 pub mod testing {
+    /// One step of xorshift64: the tests' and benches' cheap, repeatable
+    /// numbers (and bytes lz4 cannot shrink). Advances `state`, which must
+    /// not be 0, and returns it.
+    pub fn xorshift64(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
     /// The store's on-disk layout: header, records, block entries.
     pub mod format {
         pub use crate::store::format::*;

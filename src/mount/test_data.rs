@@ -5,11 +5,6 @@
 pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed;
     (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
+        .map(|_| crate::testing::xorshift64(&mut x) as u8)
         .collect()
 }

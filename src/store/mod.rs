@@ -563,10 +563,7 @@ mod tests {
         let mut disk = vec![0u8; 2048 * bs];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for b in disk.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes());
+            b.copy_from_slice(&crate::testing::xorshift64(&mut x).to_le_bytes());
         }
         // Block 700 zero, 701 compressible, 702 a copy of block 3 (a
         // reference), the rest incompressible.

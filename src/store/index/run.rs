@@ -1223,9 +1223,7 @@ mod tests {
         let mut x = 88_172_645_463_325_252u64;
         let mut random: Vec<BlockVersion> = (1..=100_000u64)
             .map(|seq| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = crate::testing::xorshift64(&mut x);
                 BlockVersion {
                     block: x % 262_144,
                     seq,
@@ -1252,12 +1250,7 @@ mod tests {
     fn find_le_agrees_with_a_sorted_map() {
         let dir = tempfile::tempdir().unwrap();
         let mut x = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = || crate::testing::xorshift64(&mut x);
         for n in [1u64, 15, 16, 17, 127, 128, 129, 1000, 5_003] {
             let mut map = std::collections::BTreeMap::new();
             while (map.len() as u64) < n {
