@@ -6,7 +6,7 @@
 //! of every state finds; bisect to the tamper; partitions, damage and bad
 //! input.
 
-use diskhist_test_common::forged::{ext4_case, import_now, lines_of};
+use diskhist_test_common::forged::{ext4_case, import_now, json_str, lines_of};
 use diskhist_test_common::{
     diskhist, diskhist_output, ext4_image, fails, init_store, log_records, p, run, stderr_of,
     stdout_of,
@@ -15,14 +15,6 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v.get(key).map(|x| match x {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
-}
 
 #[test]
 fn ext4_history_of_appends_tamper_renames_and_errors() {

@@ -5,7 +5,7 @@
 //! between syncs and all). Ordinary work gives no finding; the planted
 //! tamper and backdating are found, with the session's clock.
 
-use diskhist_test_common::forged::sync_fs;
+use diskhist_test_common::forged::{self, sync_fs};
 use diskhist_test_common::{
     diskhist, diskhist_output, init_store, is_mounted, run, stderr_of, stdout_of, Served, Spawned,
 };
@@ -48,12 +48,9 @@ impl Drop for Rig {
     }
 }
 
+/// A field of a JSON line as text; "null" when it is missing.
 fn json_str(line: &str, key: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    match &v[key] {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+    forged::json_str(line, key).unwrap_or_else(|| "null".to_string())
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! crtime, ntfs-3g's system.ntfs_crtime; 200 files of ordinary work give no
 //! finding. (Recorded live through `serve`: tests/history_live.rs.)
 
-use diskhist_test_common::forged::{ext4_case, import_now, sync_fs};
+use diskhist_test_common::forged::{ext4_case, import_now, json_str, sync_fs};
 use diskhist_test_common::{
     diskhist, diskhist_output, ext4_image, fails, init_store, p, run, stderr_of, stdout_of,
     KernelMount,
@@ -14,14 +14,6 @@ use diskhist_test_common::{
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v.get(key).map(|x| match x {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
-}
 
 #[test]
 fn ext4_check_finds_the_tamper_and_the_backdating_and_nothing_else() {

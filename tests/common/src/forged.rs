@@ -12,6 +12,16 @@ use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// `diskhist import STORE IMAGE` at the current time; the new head.
+/// A field of one line of `--json` output as text: a string as is, any
+/// other value as JSON; `None` if the line has no such field.
+pub fn json_str(line: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v.get(key).map(|x| match x {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
 pub fn import_now(store: &Path, img: &Path) -> u64 {
     diskhist(&["import", p(store), p(img)]);
     log_records(store).last().map_or(0, |r| r.seq)
