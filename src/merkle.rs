@@ -371,11 +371,12 @@ impl Frontier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Leaves held in memory: the reference every other source must match.
-    struct Leaves(Vec<Hash32>);
+    /// Leaves held in memory: the reference every other source must match
+    /// (also the stored tree's, in `store::index::tree`).
+    pub(crate) struct Leaves(pub(crate) Vec<Hash32>);
 
     impl Subtrees for Leaves {
         type Error = std::convert::Infallible;

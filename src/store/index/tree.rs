@@ -386,25 +386,9 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use crate::merkle::{self, Subtrees};
+    use crate::merkle::{self, tests::Leaves};
     use crate::store::{layout, Op, OpFlags, Store, Writer, WriterOptions};
-    use crate::units::{Hash32, Seq, TimeNs};
-
-    /// Leaf hashes in memory: the reference.
-    struct Leaves(Vec<Hash32>);
-    impl Subtrees for Leaves {
-        type Error = std::convert::Infallible;
-        fn subtree(&self, start: u64, height: u32) -> Result<Hash32, Self::Error> {
-            let mut v = self.0[start as usize..(start + (1 << height)) as usize].to_vec();
-            while v.len() > 1 {
-                v = v
-                    .chunks_exact(2)
-                    .map(|p| merkle::node_hash(&p[0], &p[1]))
-                    .collect();
-            }
-            Ok(v[0])
-        }
-    }
+    use crate::units::{Seq, TimeNs};
 
     fn record(w: &mut Writer, i: u64) {
         let op = match i % 3 {
