@@ -95,6 +95,12 @@ fn ingest_dmlog(a: &IngestArgs, mut w: Writer, stdin: bool) -> Result<()> {
             r.entries + 1
         );
     }
+    if !stdin {
+        // Whatever this run records, a run after it knows where it began.
+        let before = w.head().seq.0 - resume.map_or(0, |r| r.entries);
+        dmlog::note_ingest_start(&a.store, &a.file, diskhist::Seq(before))
+            .with_context(|| format!("noting the ingest of {}", a.file.display()))?;
+    }
     let progress = input_progress(a, stdin);
     let opts = dmlog::DmlogOptions {
         follow: a.follow,

@@ -17,8 +17,9 @@
 //! Everything under `index/` is derived from `log` and can be rebuilt from
 //! it: delete `index/` and the next writer (any `ingest`, `import` or
 //! `serve`) rebuilds it from the log; readers meanwhile scan the log.
-//! Producers may keep evidence files of their own beside these (`serve`'s
-//! `sessions`).
+//! Producers may keep files of their own beside these: `serve`'s
+//! `sessions` (evidence), and `dmlog-ingest`, where `ingest` notes which
+//! log file it reads so that a rerun resumes (crate::producers::dmlog).
 
 /// The header, written once by `init`.
 pub const HEADER_FILE: &str = "diskhist.store";

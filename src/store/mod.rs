@@ -34,6 +34,7 @@ pub use writer::{
 pub(crate) mod batch;
 mod error;
 mod files;
+pub(crate) use files::replace_atomically;
 pub(crate) mod format;
 pub(crate) mod index;
 pub mod layout;
@@ -190,6 +191,11 @@ impl Store {
         Ok(Store {
             idx: RwLock::new(idx),
         })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.idx.read().dir().to_path_buf()
     }
 
     pub fn geometry(&self) -> Geometry {

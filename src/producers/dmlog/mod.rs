@@ -26,7 +26,7 @@ pub use reader::{
     DmlogEntry, DmlogReader, Polled, LOG_DISCARD_FLAG, LOG_FLUSH_FLAG, LOG_FUA_FLAG, LOG_MAGIC,
     LOG_MARK_FLAG, LOG_METADATA_FLAG, LOG_VERSION, MAX_SECTOR_SIZE, MIN_SECTOR_SIZE,
 };
-pub use resume::{already_recorded, Resume};
+pub use resume::{already_recorded, note_ingest_start, Resume, INGEST_NOTE_FILE};
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,15 @@
 //! records at its end are compared. A log that merely starts with the bare
 //! flushes or trims the store's history ends with is not taken for a resumed
 //! one: at least one write or mark must match.
+//!
+//! That rule alone cannot resume a run killed after recording only flushes
+//! and trims. So before it records anything, `ingest` notes in
+//! `STORE/dmlog-ingest` which log file it reads (device, inode and birth
+//! time) and the store's head before the log's first entry
+//! ([`note_ingest_start`]). A run on the same file whose records since that
+//! head are the log's first entries resumes after all of them, whatever
+//! their kind. The note is evidence of nothing: a missing, damaged or
+//! stale one only falls back to matching by content.
 
 use super::error::DmlogError;
 use super::reader::{DmlogEntry, DmlogReader, Polled};
@@ -18,6 +27,12 @@ use crate::store::{OpFlags, OwnedOp};
 use crate::store::{RecordInfo, RecordKind, Store, StoreError};
 use crate::units::{Hash32, Seq};
 use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Which log file the last `ingest` of a file read, in the store directory.
+pub const INGEST_NOTE_FILE: &str = "dmlog-ingest";
+const NOTE_MAGIC: &str = "diskhist-dmlog-ingest v1";
 
 /// What [`already_recorded`] found: the store's last `entries` records
 /// are this log's first `entries` entries, from record `first_seq` on.
@@ -81,10 +96,11 @@ fn record_signature(r: &RecordInfo) -> OpSignature {
 /// from a new one that happens to start the way the last one ended, so at
 /// least one write or mark must match; otherwise nothing is skipped.
 /// Entries are read up to the first one not wholly there yet.
-pub fn already_recorded(
-    path: &std::path::Path,
-    store: &Store,
-) -> Result<Option<Resume>, DmlogError> {
+///
+/// When the store's note ([`note_ingest_start`]) names this very file, the
+/// records after the head it noted must be the log's first entries, all of
+/// them, and then any kind counts.
+pub fn already_recorded(path: &Path, store: &Store) -> Result<Option<Resume>, DmlogError> {
     let head = store.head().seq.0;
     if head == 0 {
         return Ok(None);
@@ -93,6 +109,11 @@ pub fn already_recorded(
         offset_bytes: 0,
         error,
     })?;
+    let noted = file
+        .metadata()
+        .ok()
+        .and_then(|m| read_note(&store.dir(), &LogIdentity::of(&m)))
+        .filter(|&before| before < head);
     let mut reader = DmlogReader::unstarted(io::BufReader::with_capacity(1 << 20, file));
     let mut entries: Vec<(OpSignature, bool)> = Vec::new();
     // A bad log is reported by the ingest itself, from the same entry.
@@ -118,6 +139,16 @@ pub fn already_recorded(
             error,
         })?;
     let sigs: Vec<OpSignature> = entries.iter().map(|e| e.0).collect();
+    // The noted run: records before+1..=head are entries 1..head-before.
+    if let Some(before) = noted {
+        let m = (head - before) as usize;
+        if m <= sigs.len() && records[records.len() - m..] == sigs[..m] {
+            return Ok(Some(Resume {
+                entries: m as u64,
+                first_seq: Seq(before + 1),
+            }));
+        }
+    }
     let m = suffix_prefix_overlap(&records, &sigs);
     if m == 0 || !entries[..m].iter().any(|e| e.1) {
         return Ok(None);
@@ -126,6 +157,77 @@ pub fn already_recorded(
         entries: m as u64,
         first_seq: Seq(head - m as u64 + 1),
     }))
+}
+
+/// What tells one log file from another on this machine: device, inode
+/// and, where the file system keeps it, birth time (an inode number can be
+/// reused by a new file; its birth time then differs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogIdentity {
+    dev: u64,
+    ino: u64,
+    born_ns: Option<i128>,
+}
+
+impl LogIdentity {
+    fn of(m: &std::fs::Metadata) -> LogIdentity {
+        let born_ns = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128);
+        LogIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            born_ns,
+        }
+    }
+
+    fn line(&self, before: u64) -> String {
+        let born = self.born_ns.map_or("-".to_string(), |b| b.to_string());
+        let body = format!(
+            "{NOTE_MAGIC} dev={} ino={} born_ns={born} before={before}",
+            self.dev, self.ino
+        );
+        let crc = crc32c::crc32c(body.as_bytes());
+        format!("{body} crc32c={crc:08x}\n")
+    }
+}
+
+/// Note, before recording the log at `log`'s first new entry, that its
+/// entry 1 is (or would be) record `before + 1` of the store in `store_dir`,
+/// so that a run killed after any entries at all resumes after them.
+/// Written atomically and made durable (temporary file, rename, directory
+/// sync).
+pub fn note_ingest_start(store_dir: &Path, log: &Path, before: Seq) -> Result<(), DmlogError> {
+    let io_err = |error| DmlogError::Io {
+        offset_bytes: 0,
+        error,
+    };
+    let id = LogIdentity::of(&std::fs::metadata(log).map_err(io_err)?);
+    let note = store_dir.join(INGEST_NOTE_FILE);
+    match crate::store::replace_atomically(&note, id.line(before.0).as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(DmlogError::Store {
+            entry: 0,
+            offset_bytes: 0,
+            error,
+        }),
+    }
+}
+
+/// The head noted before entry 1 of the log `id` names, if the note is
+/// whole and names that log.
+fn read_note(store_dir: &Path, id: &LogIdentity) -> Option<u64> {
+    let text = std::fs::read_to_string(store_dir.join(INGEST_NOTE_FILE)).ok()?;
+    let line = text.strip_suffix('\n')?;
+    let (body, crc) = line.rsplit_once(" crc32c=")?;
+    if u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(body.as_bytes()) {
+        log::warn!("{INGEST_NOTE_FILE}: damaged (checksum); resuming by content alone");
+        return None;
+    }
+    let before: u64 = body.rsplit_once(" before=")?.1.parse().ok()?;
+    (id.line(before) == text).then_some(before)
 }
 
 /// The largest m such that `text` ends with `pattern[..m]` (Knuth–Morris–

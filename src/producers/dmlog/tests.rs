@@ -857,6 +857,77 @@ mod ingesting {
         assert_eq!(already_recorded(&log_path, &s).unwrap(), None);
     }
 
+    /// A run killed after recording only a flush and a trim: content alone
+    /// cannot tell that from a new log, the note of where the run began can.
+    #[test]
+    fn a_run_that_recorded_only_flushes_and_trims_resumes_by_its_note() {
+        let (dir, mut w) = store(64 << 10, 4096);
+        baseline(&mut w);
+        let log = LogBuilder::new(512)
+            .flush()
+            .discard(8, 8)
+            .write(1, &pattern(512, 1), 0)
+            .super_count(0)
+            .build();
+        let log_path = dir.path().join("dm.log");
+        let path = dir.path().join("store");
+        std::fs::write(&log_path, &log[..512 * 3]).unwrap();
+        note_ingest_start(&path, &log_path, w.head().seq).unwrap();
+        let sum = ingest_file(
+            std::fs::File::open(&log_path).unwrap(),
+            &mut w,
+            &DmlogOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((sum.entries, sum.first_seq), (2, Some(Seq(3))));
+        w.close().unwrap();
+        // The log grows in place (same file); the next run resumes.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &log[512 * 3..]))
+            .unwrap();
+        let resume = Some(Resume {
+            entries: 2,
+            first_seq: Seq(3),
+        });
+        assert_eq!(already_recorded(&log_path, &reopen(&dir)).unwrap(), resume);
+
+        // Without the note, or with a damaged one, the flush and trim alone
+        // are too weak: nothing is skipped.
+        let note = path.join(INGEST_NOTE_FILE);
+        let good = std::fs::read(&note).unwrap();
+        let mut bad = good.clone();
+        let at = bad.len() - 12;
+        bad[at] ^= 1;
+        std::fs::write(&note, &bad).unwrap();
+        assert_eq!(already_recorded(&log_path, &reopen(&dir)).unwrap(), None);
+        std::fs::remove_file(&note).unwrap();
+        assert_eq!(already_recorded(&log_path, &reopen(&dir)).unwrap(), None);
+
+        // A note of another file (a copy: same content, another inode)
+        // does not resume this one.
+        std::fs::write(&note, &good).unwrap();
+        let copy = dir.path().join("copy.log");
+        std::fs::copy(&log_path, &copy).unwrap();
+        assert_eq!(already_recorded(&copy, &reopen(&dir)).unwrap(), None);
+        assert_eq!(already_recorded(&log_path, &reopen(&dir)).unwrap(), resume);
+
+        // A note whose records are not the log's first entries (the file
+        // was rewritten in place) does not resume either.
+        let other = LogBuilder::new(512)
+            .flush()
+            .discard(16, 8)
+            .write(1, &pattern(512, 1), 0)
+            .build();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log_path)
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &other, 0))
+            .unwrap();
+        assert_eq!(already_recorded(&log_path, &reopen(&dir)).unwrap(), None);
+    }
+
     #[test]
     fn overlap_is_the_longest_suffix_that_is_a_prefix() {
         let o = |t: &str, p: &str| suffix_prefix_overlap(t.as_bytes(), p.as_bytes());
