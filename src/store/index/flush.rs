@@ -90,6 +90,7 @@ impl Index {
             let mut dedup: Vec<StoredContent> = self
                 .pending_dedup
                 .iter()
+                .filter(|(h, _)| !self.unkept_dedup.contains(*h))
                 .map(|(h, l)| StoredContent { hash: *h, loc: *l })
                 .collect();
             dedup.sort_unstable_by_key(|e| e.hash);
@@ -117,6 +118,7 @@ impl Index {
         self.tail.clear();
         self.tail_leaves.clear();
         self.pending_dedup.clear();
+        self.unkept_dedup.clear();
         Ok(())
     }
 

@@ -52,7 +52,7 @@ use crate::store::format::{self, Loc, StoreHeader};
 use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
 use run::{BlockVersion, Run, StoredContent};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -107,6 +107,9 @@ pub struct Index {
     /// Dedup key -> location of content stored after the manifest's point
     /// (the writer's).
     pending_dedup: HashMap<[u8; 32], Loc>,
+    /// The keys of `pending_dedup` that the next run leaves out: blocks of
+    /// long writes whose key is no anchor ([`run::is_anchor`]).
+    unkept_dedup: HashSet<[u8; 32]>,
     tail: Vec<TailRecord>,
     /// The Merkle leaf hash of each record in `tail`.
     tail_leaves: Vec<Hash32>,
@@ -197,6 +200,7 @@ impl Index {
             dedup_runs: Vec::new(),
             mem: BTreeMap::new(),
             pending_dedup: HashMap::new(),
+            unkept_dedup: HashSet::new(),
             tail: Vec::new(),
             tail_leaves: Vec::new(),
             head: Head::default(),
@@ -457,8 +461,47 @@ impl Index {
         locs: &[(u64, Loc)],
         dedup: HashMap<[u8; 32], Loc>,
     ) {
-        self.pending_dedup.extend(dedup);
+        // A long write keeps only its anchors in the runs; the writer finds
+        // the rest beside them. Recent keys all stay until the next flush.
+        let sparse = locs.len() >= run::SPARSE_MIN_BLOCKS;
+        for (key, loc) in dedup {
+            if sparse && !run::is_anchor(&key) {
+                self.unkept_dedup.insert(key);
+            } else {
+                self.unkept_dedup.remove(&key);
+            }
+            self.pending_dedup.insert(key, loc);
+        }
         self.apply(offset, h, locs);
+    }
+
+    /// The record that holds log byte `offset` (Seq(0) for an empty log).
+    pub fn record_holding(&self, offset: u64) -> Result<Seq> {
+        let (mut lo, mut hi) = (0u64, self.head.seq.0);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.offset_of(Seq(mid))? <= offset {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Seq(lo))
+    }
+
+    /// The blocks record `seq` stored, in its order: where the neighbours of
+    /// a long write's anchor are.
+    pub fn record_locs(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<Vec<(u64, Loc)>> {
+        let rec_off = self.offset_of(seq)?;
+        let h = self.read_record(seq, buf)?;
+        format::record_block_locs(
+            rec_off,
+            &h,
+            format::record_body(buf),
+            self.header.block_size,
+            self.header.size_bytes,
+        )
+        .map_err(|e| StoreError::corrupted(&self.log_path, format!("record {}: {e}", h.seq)))
     }
 
     /// Take in one whole record at `offset`, checked already.
@@ -492,6 +535,8 @@ impl Index {
         self.tail_leaves.truncate(keep);
         self.mem.retain(|&(_, seq), _| seq <= head.seq.0);
         self.pending_dedup.retain(|_, l| l.offset_bytes < log_end);
+        let pending = &self.pending_dedup;
+        self.unkept_dedup.retain(|k| pending.contains_key(k));
         self.head = head;
         self.log_end = log_end;
         if let Err(e) = self.rewind_tree() {

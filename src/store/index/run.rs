@@ -275,6 +275,21 @@ pub fn dedup_key(block: &[u8]) -> [u8; 32] {
     k
 }
 
+/// A long write's blocks go into dedup runs only where their key is an
+/// anchor, one key in [`ANCHOR_EVERY`] chosen by content; the writer finds
+/// the blocks beside an anchor through the record that stored it (sparse
+/// indexing). Shorter writes keep every key.
+pub const SPARSE_MIN_BLOCKS: usize = 16;
+/// One key in this many is an anchor.
+pub const ANCHOR_EVERY: u64 = 16;
+
+/// Is `key` an anchor? Its top four bits are zero: the bloom filter's bit
+/// positions come from the low bits, which stay spread.
+pub fn is_anchor(key: &[u8; 32]) -> bool {
+    const _: () = assert!(ANCHOR_EVERY == 16);
+    crate::le::u64_at(key, 0) >> 60 == 0
+}
+
 /// Dedup entry: content whose [`dedup_key`] is `hash` is stored at `loc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredContent {

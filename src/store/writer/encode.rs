@@ -8,6 +8,7 @@ use crate::store::error::{Result, StoreError};
 use crate::store::format::{self, Encoding, Loc};
 use crate::store::index::run;
 use crate::store::op::Op;
+use crate::units::Seq;
 use std::collections::HashMap;
 
 pub(super) fn is_zero(b: &[u8]) -> bool {
@@ -36,7 +37,12 @@ impl Writer {
             match op {
                 Op::Write { offset_bytes, data } if !data.is_empty() => {
                     let end = offset_bytes + data.len() as u64;
+                    let hints = self.dedup_hints(offset_bytes, data, pending)?;
                     for b in offset_bytes / bs..=(end - 1) / bs {
+                        let hint = hints
+                            .get((b - offset_bytes / bs) as usize)
+                            .copied()
+                            .unwrap_or_default();
                         let (lo, hi) = ((b * bs).max(offset_bytes), ((b + 1) * bs).min(end));
                         let src = &data[(lo - offset_bytes) as usize..(hi - offset_bytes) as usize];
                         let content: &[u8] = if hi - lo == bs {
@@ -48,7 +54,7 @@ impl Writer {
                                 .copy_from_slice(src);
                             &block
                         };
-                        let loc = self.encode_block(buf, rec_off, content, pending)?;
+                        let loc = self.encode_block(buf, rec_off, content, pending, hint)?;
                         new_locs.push((b, loc));
                     }
                 }
@@ -75,7 +81,8 @@ impl Writer {
                         let loc = self.idx.lookup(b, head)?;
                         self.idx.read_loc(loc, &mut block, &mut self.scratch)?;
                         block[(lo - b * bs) as usize..(hi - b * bs) as usize].fill(0);
-                        let loc = self.encode_block(buf, rec_off, &block, pending)?;
+                        let loc =
+                            self.encode_block(buf, rec_off, &block, pending, DedupHint::default())?;
                         new_locs.push((b, loc));
                     }
                 }
@@ -88,6 +95,81 @@ impl Writer {
         result
     }
 
+    /// What a write of whole blocks already knows about each of them
+    /// before it is encoded: its dedup key and what the index holds for it,
+    /// and content stored beside an anchor it shares with an earlier record.
+    ///
+    /// Dedup runs keep only the anchors of long writes ([`run::is_anchor`]),
+    /// so a write that repeats an earlier one finds its anchors by key and
+    /// the blocks between them by position: block `i + k` of this write is
+    /// compared with block `j + k` of the record whose block `j` it shares
+    /// (before and after `i`), and past that record's ends with the records
+    /// before and after it in the log (a long copy was written as several
+    /// records). A realignment at most [`MAX_ALIGNMENTS`] times per write
+    /// bounds the records read. Empty for writes of fewer than two blocks.
+    fn dedup_hints(
+        &mut self,
+        offset_bytes: u64,
+        data: &[u8],
+        pending: &HashMap<[u8; 32], Loc>,
+    ) -> Result<Vec<DedupHint>> {
+        let bs = u64::from(self.idx.header().block_size);
+        let end = offset_bytes + data.len() as u64;
+        let first = offset_bytes / bs;
+        let n = ((end - 1) / bs - first + 1) as usize;
+        if n < 2 {
+            return Ok(Vec::new());
+        }
+        let mut hints = vec![DedupHint::default(); n];
+        let mut alignments = 0;
+        let mut rec = std::mem::take(&mut self.scratch_record);
+        let result = (|| -> Result<()> {
+            for i in 0..n {
+                let b = first + i as u64;
+                let (lo, hi) = ((b * bs).max(offset_bytes), ((b + 1) * bs).min(end));
+                let content = &data[(lo - offset_bytes) as usize..(hi - offset_bytes) as usize];
+                if hi - lo != bs || is_zero(content) {
+                    continue;
+                }
+                let key = run::dedup_key(content);
+                let found = self.find_content(&key, pending)?;
+                hints[i].looked_up = Some((key, found));
+                let Some(loc) = found.filter(|l| l.encoding != Encoding::Zero) else {
+                    continue;
+                };
+                if hints[i].beside == Some(loc) || alignments == MAX_ALIGNMENTS {
+                    continue;
+                }
+                alignments += 1;
+                let seq = self.idx.record_holding(loc.offset_bytes)?;
+                let mut old = self.idx.record_locs(seq, &mut rec)?;
+                let Some(mut j) = old.iter().position(|(_, l)| *l == loc) else {
+                    continue;
+                };
+                if n - i > old.len() - j && seq < self.idx.head().seq {
+                    old.extend(self.idx.record_locs(Seq(seq.0 + 1), &mut rec)?);
+                }
+                if i > j && seq.0 > 1 {
+                    let mut before = self.idx.record_locs(Seq(seq.0 - 1), &mut rec)?;
+                    j += before.len();
+                    before.append(&mut old);
+                    old = before;
+                }
+                for (k, h) in hints.iter_mut().enumerate() {
+                    let Some(&(_, l)) = (j + k).checked_sub(i).and_then(|at| old.get(at)) else {
+                        continue;
+                    };
+                    if l.encoding != Encoding::Zero && (k >= i || h.beside.is_none()) {
+                        h.beside = Some(l);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        self.scratch_record = rec;
+        result.map(|()| hints)
+    }
+
     /// Append one block entry for `content`: nothing for zeros, a reference
     /// for content already stored, else the bytes (lz4 where it saves >= 1/8).
     pub(super) fn encode_block(
@@ -96,14 +178,34 @@ impl Writer {
         rec_off: u64,
         content: &[u8],
         pending: &mut HashMap<[u8; 32], Loc>,
+        hint: DedupHint,
     ) -> Result<Loc> {
         if is_zero(content) {
             format::push_stored(buf, Encoding::Zero, &[]);
             return Ok(Loc::ZERO);
         }
-        let hash = run::dedup_key(content);
-        if let Some(loc) = self.find_content(&hash, pending)? {
-            // The key only finds a candidate: the bytes decide.
+        // A key or a position only finds a candidate: the bytes decide.
+        if let Some(loc) = hint.beside {
+            if self.stored_equals(loc, buf, rec_off, content)? {
+                format::push_ref(buf, loc);
+                return Ok(loc);
+            }
+        }
+        let (hash, found) = match hint.looked_up {
+            // Content met earlier in this record is found only now.
+            Some((key, found)) => (
+                key,
+                pending
+                    .get(&key)
+                    .copied()
+                    .or(found.filter(|&l| Some(l) != hint.beside)),
+            ),
+            None => {
+                let key = run::dedup_key(content);
+                (key, self.find_content(&key, pending)?)
+            }
+        };
+        if let Some(loc) = found {
             if self.stored_equals(loc, buf, rec_off, content)? {
                 format::push_ref(buf, loc);
                 return Ok(loc);
@@ -170,6 +272,19 @@ impl Writer {
             None => self.idx.find_dedup(hash),
         }
     }
+}
+
+/// At most this many earlier records are read to align one write with them.
+const MAX_ALIGNMENTS: usize = 4;
+
+/// What [`Writer::dedup_hints`] learnt about one block of a write.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DedupHint {
+    /// Its dedup key, and what the index held for it before the write.
+    looked_up: Option<([u8; 32], Option<Loc>)>,
+    /// Content stored beside an anchor this write shares, where this block
+    /// would be if the write repeats that record.
+    beside: Option<Loc>,
 }
 
 /// Early abort for incompressible data (encrypted volumes, media, already

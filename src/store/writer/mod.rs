@@ -94,6 +94,8 @@ pub struct Writer {
     /// A stored block decoded to compare with new content, and its bytes.
     cmp_block: Vec<u8>,
     cmp_scratch: Vec<u8>,
+    /// An earlier record read to align a write with it (dedup).
+    scratch_record: Vec<u8>,
     /// Blocks still to store raw without trying lz4, and the skip that the
     /// next incompressible block sets (see `Lz4Backoff`).
     lz4: Lz4Backoff,
@@ -269,6 +271,7 @@ impl Writer {
             zbuf: Vec::new(),
             cmp_block: Vec::new(),
             cmp_scratch: Vec::new(),
+            scratch_record: Vec::new(),
             lz4: Lz4Backoff::default(),
             block: Vec::new(),
             scratch: Vec::new(),
@@ -785,6 +788,109 @@ mod tests {
         let mut got = vec![0u8; 4096];
         s.read_at(s.head().seq, 4096, &mut got).unwrap();
         assert!(got == b, "b read back as other content");
+        assert!(crate::store::verify::verify(&store)
+            .unwrap()
+            .problem
+            .is_none());
+    }
+
+    /// Unique, incompressible blocks: block `i` of stream `seed`.
+    fn unique_blocks(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n * 4096 / 8)
+            .flat_map(|_| crate::testing::xorshift64(&mut x).to_le_bytes())
+            .collect()
+    }
+
+    /// Dedup runs keep every key of a short write and only the anchors of
+    /// a long one; a later write that repeats any stretch of the long one
+    /// holding an anchor still stores none of it again, whatever its
+    /// alignment, because the blocks beside an anchor are found through
+    /// the record that stored it.
+    #[test]
+    fn a_long_write_keeps_its_anchors_and_is_found_whole_through_them() {
+        use crate::store::index::run::{dedup_key, is_anchor, SPARSE_MIN_BLOCKS};
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        Writer::init(&store, 4 << 20, 4096).unwrap();
+        let mut w = Writer::open(&store).unwrap();
+        let write = |w: &mut Writer, offset_bytes: u64, data: &[u8]| {
+            w.append_now(Op::Write { offset_bytes, data }, OpFlags::default())
+                .unwrap()
+        };
+        let long = unique_blocks(1, 256);
+        let short = unique_blocks(2, SPARSE_MIN_BLOCKS - 1);
+        write(&mut w, 0, &long);
+        write(&mut w, 2 << 20, &short);
+        w.flush_index().unwrap();
+        let kept = |w: &Writer, data: &[u8]| -> Vec<bool> {
+            data.chunks(4096)
+                .map(|b| w.idx.find_dedup(&dedup_key(b)).unwrap().is_some())
+                .collect()
+        };
+        let long_kept = kept(&w, &long);
+        let anchors: Vec<bool> = long
+            .chunks(4096)
+            .map(|b| is_anchor(&dedup_key(b)))
+            .collect();
+        assert_eq!(
+            long_kept, anchors,
+            "the runs keep exactly the long write's anchors"
+        );
+        let n_anchors = anchors.iter().filter(|&&a| a).count();
+        assert!((4..=40).contains(&n_anchors), "{n_anchors} anchors of 256");
+        assert!(
+            kept(&w, &short).iter().all(|&k| k),
+            "a short write keeps every key"
+        );
+
+        // Stretches of the long write, at other offsets and alignments.
+        let first_anchor = anchors.iter().position(|&a| a).unwrap();
+        let start = first_anchor.saturating_sub(5);
+        for (from, to, at) in [(0, 256, 1 << 20), (start, start + 20, (1 << 20) + 3 * 4096)] {
+            let before = w.idx.log_end();
+            write(&mut w, at, &long[from * 4096..to * 4096]);
+            let grew = w.idx.log_end() - before;
+            // A record's framing, and a 14-byte reference per block.
+            assert!(
+                grew <= 128 + 14 * (to - from) as u64,
+                "blocks {from}..{to} of the long write stored again: the log grew {grew} bytes"
+            );
+            let mut got = vec![0u8; (to - from) * 4096];
+            w.read_at(at, &mut got).unwrap();
+            assert!(
+                got == long[from * 4096..to * 4096],
+                "blocks {from}..{to} read back wrong"
+            );
+        }
+        // A long copy recorded as two writes: a stretch across the boundary
+        // whose second part holds no anchor is found through the record
+        // after the one holding the anchor.
+        let two = unique_blocks(3, 256);
+        write(&mut w, 0, &two[..128 * 4096]);
+        write(&mut w, 128 * 4096, &two[128 * 4096..]);
+        w.flush_index().unwrap();
+        let is_a = |k: usize| is_anchor(&dedup_key(&two[k * 4096..(k + 1) * 4096]));
+        let (from, to) = (
+            (0..128).rev().find(|&k| is_a(k)).unwrap(),
+            (128..256).find(|&k| is_a(k)).unwrap(),
+        );
+        let before = w.idx.log_end();
+        write(&mut w, 2 << 20, &two[from * 4096..to * 4096]);
+        let grew = w.idx.log_end() - before;
+        assert!(
+            grew <= 128 + 14 * (to - from) as u64,
+            "blocks {from}..{to} across two records stored again: the log grew {grew} bytes"
+        );
+        // A stretch without an anchor is beyond what the runs know: stored.
+        let gap = anchors
+            .windows(3)
+            .position(|win| win.iter().all(|&a| !a))
+            .unwrap();
+        let before = w.idx.log_end();
+        write(&mut w, 3 << 20, &long[gap * 4096..(gap + 3) * 4096]);
+        assert!(w.idx.log_end() - before > 3 * 4096);
+        w.close().unwrap();
         assert!(crate::store::verify::verify(&store)
             .unwrap()
             .problem
