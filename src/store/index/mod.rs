@@ -475,20 +475,6 @@ impl Index {
         self.apply(offset, h, locs);
     }
 
-    /// The record that holds log byte `offset` (Seq(0) for an empty log).
-    pub fn record_holding(&self, offset: u64) -> Result<Seq> {
-        let (mut lo, mut hi) = (0u64, self.head.seq.0);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if self.offset_of(Seq(mid))? <= offset {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        Ok(Seq(lo))
-    }
-
     /// The blocks record `seq` stored, in its order: where the neighbours of
     /// a long write's anchor are.
     pub fn record_locs(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<Vec<(u64, Loc)>> {

@@ -110,10 +110,22 @@ impl Index {
 
     /// The last record whose time is <= `t` (Seq(0) if none).
     pub fn seq_at(&self, t: TimeNs) -> Result<Seq> {
+        self.last_seq_where(|s| Ok(self.time_of(s)? <= t))
+    }
+
+    /// The record that holds log byte `offset` (Seq(0) for an empty log).
+    pub fn record_holding(&self, offset: u64) -> Result<Seq> {
+        self.last_seq_where(|s| Ok(self.offset_of(s)? <= offset))
+    }
+
+    /// The last record for which `holds` is true (Seq(0) if none), by
+    /// binary search: it must hold for the records up to some point and
+    /// for none after.
+    fn last_seq_where(&self, mut holds: impl FnMut(Seq) -> Result<bool>) -> Result<Seq> {
         let (mut lo, mut hi) = (0u64, self.head.seq.0);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if self.time_of(Seq(mid))? <= t {
+            if holds(Seq(mid))? {
                 lo = mid;
             } else {
                 hi = mid - 1;

@@ -753,21 +753,28 @@ mod tests {
     use crate::store::op::{Op, OpFlags};
     use crate::units::TimeNs;
 
+    /// A new store of `size_bytes` with 4 KiB blocks, open for writing.
+    fn new_store(size_bytes: u64) -> (tempfile::TempDir, std::path::PathBuf, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        Writer::init(&store, size_bytes, 4096).unwrap();
+        let w = Writer::open(&store).unwrap();
+        (dir, store, w)
+    }
+
+    fn write(w: &mut Writer, offset_bytes: u64, data: &[u8]) {
+        w.append_now(Op::Write { offset_bytes, data }, OpFlags::default())
+            .unwrap();
+    }
+
     /// A dedup key names a candidate only: content whose key collides with
     /// other stored content (forged here, as no XXH3-128 collision is at
     /// hand) is stored, not referenced to the wrong bytes.
     #[test]
     fn a_colliding_dedup_key_never_references_other_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("s");
-        Writer::init(&store, 1 << 20, 4096).unwrap();
-        let mut w = Writer::open(&store).unwrap();
+        let (_dir, store, mut w) = new_store(1 << 20);
         let a = vec![0xa5u8; 4096];
         let b: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
-        let write = |w: &mut Writer, offset_bytes: u64, data: &[u8]| {
-            w.append_now(Op::Write { offset_bytes, data }, OpFlags::default())
-                .unwrap()
-        };
         write(&mut w, 0, &a);
         let dedup = w.idx.pending_dedup_mut();
         let a_loc = *dedup.get(&crate::store::index::run::dedup_key(&a)).unwrap();
@@ -810,14 +817,7 @@ mod tests {
     #[test]
     fn a_long_write_keeps_its_anchors_and_is_found_whole_through_them() {
         use crate::store::index::run::{dedup_key, is_anchor, SPARSE_MIN_BLOCKS};
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("s");
-        Writer::init(&store, 4 << 20, 4096).unwrap();
-        let mut w = Writer::open(&store).unwrap();
-        let write = |w: &mut Writer, offset_bytes: u64, data: &[u8]| {
-            w.append_now(Op::Write { offset_bytes, data }, OpFlags::default())
-                .unwrap()
-        };
+        let (_dir, store, mut w) = new_store(4 << 20);
         let long = unique_blocks(1, 256);
         let short = unique_blocks(2, SPARSE_MIN_BLOCKS - 1);
         write(&mut w, 0, &long);
@@ -899,10 +899,7 @@ mod tests {
 
     #[test]
     fn append_now_never_repeats_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("s");
-        Writer::init(&store, 1 << 20, 4096).unwrap();
-        let mut w = Writer::open(&store).unwrap();
+        let (_dir, store, mut w) = new_store(1 << 20);
         let mut last = None;
         for i in 0..2000u64 {
             let a = w
