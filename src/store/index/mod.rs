@@ -475,6 +475,16 @@ impl Index {
         self.apply(offset, h, locs);
     }
 
+    /// Bytes record `seq` takes in the log.
+    pub fn record_len(&self, seq: Seq) -> Result<u64> {
+        let end = if seq < self.head.seq {
+            self.offset_of(Seq(seq.0 + 1))?
+        } else {
+            self.log_end
+        };
+        Ok(end.saturating_sub(self.offset_of(seq)?))
+    }
+
     /// The blocks record `seq` stored, in its order: where the neighbours of
     /// a long write's anchor are.
     pub fn record_locs(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<Vec<(u64, Loc)>> {

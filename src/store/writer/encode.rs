@@ -105,8 +105,9 @@ impl Writer {
     /// compared with block `j + k` of the record whose block `j` it shares
     /// (before and after `i`), and past that record's ends with the records
     /// before and after it in the log (a long copy was written as several
-    /// records). A realignment at most [`MAX_ALIGNMENTS`] times per write
-    /// bounds the records read. Empty for writes of fewer than two blocks.
+    /// records). At most [`MAX_ALIGNMENTS`] alignments per write, each
+    /// reading records of at most [`MAX_ALIGN_RECORD_BYTES`], bound what is
+    /// read. Empty for writes of fewer than two blocks.
     fn dedup_hints(
         &mut self,
         offset_bytes: u64,
@@ -141,16 +142,24 @@ impl Writer {
                     continue;
                 }
                 alignments += 1;
-                let seq = self.idx.record_holding(loc.offset_bytes)?;
-                let mut old = self.idx.record_locs(seq, &mut rec)?;
+                let idx = &self.idx;
+                let small =
+                    |s: Seq| -> Result<bool> { Ok(idx.record_len(s)? <= MAX_ALIGN_RECORD_BYTES) };
+                let seq = idx.record_holding(loc.offset_bytes)?;
+                if seq.0 == 0 || !small(seq)? {
+                    continue;
+                }
+                let mut old = idx.record_locs(seq, &mut rec)?;
                 let Some(mut j) = old.iter().position(|(_, l)| *l == loc) else {
                     continue;
                 };
-                if n - i > old.len() - j && seq < self.idx.head().seq {
-                    old.extend(self.idx.record_locs(Seq(seq.0 + 1), &mut rec)?);
+                let next = Seq(seq.0 + 1);
+                if n - i > old.len() - j && next <= idx.head().seq && small(next)? {
+                    old.extend(idx.record_locs(next, &mut rec)?);
                 }
-                if i > j && seq.0 > 1 {
-                    let mut before = self.idx.record_locs(Seq(seq.0 - 1), &mut rec)?;
+                let prev = Seq(seq.0 - 1);
+                if i > j && prev.0 > 0 && small(prev)? {
+                    let mut before = idx.record_locs(prev, &mut rec)?;
                     j += before.len();
                     before.append(&mut old);
                     old = before;
@@ -166,6 +175,9 @@ impl Writer {
             }
             Ok(())
         })();
+        // Keep a buffer for the next alignment, not the memory of a large one.
+        rec.clear();
+        rec.shrink_to(MAX_ALIGN_RECORD_BYTES as usize / 4);
         self.scratch_record = rec;
         result.map(|()| hints)
     }
@@ -274,8 +286,11 @@ impl Writer {
     }
 }
 
-/// At most this many earlier records are read to align one write with them.
+/// At most this many alignments with earlier records per write.
 const MAX_ALIGNMENTS: usize = 4;
+/// A record larger than this is not read to align a write with it (an
+/// import's extents are 8 MiB; the largest operation 128 MiB).
+const MAX_ALIGN_RECORD_BYTES: u64 = 16 << 20;
 
 /// What [`Writer::dedup_hints`] learnt about one block of a write.
 #[derive(Debug, Clone, Copy, Default)]

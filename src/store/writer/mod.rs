@@ -897,6 +897,27 @@ mod tests {
             .is_none());
     }
 
+    /// A record larger than 16 MiB is not read to align a write with it:
+    /// its anchors are still found, the blocks between them are stored.
+    #[test]
+    fn a_record_over_16_mib_is_not_read_for_alignment() {
+        use crate::store::index::run::{dedup_key, is_anchor};
+        let (_dir, _store, mut w) = new_store(32 << 20);
+        let big = unique_blocks(4, 17 << 8);
+        write(&mut w, 0, &big);
+        w.flush_index().unwrap();
+        let stretch = &big[..64 * 4096];
+        let anchors = stretch
+            .chunks(4096)
+            .filter(|b| is_anchor(&dedup_key(b)))
+            .count();
+        assert!(anchors > 0, "no anchor in the first 64 blocks");
+        let before = w.idx.log_end();
+        write(&mut w, 20 << 20, stretch);
+        let stored = (w.idx.log_end() - before) / 4096;
+        assert_eq!(stored, 64 - anchors as u64, "blocks stored again");
+    }
+
     #[test]
     fn append_now_never_repeats_a_time() {
         let (_dir, store, mut w) = new_store(1 << 20);
