@@ -17,6 +17,7 @@ use diskhist::testing::format::read_record_at;
 use diskhist::{Seq, TimeNs};
 use diskhist_test_common::{diskhist_fails, diskhist_output, p, stderr_of, stdout_of};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 const RECORDS: u64 = 700;
 
@@ -118,6 +119,43 @@ impl Keys {
     }
 }
 
+/// The genuine store and the recorder's keys, in a directory that lives as
+/// long as this does: where every attack starts.
+struct Recorder {
+    tmp: tempfile::TempDir,
+    store: PathBuf,
+    keys: Keys,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = genuine(tmp.path());
+        let keys = Keys::new(tmp.path(), "recorder", 1);
+        Recorder { tmp, store, keys }
+    }
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// The genuine store sealed with the recorder's key into
+    /// `NAME.checkpoint`: that path and the checkpoint.
+    fn seal(&self, name: &str) -> (PathBuf, SignedCheckpoint) {
+        let path = self.dir().join(format!("{name}.checkpoint"));
+        let c = seal(&self.store, &self.keys, &path);
+        (path, c)
+    }
+}
+
+/// Flips `mask` into byte `byte` of record `record`'s data; the record
+/// must be a write.
+fn edit_write(h: &mut History, record: usize, byte: usize, mask: u8) {
+    if let OwnedOp::Write { data, .. } = &mut h[record - 1].1 {
+        data[byte] ^= mask;
+    } else {
+        panic!("record {record} is not a write");
+    }
+}
+
 /// `diskhist seal STORE --key KEY` into `out`.
 fn seal(store: &Path, keys: &Keys, out: &Path) -> SignedCheckpoint {
     let o = diskhist_output(&["seal", p(store), "--key", p(&keys.key()), "-o", p(out)]);
@@ -148,18 +186,49 @@ fn plain_verify_ok(store: &Path) {
     );
 }
 
+/// `diskhist prove STORE --checkpoint C WHAT.. -o OUT`, which must succeed.
+fn prove_to(store: &Path, c: &Path, what: &[&str], out: &Path) {
+    let mut args = vec!["prove", p(store), "--checkpoint", p(c)];
+    args.extend_from_slice(what);
+    args.extend(["-o", p(out)]);
+    let o = diskhist_output(&args);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+}
+
+/// `diskhist audit --key V --checkpoint C BUNDLE`, whatever its outcome.
+fn audit_with(bundle: &Path, c: &Path, keys: &Keys) -> Output {
+    diskhist_output(&[
+        "audit",
+        "--key",
+        p(&keys.vkey()),
+        "--checkpoint",
+        p(c),
+        p(bundle),
+    ])
+}
+
+/// A bundle for `c` (its origin, size and root) with no sample, no older
+/// checkpoint and no records, for an attack to fill in.
+fn bundle_for(c: &SignedCheckpoint) -> Bundle {
+    Bundle {
+        origin: c.checkpoint.origin.clone(),
+        size: c.checkpoint.size,
+        root: c.checkpoint.root,
+        sample: None,
+        old: None,
+        records: vec![],
+    }
+}
+
 #[test]
 fn rewritten_histories_fail_against_a_checkpoint_that_left() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = genuine(tmp.path());
-    let keys = Keys::new(tmp.path(), "recorder", 1);
-    let c_path = tmp.path().join("c.checkpoint");
-    let c = seal(&g, &keys, &c_path);
+    let r = Recorder::new();
+    let (c_path, c) = r.seal("c");
     assert_eq!(c.checkpoint.size, RECORDS);
-    let (code, err) = verify_with(&g, &c_path, &keys);
+    let (code, err) = verify_with(&r.store, &c_path, &r.keys);
     assert_eq!(code, 0, "the genuine store: {err}");
 
-    let h = history(&g);
+    let h = history(&r.store);
     let k = 300usize;
     let mut deleted = h.clone();
     deleted.remove(k);
@@ -181,11 +250,7 @@ fn rewritten_histories_fail_against_a_checkpoint_that_left() {
     reordered[k].0 = h[k].0;
     reordered[k + 1].0 = h[k + 1].0;
     let mut edited = h.clone();
-    if let OwnedOp::Write { data, .. } = &mut edited[k + 3].1 {
-        data[10] ^= 1;
-    } else {
-        panic!("record {} is not a write", k + 4);
-    }
+    edit_write(&mut edited, k + 4, 10, 1);
     // A forgery the length of the original and one longer (the deleted
     // record's place taken by a new one at the end).
     let mut deleted_padded = deleted.clone();
@@ -198,9 +263,9 @@ fn rewritten_histories_fail_against_a_checkpoint_that_left() {
         ("deleted-short", &deleted),
     ];
     for (name, records) in cases {
-        let f = forge(&g, tmp.path(), name, records);
+        let f = forge(&r.store, r.dir(), name, records);
         plain_verify_ok(&f);
-        let (code, err) = verify_with(&f, &c_path, &keys);
+        let (code, err) = verify_with(&f, &c_path, &r.keys);
         assert_eq!(code, 1, "{name}: verify --checkpoint must fail: {err}");
         let want = if name == "deleted-short" {
             "the log holds only 699 whole records"
@@ -221,19 +286,15 @@ fn rewritten_histories_fail_against_a_checkpoint_that_left() {
         let proof = fs.inclusion_proof(Seq(k as u64 + 1), Seq(size)).unwrap();
         let leaf = fs.leaf_data(Seq(k as u64 + 1)).unwrap();
         let b = Bundle {
-            origin: c.checkpoint.origin.clone(),
-            size: c.checkpoint.size,
-            root: c.checkpoint.root,
-            sample: None,
-            old: None,
             records: vec![bundle::BundleRecord {
                 seq: Seq(k as u64 + 1),
                 leaf: leaf.to_vec(),
                 inclusion: proof,
                 content: None,
             }],
+            ..bundle_for(&c)
         };
-        let e = bundle::audit(&[keys.signer.verifier()], &c, &b, None)
+        let e = bundle::audit(&[r.keys.signer.verifier()], &c, &b, None)
             .expect_err(name)
             .to_string();
         assert!(e.contains("inclusion proof"), "{name}: {e}");
@@ -242,14 +303,11 @@ fn rewritten_histories_fail_against_a_checkpoint_that_left() {
 
 #[test]
 fn a_truncated_log_without_index_sessions_or_seals_is_caught() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = genuine(tmp.path());
-    let keys = Keys::new(tmp.path(), "recorder", 1);
-    let c_path = tmp.path().join("c.checkpoint");
-    seal(&g, &keys, &c_path);
+    let r = Recorder::new();
+    let (c_path, _) = r.seal("c");
     // Cut the log after record 650, at a record boundary, and remove what
     // could tell: the index, sessions, seals.
-    let log = g.join("log");
+    let log = r.store.join("log");
     let f = std::fs::File::open(&log).unwrap();
     let len = f.metadata().unwrap().len();
     let (mut off, mut buf) = (0u64, Vec::new());
@@ -264,21 +322,28 @@ fn a_truncated_log_without_index_sessions_or_seals_is_caught() {
         .unwrap()
         .set_len(off)
         .unwrap();
-    std::fs::remove_dir_all(g.join("index")).unwrap();
+    std::fs::remove_dir_all(r.store.join("index")).unwrap();
     for f in ["sessions", "seals"] {
-        let _ = std::fs::remove_file(g.join(f));
+        let _ = std::fs::remove_file(r.store.join(f));
     }
     // A writer opens it cleanly (nothing torn), rebuilding the index.
-    Writer::open(&g).unwrap().close().unwrap();
-    plain_verify_ok(&g);
-    let (code, err) = verify_with(&g, &c_path, &keys);
+    Writer::open(&r.store).unwrap().close().unwrap();
+    plain_verify_ok(&r.store);
+    let (code, err) = verify_with(&r.store, &c_path, &r.keys);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("covers 700 records, but the log holds only 650 whole records"),
         "{err}"
     );
     diskhist_fails(
-        &["prove", p(&g), "--checkpoint", p(&c_path), "--record", "5"],
+        &[
+            "prove",
+            p(&r.store),
+            "--checkpoint",
+            p(&c_path),
+            "--record",
+            "5",
+        ],
         1,
         "records were cut from the end of the log",
     );
@@ -286,29 +351,22 @@ fn a_truncated_log_without_index_sessions_or_seals_is_caught() {
 
 #[test]
 fn forks_are_caught() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = genuine(tmp.path());
-    let keys = Keys::new(tmp.path(), "recorder", 1);
-    let old_path = tmp.path().join("old.checkpoint");
-    let old = seal(&g, &keys, &old_path);
+    let r = Recorder::new();
+    let (old_path, old) = r.seal("old");
     // The attacker holds the key: they rewrite record 100 and seal the
     // forgery, same size, and a longer one.
-    let mut h = history(&g);
-    if let OwnedOp::Write { data, .. } = &mut h[98].1 {
-        data[0] ^= 0xff;
-    } else {
-        panic!("record 99 is not a write");
-    }
-    let same = forge(&g, tmp.path(), "fork-same", &h);
-    let same_c = seal(&same, &keys, &tmp.path().join("same.checkpoint"));
+    let mut h = history(&r.store);
+    edit_write(&mut h, 99, 0, 0xff);
+    let same = forge(&r.store, r.dir(), "fork-same", &h);
+    let same_c = seal(&same, &r.keys, &r.dir().join("same.checkpoint"));
     assert_eq!(same_c.checkpoint.size, old.checkpoint.size);
     assert_ne!(same_c.checkpoint.root, old.checkpoint.root);
     for i in 0..50 {
         h.push((h[h.len() - 1].0, op(i), OpFlags::default()));
     }
-    let longer = forge(&g, tmp.path(), "fork-longer", &h);
-    let new_path = tmp.path().join("new.checkpoint");
-    let new = seal(&longer, &keys, &new_path);
+    let longer = forge(&r.store, r.dir(), "fork-longer", &h);
+    let new_path = r.dir().join("new.checkpoint");
+    let new = seal(&longer, &r.keys, &new_path);
 
     // The holder of the forgery cannot prove the newer extends the older.
     diskhist_fails(
@@ -330,23 +388,12 @@ fn forks_are_caught() {
         .consistency_proof(Seq(old.checkpoint.size), Seq(new.checkpoint.size))
         .unwrap();
     let b = Bundle {
-        origin: new.checkpoint.origin.clone(),
-        size: new.checkpoint.size,
-        root: new.checkpoint.root,
-        sample: None,
         old: Some((old.raw.clone(), proof)),
-        records: vec![],
+        ..bundle_for(&new)
     };
-    let bpath = tmp.path().join("forged.bundle");
+    let bpath = r.dir().join("forged.bundle");
     std::fs::write(&bpath, b.to_text()).unwrap();
-    let o = diskhist_output(&[
-        "audit",
-        "--key",
-        p(&keys.vkey()),
-        "--checkpoint",
-        p(&new_path),
-        p(&bpath),
-    ]);
+    let o = audit_with(&bpath, &new_path, &r.keys);
     assert_eq!(o.status.code(), Some(1), "{}", stdout_of(&o));
     assert!(
         stderr_of(&o).contains("does not extend the older one"),
@@ -356,97 +403,49 @@ fn forks_are_caught() {
     // Two checkpoints of the same size with different roots: no proof
     // reconciles them.
     let b = Bundle {
-        origin: same_c.checkpoint.origin.clone(),
-        size: same_c.checkpoint.size,
-        root: same_c.checkpoint.root,
-        sample: None,
         old: Some((old.raw.clone(), vec![])),
-        records: vec![],
+        ..bundle_for(&same_c)
     };
-    let e = bundle::audit(&[keys.signer.verifier()], &same_c, &b, None)
+    let e = bundle::audit(&[r.keys.signer.verifier()], &same_c, &b, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("sizes are equal but the roots differ"), "{e}");
     // The genuine store proves its own growth: seal, record more, seal.
-    let mut w = Writer::open(&g).unwrap();
+    let mut w = Writer::open(&r.store).unwrap();
     for i in 0..30 {
         w.append_now(op(i).as_op(), OpFlags::default()).unwrap();
     }
     w.close().unwrap();
-    let grown_path = tmp.path().join("grown.checkpoint");
-    seal(&g, &keys, &grown_path);
-    let gb = tmp.path().join("grown.bundle");
-    let o = diskhist_output(&[
-        "prove",
-        p(&g),
-        "--checkpoint",
-        p(&grown_path),
-        "--consistency",
-        p(&old_path),
-        "-o",
-        p(&gb),
-    ]);
-    assert!(o.status.success(), "{}", stderr_of(&o));
-    let o = diskhist_output(&[
-        "audit",
-        "--key",
-        p(&keys.vkey()),
-        "--checkpoint",
-        p(&grown_path),
-        p(&gb),
-    ]);
+    let (grown_path, _) = r.seal("grown");
+    let gb = r.dir().join("grown.bundle");
+    prove_to(&r.store, &grown_path, &["--consistency", p(&old_path)], &gb);
+    let o = audit_with(&gb, &grown_path, &r.keys);
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert!(stdout_of(&o).contains("extends the older checkpoint of 700 records"));
     // ...and the forged newer checkpoint against the genuine old fails
     // whichever proof is offered, the genuine one included.
-    let o = diskhist_output(&[
-        "audit",
-        "--key",
-        p(&keys.vkey()),
-        "--checkpoint",
-        p(&new_path),
-        p(&gb),
-    ]);
+    let o = audit_with(&gb, &new_path, &r.keys);
     assert_eq!(o.status.code(), Some(1));
 }
 
 #[test]
 fn a_checkpoint_signed_by_another_key_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = genuine(tmp.path());
-    let keys = Keys::new(tmp.path(), "recorder", 1);
+    let r = Recorder::new();
     // Same name, other key; and another name.
-    let impostor = Keys::new(tmp.path(), "recorder", 2);
-    let other = Keys::new(tmp.path(), "someone", 3);
+    let impostor = Keys::new(r.dir(), "recorder", 2);
+    let other = Keys::new(r.dir(), "someone", 3);
     for (who, k) in [("impostor", &impostor), ("other", &other)] {
-        let c_path = tmp.path().join(format!("{who}.checkpoint"));
-        seal(&g, k, &c_path);
-        let (code, err) = verify_with(&g, &c_path, &keys);
+        let c_path = r.dir().join(format!("{who}.checkpoint"));
+        seal(&r.store, k, &c_path);
+        let (code, err) = verify_with(&r.store, &c_path, &r.keys);
         assert_eq!(code, 1, "{who}: {err}");
         assert!(
             err.contains("carries no signature by key recorder+"),
             "{who}: {err}"
         );
-        let b = tmp.path().join(format!("{who}.bundle"));
-        let o = diskhist_output(&[
-            "prove",
-            p(&g),
-            "--checkpoint",
-            p(&c_path),
-            "--record",
-            "3",
-            "-o",
-            p(&b),
-        ]);
-        assert!(o.status.success(), "{}", stderr_of(&o));
-        let o = diskhist_output(&[
-            "audit",
-            "--key",
-            p(&keys.vkey()),
-            "--checkpoint",
-            p(&c_path),
-            p(&b),
-        ]);
+        let b = r.dir().join(format!("{who}.bundle"));
+        prove_to(&r.store, &c_path, &["--record", "3"], &b);
+        let o = audit_with(&b, &c_path, &r.keys);
         assert_eq!(o.status.code(), Some(1), "{who}");
         assert!(
             stderr_of(&o).contains("no signature by key recorder+"),
@@ -455,36 +454,35 @@ fn a_checkpoint_signed_by_another_key_is_refused() {
         );
     }
     // A signature line naming the right key over another text: forged.
-    let c_path = tmp.path().join("c.checkpoint");
-    let c = seal(&g, &keys, &c_path);
+    let (_, c) = r.seal("c");
     let other_text = c.note.text.replace(&format!("\n{RECORDS}\n"), "\n699\n");
     let sig_line = c.raw.rsplit_once("\n\n").unwrap().1;
-    let forged = tmp.path().join("forged.checkpoint");
+    let forged = r.dir().join("forged.checkpoint");
     std::fs::write(&forged, format!("{other_text}\n{sig_line}")).unwrap();
-    let (code, err) = verify_with(&g, &forged, &keys);
+    let (code, err) = verify_with(&r.store, &forged, &r.keys);
     assert_eq!(code, 1);
     assert!(err.contains("does not verify"), "{err}");
 }
 
 #[test]
 fn a_sample_answered_with_other_records_fails() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = genuine(tmp.path());
-    let keys = Keys::new(tmp.path(), "recorder", 1);
-    let c_path = tmp.path().join("c.checkpoint");
-    let c = seal(&g, &keys, &c_path);
-    let s = Store::open(&g).unwrap();
+    let r = Recorder::new();
+    let (c_path, c) = r.seal("c");
+    let s = Store::open(&r.store).unwrap();
+    let sample = |seed: &[u8]| {
+        bundle::prove(
+            &s,
+            &c,
+            &ProveRequest {
+                sample: Some((8, seed.to_vec())),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
     let auditor_seed = b"case 17, 2026-12-01".to_vec();
-    let good = bundle::prove(
-        &s,
-        &c,
-        &ProveRequest {
-            sample: Some((8, auditor_seed.clone())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let v = [keys.signer.verifier()];
+    let good = sample(&auditor_seed);
+    let v = [r.keys.signer.verifier()];
     bundle::audit(&v, &c, &good, Some((8, &auditor_seed))).unwrap();
     // Records other than the seed's (valid proofs, wrong records).
     let mut swapped = good.clone();
@@ -503,15 +501,7 @@ fn a_sample_answered_with_other_records_fails() {
         .to_string();
     assert!(e.contains("not the sample the seed determines"), "{e}");
     // A sample of the holder's own choosing: another seed.
-    let chosen = bundle::prove(
-        &s,
-        &c,
-        &ProveRequest {
-            sample: Some((8, b"holder's seed".to_vec())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let chosen = sample(b"holder's seed");
     bundle::audit(&v, &c, &chosen, None).unwrap();
     let e = bundle::audit(&v, &c, &chosen, Some((8, &auditor_seed)))
         .unwrap_err()
@@ -523,13 +513,13 @@ fn a_sample_answered_with_other_records_fails() {
     short.records.pop();
     assert!(bundle::audit(&v, &c, &short, Some((8, &auditor_seed))).is_err());
     // Through the command line.
-    let b = tmp.path().join("b");
+    let b = r.dir().join("b");
     std::fs::write(&b, chosen.to_text()).unwrap();
     diskhist_fails(
         &[
             "audit",
             "--key",
-            p(&keys.vkey()),
+            p(&r.keys.vkey()),
             "--checkpoint",
             p(&c_path),
             "--sample",
