@@ -6,8 +6,9 @@
 //! instead of blocking it.
 
 use diskhist_test_common::{
-    assert_same_tree, ext4_image, has, import, init_store, line_of, now_instant, output_with_input,
-    run, try_walk, tsk_walk, walk, within, KernelMount, LiveDisk, Mounted, WalkOptions, MIB,
+    assert_same_tree, ext4_image, has, import, init_store, line_of, noload_walk, now_instant,
+    ntfs3g_walk, run, sfdisk, try_walk, tsk_walk, volume_line, walk, within, KernelMount, LiveDisk,
+    Mounted, WalkOptions, MIB,
 };
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -26,13 +27,6 @@ fn info(state: &Path) -> String {
     within(LIMIT, "reading info", move || {
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     })
-}
-
-fn volume_line(info: &str, name: &str) -> String {
-    info.lines()
-        .find(|l| l.starts_with(&format!("volume: {name}: ")))
-        .unwrap_or_else(|| panic!("no volume {name} in info:\n{info}"))
-        .to_string()
 }
 
 /// [`walk`] under the time limit.
@@ -68,34 +62,6 @@ fn errno_of<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) -> i32 {
 fn answers(m: &mut Mounted) {
     assert!(m.alive(), "the daemon died:\n{}", m.stderr());
     assert!(!names(&m.path("at")).is_empty());
-}
-
-/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked
-/// (under the time limit: the image may come from the mount), then
-/// unmounted.
-fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -> Vec<String> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let (image, scratch) = (image.to_path_buf(), scratch.to_path_buf());
-    let what = format!("mount {args:?} {} and walk it", image.display());
-    within(LIMIT, &what, move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let dir = tempfile::tempdir_in(&scratch).unwrap();
-        let m = KernelMount::new(&args, &image, dir.path());
-        walk(&m.dir, opts)
-    })
-}
-
-/// Partition `disk` (a file) with sfdisk's `script`.
-fn sfdisk(disk: &Path, script: &str) {
-    let out = output_with_input(
-        Command::new("sfdisk").arg("-q").arg(disk),
-        script.as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn write_at(file: &Path, offset: u64, data: &[u8]) {
@@ -248,14 +214,14 @@ fn a_damaged_filesystem_costs_only_its_own_files() {
         assert_same_tree(
             &format!("NTFS p3 in {}", s.display()),
             &walk_within(s.join("p3/files"), NTFS),
-            &kernel_walk(&["-t", "ntfs-3g", "-o", "ro"], &s.join("p3.img"), d, NTFS),
+            &ntfs3g_walk(LIMIT, &s.join("p3.img"), d),
         )
     };
     let ext4_ok = |s: &Path| {
         assert_same_tree(
             &format!("ext4 p1 in {}", s.display()),
             &walk_within(s.join("p1/files"), PLAIN),
-            &kernel_walk(&["-o", "loop,ro,noload"], &s.join("p1.img"), d, PLAIN),
+            &noload_walk(LIMIT, &s.join("p1.img"), d),
         )
     };
     let [s1, s2, s3] = times.map(|t| m.path(&format!("at/{t}")));
@@ -443,7 +409,7 @@ fn an_mbr_whose_chain_of_logical_partitions_loops() {
     );
     let ours = walk_within(s.join("p5/files"), PLAIN);
     assert!(has(&ours, "home/user/notes.txt"));
-    let kernel = kernel_walk(&["-o", "loop,ro,noload"], &s.join("p5.img"), d, PLAIN);
+    let kernel = noload_walk(LIMIT, &s.join("p5.img"), d);
     assert_same_tree("p5 behind a looping chain", &ours, &kernel);
     answers(&mut m);
 }
@@ -533,14 +499,14 @@ fn states_in_the_middle_of_mkfs() {
     assert_same_tree(
         "after mkfs.ext4",
         &walk_within(s.join("files"), PLAIN),
-        &kernel_walk(&["-o", "loop,ro,noload"], &s.join("disk.img"), d, PLAIN),
+        &noload_walk(LIMIT, &s.join("disk.img"), d),
     );
     let s = m.path(&format!("at/{after_ntfs}"));
     assert!(volume_line(&info(&s), "disk").starts_with("volume: disk: ntfs"));
     assert_same_tree(
         "after mkntfs",
         &walk_within(s.join("files"), NTFS),
-        &kernel_walk(&["-t", "ntfs-3g", "-o", "ro"], &s.join("disk.img"), d, NTFS),
+        &ntfs3g_walk(LIMIT, &s.join("disk.img"), d),
     );
     let s = m.path(&format!("at/{after_fat}"));
     assert!(volume_line(&info(&s), "disk").starts_with("volume: disk: fat16"));

@@ -21,9 +21,9 @@
 //!   FAT in a primary and ext4 and NTFS in logical partitions.
 
 use diskhist_test_common::{
-    assert_same_tree, frozen_instant, has, import, incompressible, init_store, line_of,
-    now_instant, output_with_input, run, sha256_hex, tsk_walk, walk, within, KernelMount, LiveDisk,
-    LoopDev, Mounted, WalkOptions, MIB,
+    assert_same_tree, frozen_instant, has, import, incompressible, init_store, kernel_walk,
+    line_of, noload_walk, now_instant, ntfs3g_walk, run, sfdisk, sha256_hex, tsk_walk, volume_line,
+    walk, within, KernelMount, LiveDisk, LoopDev, Mounted, WalkOptions, MIB,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,27 +47,16 @@ fn info(state: &Path) -> String {
         .unwrap_or_else(|e| panic!("{}/info: {e}", state.display()))
 }
 
-/// The line of `info` about volume `name` (`disk`, `p1`...).
-fn volume_line(info: &str, name: &str) -> String {
-    info.lines()
-        .find(|l| l.starts_with(&format!("volume: {name}: ")))
-        .unwrap_or_else(|| panic!("no volume {name} in info:\n{info}"))
-        .to_string()
-}
-
-/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked
-/// (under the time limit: the image may come from the mount), then
-/// unmounted.
-fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -> Vec<String> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let (image, scratch) = (image.to_path_buf(), scratch.to_path_buf());
-    let what = format!("mount {args:?} {} and walk it", image.display());
-    within(LIMIT, &what, move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let dir = tempfile::tempdir_in(&scratch).unwrap();
-        let m = KernelMount::new(&args, &image, dir.path());
-        walk(&m.dir, opts)
-    })
+/// The `info` line of the whole-disk volume of `state`, which must be a
+/// `kind` (`ext4`, `ntfs`, `fat32`) with its files available; `name`
+/// names the state in a failure.
+fn disk_volume(state: &Path, kind: &str, name: &str) -> String {
+    let vol = volume_line(&info(state), "disk");
+    assert!(
+        vol.starts_with(&format!("volume: disk: {kind}")) && vol.contains("files: available"),
+        "{name}: {vol}"
+    );
+    vol
 }
 
 /// The kernel's replaying mount of a copy of `image` (the copy is
@@ -75,9 +64,57 @@ fn kernel_walk(args: &[&str], image: &Path, scratch: &Path, opts: WalkOptions) -
 fn replayed_walk(image: &Path, scratch: &Path) -> Vec<String> {
     let copy = scratch.join("replayed-copy.img");
     std::fs::copy(image, &copy).unwrap();
-    let w = kernel_walk(&["-o", "loop"], &copy, scratch, PLAIN);
+    let w = kernel_walk(LIMIT, &["-o", "loop"], &copy, scratch, PLAIN);
     std::fs::remove_file(&copy).unwrap();
     w
+}
+
+/// What reads a volume's image for reference.
+enum Reference {
+    /// ext4: the kernel's `ro,noload` mount.
+    Noload,
+    /// NTFS: `ntfs-3g -o ro`, named streams compared too.
+    Ntfs3g,
+    /// FAT: The Sleuth Kit.
+    SleuthKit,
+}
+
+/// `files/` of volume `vol` (`disk`, `p1`...) of `state`, walked, and its
+/// image as `reference` reads it: the same tree (`what` names it in a
+/// failure). Returns the walk of `files/`.
+fn walk_as_reference(
+    what: &str,
+    state: &Path,
+    vol: &str,
+    reference: Reference,
+    scratch: &Path,
+) -> Vec<String> {
+    let (files, image) = if vol == "disk" {
+        (state.join("files"), state.join("disk.img"))
+    } else {
+        (
+            state.join(vol).join("files"),
+            state.join(format!("{vol}.img")),
+        )
+    };
+    let (ours, theirs) = match reference {
+        Reference::Noload => (
+            walk_within(files, PLAIN),
+            noload_walk(LIMIT, &image, scratch),
+        ),
+        Reference::Ntfs3g => (
+            walk_within(files, NTFS),
+            ntfs3g_walk(LIMIT, &image, scratch),
+        ),
+        Reference::SleuthKit => (walk_within(files, PLAIN), tsk_walk(&image, 0)),
+    };
+    assert_same_tree(what, &ours, &theirs);
+    ours
+}
+
+/// A file of `len` zero bytes at `path`, to be a disk or a volume.
+fn zeroed_file(path: &Path, len: u64) {
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
 }
 
 fn sha_of(data: &[u8]) -> String {
@@ -189,19 +226,13 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
         ("c4", &c4),
     ] {
         let state = m.path(&format!("at/{at}"));
-        let info = info(&state);
-        let vol = volume_line(&info, "disk");
-        assert!(
-            vol.starts_with("volume: disk: ext4") && vol.contains("files: available"),
-            "{name}: {vol}"
-        );
+        let vol = disk_volume(&state, "ext4", name);
         assert!(
             !vol.contains("journal replayed"),
             "{name}: a frozen filesystem's journal is clean, yet: {vol}"
         );
-        let ours = walk_within(state.join("files"), PLAIN);
-        let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("disk.img"), d, PLAIN);
-        assert_same_tree(&format!("ext4 at {name} ({at})"), &ours, &kernel);
+        let what = format!("ext4 at {name} ({at})");
+        let ours = walk_as_reference(&what, &state, "disk", Reference::Noload, d);
         walks.push((name, state, ours));
     }
     let [(_, _, w0), (_, s1, w1), (_, s2, w2), (_, s3, w3), (_, _, w4)] = &walks[..] else {
@@ -255,7 +286,7 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
         &ours,
         &replayed,
     );
-    let noload = kernel_walk(&["-o", "loop,ro,noload"], &state.join("disk.img"), d, PLAIN);
+    let noload = noload_walk(LIMIT, &state.join("disk.img"), d);
     assert!(
         !has(&noload, "between.txt"),
         "ro,noload should not replay the journal, yet shows between.txt: was the \
@@ -289,25 +320,29 @@ fn ext4_written_live_by_the_kernel_at_each_checkpoint_and_between_syncs() {
             replayed_states += 1;
             ("replaying", replayed_walk(&state.join("disk.img"), d))
         } else {
-            let args = ["-o", "loop,ro,noload"];
-            (
-                "ro,noload",
-                kernel_walk(&args, &state.join("disk.img"), d, PLAIN),
-            )
+            ("ro,noload", noload_walk(LIMIT, &state.join("disk.img"), d))
         };
         assert_same_tree(&format!("ext4 at #{seq} ({how} mount)"), &ours, &theirs);
     }
     eprintln!("{replayed_states} of {PICKS} states between checkpoints had a journal to replay");
 }
 
-/// Mount the NTFS at `source` read-write through ntfs-3g, named streams
-/// as `FILE:STREAM` names.
-fn ntfs_rw(source: &Path, mnt: &Path) -> KernelMount {
-    KernelMount::new(
+/// Make an NTFS labelled `label` on `target` (an image or a device).
+fn mkntfs(target: &Path, label: &str) {
+    run(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-L", label])
+        .arg(target));
+}
+
+/// Mount the NTFS at `source` read-write through ntfs-3g on `mnt`, named
+/// streams as `FILE:STREAM` names; `write` its root, then unmount.
+fn ntfs_rw(source: &Path, mnt: &Path, write: impl FnOnce(&Path)) {
+    let m = KernelMount::new(
         &["-t", "ntfs-3g", "-o", "streams_interface=windows"],
         source,
         mnt,
-    )
+    );
+    write(&m.dir);
 }
 
 const ZONE: &[u8] = b"[ZoneTransfer]\r\nZoneId=3\r\nHostUrl=https://example.invalid/x\r\n";
@@ -318,13 +353,8 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
     let d = dir.path();
     let store = init_store(d, "32M");
     let image = d.join("ntfs.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(32 * MIB as u64)
-        .unwrap();
-    run(Command::new("mkntfs")
-        .args(["-F", "-Q", "-q", "-L", "EVIDENCE"])
-        .arg(&image));
+    zeroed_file(&image, 32 * MIB as u64);
+    mkntfs(&image, "EVIDENCE");
     let rw = d.join("rw");
     let report1 = b"quarterly report, draft\n".to_vec();
     let report2 = b"quarterly report, final; numbers changed\n".repeat(300);
@@ -334,9 +364,7 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
         "2026-11-23T06:31:00Z",
         "2026-11-23T06:32:00Z",
     ];
-    {
-        let m = ntfs_rw(&image, &rw);
-        let r = &m.dir;
+    ntfs_rw(&image, &rw, |r| {
         std::fs::write(r.join("report.txt"), &report1).unwrap();
         std::fs::create_dir_all(r.join("docs/sub")).unwrap();
         std::fs::write(r.join("docs/a.txt"), b"a\n").unwrap();
@@ -358,41 +386,27 @@ fn ntfs_written_through_ntfs_3g_at_three_moments() {
         let sparse = std::fs::File::create(r.join("sparse.bin")).unwrap();
         sparse.set_len(5 * MIB as u64).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", 5 * MIB as u64 - 4).unwrap();
-    }
+    });
     import(&store, &image, times[0]);
-    {
-        let m = ntfs_rw(&image, &rw);
-        let r = &m.dir;
+    ntfs_rw(&image, &rw, |r| {
         std::fs::write(r.join("report.txt"), &report2).unwrap();
         std::fs::rename(r.join("docs/a.txt"), r.join("docs/b.txt")).unwrap();
         std::fs::write(r.join("docs/new.txt"), b"new\n").unwrap();
-    }
+    });
     import(&store, &image, times[1]);
-    {
-        let m = ntfs_rw(&image, &rw);
-        let r = &m.dir;
+    ntfs_rw(&image, &rw, |r| {
         std::fs::remove_file(r.join("download.exe")).unwrap();
         std::fs::remove_file(r.join("docs/b.txt")).unwrap();
-    }
+    });
     import(&store, &image, times[2]);
 
     let m = Mounted::start(&store, &d.join("mnt"), &[]);
     let mut walks = Vec::new();
     for at in times {
         let state = m.path(&format!("at/{at}"));
-        let vol = volume_line(&info(&state), "disk");
-        assert!(
-            vol.starts_with("volume: disk: ntfs") && vol.contains("files: available"),
-            "{at}: {vol}"
-        );
-        let ours = walk_within(state.join("files"), NTFS);
-        let theirs = kernel_walk(
-            &["-t", "ntfs-3g", "-o", "ro"],
-            &state.join("disk.img"),
-            d,
-            NTFS,
-        );
-        assert_same_tree(&format!("NTFS at {at}"), &ours, &theirs);
+        disk_volume(&state, "ntfs", at);
+        let what = format!("NTFS at {at}");
+        let ours = walk_as_reference(&what, &state, "disk", Reference::Ntfs3g, d);
         walks.push((state, ours));
     }
     let [(s1, w1), (s2, w2), (s3, w3)] = &walks[..] else {
@@ -515,14 +529,9 @@ fn fat32_written_by_mtools_at_four_moments() {
     let mut walks = Vec::new();
     for at in times {
         let state = m.path(&format!("at/{at}"));
-        let vol = volume_line(&info(&state), "disk");
-        assert!(
-            vol.starts_with("volume: disk: fat32") && vol.contains("files: available"),
-            "{at}: {vol}"
-        );
-        let ours = walk_within(state.join("files"), PLAIN);
-        let theirs = tsk_walk(&state.join("disk.img"), 0);
-        assert_same_tree(&format!("FAT32 at {at}"), &ours, &theirs);
+        disk_volume(&state, "fat32", at);
+        let what = format!("FAT32 at {at}");
+        let ours = walk_as_reference(&what, &state, "disk", Reference::SleuthKit, d);
         walks.push(ours);
     }
     assert!(line_of(&walks[0], q, "t1").contains(&sha_of(&v1)));
@@ -542,48 +551,56 @@ fn fat32_written_by_mtools_at_four_moments() {
     assert!(!has(&walks[3], q) && !has(&walks[3], f) && has(&walks[3], "Reports/2026"));
 }
 
-/// Partition `disk` (a file) with sfdisk's `script`.
-fn sfdisk(disk: &Path, script: &str) {
-    let out = output_with_input(
-        Command::new("sfdisk").arg("-q").arg(disk),
-        script.as_bytes(),
-    );
+/// The ext4 in `range` (bytes) of `disk`, made first if `mkfs`, mounted
+/// read-write by the kernel on `mnt` through a loop device; `write` its
+/// root, then unmount before the loop device goes.
+fn ext4_rw_in(disk: &Path, range: (u64, u64), mkfs: bool, mnt: &Path, write: impl FnOnce(&Path)) {
+    let lo = LoopDev::attach(disk, Some(range), false);
+    if mkfs {
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.dev));
+    }
+    let m = KernelMount::new(&[], &lo.dev, mnt);
+    write(&m.dir);
+}
+
+/// [`ntfs_rw`] on the NTFS in `range` (bytes) of `disk`, through a loop
+/// device.
+fn ntfs_rw_in(disk: &Path, range: (u64, u64), mnt: &Path, write: impl FnOnce(&Path)) {
+    let lo = LoopDev::attach(disk, Some(range), false);
+    ntfs_rw(&lo.dev, mnt, write);
+}
+
+/// Make a FAT16 labelled `label` in sectors `start..start + sectors` of
+/// `disk`; the volume as mtools names it (`DISK@@OFFSET`).
+fn mkfs_fat16_in(disk: &Path, start: u64, sectors: u64, label: &str) -> String {
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "16", "-n", label, "--offset", &start.to_string()])
+        .arg(disk)
+        .arg((sectors / 2).to_string()));
+    format!("{}@@{}", disk.display(), start * SECTOR)
+}
+
+/// `disk.img` in `d`: a 64 MiB disk partitioned with sfdisk's `script`.
+fn partitioned_disk(d: &Path, script: &str) -> PathBuf {
+    let disk = d.join("disk.img");
+    zeroed_file(&disk, 64 * MIB as u64);
+    sfdisk(&disk, script);
+    disk
+}
+
+/// State `at` of `m`, whose `info` must describe a `table` partition
+/// table (`gpt`, `mbr`) holding `volumes` (name, filesystem).
+fn partitioned_state(m: &Mounted, at: &str, table: &str, volumes: &[(&str, &str)]) -> PathBuf {
+    let state = m.path(&format!("at/{at}"));
+    let info = info(&state);
     assert!(
-        out.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&out.stderr)
+        info.contains(&format!("partition_table: {table}\n")),
+        "{info}"
     );
-}
-
-/// The ext4 in `range` (bytes) of `disk`, mounted read-write by the
-/// kernel through a loop device; made first if `mkfs`.
-struct Ext4In {
-    mount: Option<KernelMount>,
-    _lo: LoopDev,
-}
-
-impl Ext4In {
-    fn open(disk: &Path, range: (u64, u64), mkfs: bool, mnt: &Path) -> Ext4In {
-        let lo = LoopDev::attach(disk, Some(range), false);
-        if mkfs {
-            run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.dev));
-        }
-        Ext4In {
-            mount: Some(KernelMount::new(&[], &lo.dev, mnt)),
-            _lo: lo,
-        }
+    for (name, fs) in volumes {
+        assert!(volume_line(&info, name).contains(fs), "{info}");
     }
-
-    fn root(&self) -> PathBuf {
-        self.mount.as_ref().unwrap().dir.clone()
-    }
-}
-
-impl Drop for Ext4In {
-    fn drop(&mut self) {
-        // Unmounted before the loop device goes.
-        drop(self.mount.take());
-    }
+    state
 }
 
 #[test]
@@ -591,50 +608,29 @@ fn a_gpt_disk_holding_ext4_and_fat_at_two_moments() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let store = init_store(d, "64M");
-    let disk = d.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 * MIB as u64)
-        .unwrap();
-    sfdisk(
-        &disk,
+    let disk = partitioned_disk(
+        d,
         "label: gpt\n\
          start=2048, size=57344, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"linux\"\n\
          start=59392, size=65536, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"shared\"\n",
     );
     let p1 = (2048 * SECTOR, 57344 * SECTOR);
-    let p2_start = 59392;
-    run(Command::new("mkfs.vfat")
-        .args([
-            "-F",
-            "16",
-            "-n",
-            "SHARED",
-            "--offset",
-            &p2_start.to_string(),
-        ])
-        .arg(&disk)
-        .arg((65536 / 2).to_string()));
-    let fat = format!("{}@@{}", disk.display(), p2_start * SECTOR);
+    let fat = mkfs_fat16_in(&disk, 59392, 65536, "SHARED");
     let times = ["2026-11-23T06:30:15Z", "2026-11-23T06:31:00Z"];
     let log1 = b"boot ok\n".to_vec();
     let log2 = b"boot ok\nintruder logged in\n".to_vec();
-    {
-        let fs = Ext4In::open(&disk, p1, true, &d.join("rw"));
-        let r = fs.root();
+    ext4_rw_in(&disk, p1, true, &d.join("rw"), |r| {
         std::fs::create_dir_all(r.join("var/log")).unwrap();
         std::fs::write(r.join("var/log/auth.log"), &log1).unwrap();
         std::os::unix::fs::symlink("/var/log/auth.log", r.join("auth")).unwrap();
-    }
+    });
     run(mtools("mmd", &fat).arg("::/Exchange"));
     fat_put(&fat, d, "::/Exchange/plan.txt", b"the plan\n");
     import(&store, &disk, times[0]);
-    {
-        let fs = Ext4In::open(&disk, p1, false, &d.join("rw"));
-        let r = fs.root();
+    ext4_rw_in(&disk, p1, false, &d.join("rw"), |r| {
         std::fs::write(r.join("var/log/auth.log"), &log2).unwrap();
         std::fs::write(r.join("dropped.sh"), b"#!/bin/sh\n").unwrap();
-    }
+    });
     run(mtools("mdel", &fat).arg("::/Exchange/plan.txt"));
     fat_put(&fat, d, "::/Exchange/other.txt", b"something else\n");
     import(&store, &disk, times[1]);
@@ -642,20 +638,11 @@ fn a_gpt_disk_holding_ext4_and_fat_at_two_moments() {
     let m = Mounted::start(&store, &d.join("mnt"), &[]);
     let mut walks = Vec::new();
     for at in times {
-        let state = m.path(&format!("at/{at}"));
-        let info = info(&state);
-        assert!(info.contains("partition_table: gpt\n"), "{info}");
-        assert!(volume_line(&info, "p1").contains("ext4"), "{info}");
-        assert!(volume_line(&info, "p2").contains("fat16"), "{info}");
-        let ext4 = walk_within(state.join("p1/files"), PLAIN);
-        let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p1.img"), d, PLAIN);
-        assert_same_tree(&format!("GPT p1 (ext4) at {at}"), &ext4, &kernel);
-        let fat = walk_within(state.join("p2/files"), PLAIN);
-        assert_same_tree(
-            &format!("GPT p2 (FAT16) at {at}"),
-            &fat,
-            &tsk_walk(&state.join("p2.img"), 0),
-        );
+        let state = partitioned_state(&m, at, "gpt", &[("p1", "ext4"), ("p2", "fat16")]);
+        let what = format!("GPT p1 (ext4) at {at}");
+        let ext4 = walk_as_reference(&what, &state, "p1", Reference::Noload, d);
+        let what = format!("GPT p2 (FAT16) at {at}");
+        let fat = walk_as_reference(&what, &state, "p2", Reference::SleuthKit, d);
         walks.push((ext4, fat));
     }
     let [(e1, f1), (e2, f2)] = &walks[..] else {
@@ -674,95 +661,50 @@ fn an_mbr_disk_with_fat_in_a_primary_and_ext4_and_ntfs_in_logicals() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let store = init_store(d, "64M");
-    let disk = d.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 * MIB as u64)
-        .unwrap();
-    sfdisk(
-        &disk,
+    let disk = partitioned_disk(
+        d,
         "label: dos\n\
          start=2048, size=30720, type=6\n\
          start=34816, size=96256, type=5\n\
          start=36864, size=40960, type=83\n\
          start=79872, size=49152, type=7\n",
     );
-    let fat_start = 2048;
-    run(Command::new("mkfs.vfat")
-        .args([
-            "-F",
-            "16",
-            "-n",
-            "BOOTFAT",
-            "--offset",
-            &fat_start.to_string(),
-        ])
-        .arg(&disk)
-        .arg((30720 / 2).to_string()));
-    let fat = format!("{}@@{}", disk.display(), fat_start * SECTOR);
+    let fat = mkfs_fat16_in(&disk, 2048, 30720, "BOOTFAT");
     let p5 = (36864 * SECTOR, 40960 * SECTOR);
     let p6 = (79872 * SECTOR, 49152 * SECTOR);
-    {
-        let lo = LoopDev::attach(&disk, Some(p6), false);
-        run(Command::new("mkntfs")
-            .args(["-F", "-Q", "-q", "-L", "WINDATA"])
-            .arg(&lo.dev));
-    }
+    mkntfs(&LoopDev::attach(&disk, Some(p6), false).dev, "WINDATA");
     let times = ["2026-11-23T06:30:15Z", "2026-11-23T06:31:00Z"];
     let stream = b"this is a named stream\n".to_vec();
     fat_put(&fat, d, "::/BOOT.CFG", b"timeout=5\n");
-    {
-        let fs = Ext4In::open(&disk, p5, true, &d.join("rw"));
-        std::fs::write(fs.root().join("home.txt"), b"home\n").unwrap();
-    }
-    {
-        let lo = LoopDev::attach(&disk, Some(p6), false);
-        let m = ntfs_rw(&lo.dev, &d.join("rw"));
-        std::fs::create_dir(m.dir.join("Users")).unwrap();
-        std::fs::write(m.dir.join("Users/diary.txt"), b"dear diary\n").unwrap();
-        std::fs::write(m.dir.join("Users/diary.txt:notes"), &stream).unwrap();
-        drop(m);
-    }
+    ext4_rw_in(&disk, p5, true, &d.join("rw"), |r| {
+        std::fs::write(r.join("home.txt"), b"home\n").unwrap();
+    });
+    ntfs_rw_in(&disk, p6, &d.join("rw"), |r| {
+        std::fs::create_dir(r.join("Users")).unwrap();
+        std::fs::write(r.join("Users/diary.txt"), b"dear diary\n").unwrap();
+        std::fs::write(r.join("Users/diary.txt:notes"), &stream).unwrap();
+    });
     import(&store, &disk, times[0]);
     fat_put(&fat, d, "::/BOOT.CFG", b"timeout=0\n");
-    {
-        let fs = Ext4In::open(&disk, p5, false, &d.join("rw"));
-        std::fs::rename(fs.root().join("home.txt"), fs.root().join("moved.txt")).unwrap();
-    }
-    {
-        let lo = LoopDev::attach(&disk, Some(p6), false);
-        let m = ntfs_rw(&lo.dev, &d.join("rw"));
-        std::fs::write(m.dir.join("Users/diary.txt"), b"dear diary, again\n").unwrap();
-        drop(m);
-    }
+    ext4_rw_in(&disk, p5, false, &d.join("rw"), |r| {
+        std::fs::rename(r.join("home.txt"), r.join("moved.txt")).unwrap();
+    });
+    ntfs_rw_in(&disk, p6, &d.join("rw"), |r| {
+        std::fs::write(r.join("Users/diary.txt"), b"dear diary, again\n").unwrap();
+    });
     import(&store, &disk, times[1]);
 
     let m = Mounted::start(&store, &d.join("mnt"), &[]);
     let mut walks = Vec::new();
     for at in times {
-        let state = m.path(&format!("at/{at}"));
-        let info = info(&state);
-        assert!(info.contains("partition_table: mbr\n"), "{info}");
-        assert!(volume_line(&info, "p1").contains("fat16"), "{info}");
-        assert!(volume_line(&info, "p5").contains("ext4"), "{info}");
-        assert!(volume_line(&info, "p6").contains("ntfs"), "{info}");
-        let fat = walk_within(state.join("p1/files"), PLAIN);
-        assert_same_tree(
-            &format!("MBR p1 (FAT16) at {at}"),
-            &fat,
-            &tsk_walk(&state.join("p1.img"), 0),
-        );
-        let ext4 = walk_within(state.join("p5/files"), PLAIN);
-        let kernel = kernel_walk(&["-o", "loop,ro,noload"], &state.join("p5.img"), d, PLAIN);
-        assert_same_tree(&format!("MBR p5 (logical, ext4) at {at}"), &ext4, &kernel);
-        let ntfs = walk_within(state.join("p6/files"), NTFS);
-        let theirs = kernel_walk(
-            &["-t", "ntfs-3g", "-o", "ro"],
-            &state.join("p6.img"),
-            d,
-            NTFS,
-        );
-        assert_same_tree(&format!("MBR p6 (logical, NTFS) at {at}"), &ntfs, &theirs);
+        let volumes = [("p1", "fat16"), ("p5", "ext4"), ("p6", "ntfs")];
+        let state = partitioned_state(&m, at, "mbr", &volumes);
+        let what = format!("MBR p1 (FAT16) at {at}");
+        let fat = walk_as_reference(&what, &state, "p1", Reference::SleuthKit, d);
+        let what = format!("MBR p5 (logical, ext4) at {at}");
+        let ext4 = walk_as_reference(&what, &state, "p5", Reference::Noload, d);
+        let what = format!("MBR p6 (logical, NTFS) at {at}");
+        let ntfs = walk_as_reference(&what, &state, "p6", Reference::Ntfs3g, d);
         walks.push((fat, ext4, ntfs));
     }
     let [(f1, e1, n1), (f2, e2, n2)] = &walks[..] else {

@@ -3,12 +3,9 @@
 //! and `p<N>/`, and its `info` describes the table and the volumes. The
 //! tables are made by sfdisk, as a user would make them.
 
-use diskhist_test_common::{
-    import, incompressible_xorshift64, init_store, output_with_input, Mounted, MIB,
-};
+use diskhist_test_common::{import, incompressible_xorshift64, init_store, sfdisk, Mounted, MIB};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 const T1: &str = "2026-11-23T06:30:15Z";
 const C1: &str = "2026-11-23T06-30-15Z";
@@ -33,19 +30,6 @@ fn ino(p: &Path) -> u64 {
     std::fs::metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .ino()
-}
-
-/// Partition `disk` (a file) with sfdisk's `script`.
-fn sfdisk(disk: &Path, script: &str) {
-    let out = output_with_input(
-        Command::new("sfdisk").arg("-q").arg(disk),
-        script.as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Fill sectors `start..start + sectors` of `image` with `data`'s start.

@@ -5,7 +5,8 @@
 //! - processes that run beside the test, always stopped and reaped
 //!   ([`Spawned`]), and the two the tests start most: `diskhist serve`
 //!   ([`Served`]) and `diskhist mount` ([`Mounted`]);
-//! - mounts made with mount(8) ([`KernelMount`]) and ext4 images (`mount`);
+//! - mounts made with mount(8) ([`KernelMount`]), ext4 images and disks
+//!   partitioned by sfdisk (`mount`);
 //! - disks written live through `diskhist serve` by QEMU ([`LiveDisk`]),
 //!   loop devices ([`LoopDev`]) and frozen instants (`live`);
 //! - walks of file trees into comparable lines, and The Sleuth Kit's
@@ -29,7 +30,9 @@ mod stores;
 mod walk;
 
 pub use live::{frozen_instant, now_instant, while_frozen, LiveDisk, LoopDev};
-pub use mount::{ext4_image, is_mounted, mount_fails, mount_line, KernelMount, Mounted};
+pub use mount::{
+    ext4_image, is_mounted, mount_fails, mount_line, sfdisk, volume_line, KernelMount, Mounted,
+};
 pub use process::{
     bin, diskhist, diskhist_cmd, diskhist_fails, diskhist_ok, diskhist_output, diskhist_with_input,
     failed_with, fails, ok, on_a_terminal, output, output_with_input, run, stderr_of, stdout_of,
@@ -41,8 +44,8 @@ pub use stores::{
     chain_head, export_at, import, init_store, log_records, store_fingerprint, verify_ok, LogRecord,
 };
 pub use walk::{
-    assert_same_tree, has, line_of, node_line, try_walk, tsk_walk, user_xattrs, walk, within,
-    WalkOptions,
+    assert_same_tree, has, kernel_walk, line_of, node_line, noload_walk, ntfs3g_walk, try_walk,
+    tsk_walk, user_xattrs, walk, within, WalkOptions,
 };
 
 use std::path::Path;

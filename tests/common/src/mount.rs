@@ -1,9 +1,10 @@
 //! Mounts that clean up after themselves, also when a test fails:
 //! `diskhist mount` ([`Mounted`]), whatever mount(8) mounts
-//! ([`KernelMount`]: a loop-mounted image, a tmpfs), and the ext4 images
-//! tests record and mount.
+//! ([`KernelMount`]: a loop-mounted image, a tmpfs), the ext4 images and
+//! partitioned disks tests record and mount, and the `info` lines of a
+//! mounted state.
 
-use crate::process::{diskhist_cmd, run};
+use crate::process::{diskhist_cmd, output_with_input, run};
 use crate::spawned::Spawned;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,14 @@ impl Drop for Mounted {
     }
 }
 
+/// The line of a state's `info` about volume `name` (`disk`, `p1`...).
+pub fn volume_line(info: &str, name: &str) -> String {
+    info.lines()
+        .find(|l| l.starts_with(&format!("volume: {name}: ")))
+        .unwrap_or_else(|| panic!("no volume {name} in info:\n{info}"))
+        .to_string()
+}
+
 /// `diskhist mount STORE DIR` that must fail: its exit code (-1 if a
 /// signal ended it) and standard error. A panic if it mounts after all (it
 /// is unmounted again first) or exits 0.
@@ -176,4 +185,17 @@ pub fn ext4_image(path: &Path, size_mib: usize, files: &[(&str, &str)]) {
         .arg(path)
         .arg(format!("{size_mib}M")));
     std::fs::remove_dir_all(&src).unwrap();
+}
+
+/// Partition `disk` (a file) with sfdisk's `script`.
+pub fn sfdisk(disk: &Path, script: &str) {
+    let out = output_with_input(
+        Command::new("sfdisk").arg("-q").arg(disk),
+        script.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "sfdisk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -8,6 +8,7 @@
 //! The reference for FAT is The Sleuth Kit ([`tsk_walk`]): this machine's
 //! kernel has no vfat driver, and mtools prints times to the minute only.
 
+use crate::mount::KernelMount;
 use crate::process::run;
 use crate::sha256_hex;
 use std::collections::BTreeSet;
@@ -286,4 +287,49 @@ pub fn within<T: Send + 'static>(
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Err(_) => panic!("{what}: no answer within {limit:?} (a hang)"),
     }
+}
+
+/// `mount ARGS IMAGE` on a fresh directory under `scratch`, walked, then
+/// unmounted, all within `limit` (the image may come from the mount under
+/// test, which may hang).
+pub fn kernel_walk(
+    limit: Duration,
+    args: &[&str],
+    image: &Path,
+    scratch: &Path,
+    opts: WalkOptions,
+) -> Vec<String> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (image, scratch) = (image.to_path_buf(), scratch.to_path_buf());
+    let what = format!("mount {args:?} {} and walk it", image.display());
+    within(limit, &what, move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir_in(&scratch).unwrap();
+        let m = KernelMount::new(&args, &image, dir.path());
+        walk(&m.dir, opts)
+    })
+}
+
+/// The kernel's read-only mount of the ext4 in `image` without journal
+/// replay (`ro,noload`), walked within `limit`.
+pub fn noload_walk(limit: Duration, image: &Path, scratch: &Path) -> Vec<String> {
+    kernel_walk(
+        limit,
+        &["-o", "loop,ro,noload"],
+        image,
+        scratch,
+        WalkOptions::PLAIN,
+    )
+}
+
+/// ntfs-3g's read-only mount of the NTFS in `image`, walked within
+/// `limit`, named streams included.
+pub fn ntfs3g_walk(limit: Duration, image: &Path, scratch: &Path) -> Vec<String> {
+    kernel_walk(
+        limit,
+        &["-t", "ntfs-3g", "-o", "ro"],
+        image,
+        scratch,
+        WalkOptions::NTFS,
+    )
 }
