@@ -10,7 +10,7 @@
 //!   diskhist.store   header: magic, format version, geometry (format.rs)
 //!   lock             flock(2)ed by the one writer
 //!   log              append-only records, checksummed and hash-chained
-//!   index/seqs       one 16-byte entry per record: time, log offset
+//!   index/seqs       one 8-byte entry per record: its log offset
 //!   index/MANIFEST   which sorted runs cover which records
 //!   index/*.run      sorted (block, seq) -> payload location runs
 //!   index/*.dedup    sorted content hash -> payload location runs

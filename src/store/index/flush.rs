@@ -251,7 +251,6 @@ impl Index {
         let mut bytes = Vec::with_capacity(self.tail.len() * SEQ_ENTRY_LEN as usize);
         for (i, t) in self.tail.iter().enumerate() {
             if it + i as u64 + 1 > self.seqs_written {
-                bytes.extend_from_slice(&t.time_ns.0.to_le_bytes());
                 bytes.extend_from_slice(&t.offset_bytes.to_le_bytes());
             }
         }

@@ -1,8 +1,9 @@
 //! The index: everything needed to answer "block B as of state S" and
 //! "which record was current at time T" without replaying the log.
 //!
-//! - `index/seqs`: one 16-byte entry per record (time_ns i64, log offset
-//!   u64); record `s` is entry `s-1`. Binary search maps a time to a seq.
+//! - `index/seqs`: one 8-byte entry per record, its log offset; record `s`
+//!   is entry `s-1`. Binary search over the times in the records' heads
+//!   maps a time to a seq.
 //! - `index/*.run`: sorted `(block, seq) -> location` runs covering disjoint
 //!   ranges of records (see [`run`]). Lookup: newest run first, the greatest
 //!   key <= `(B, S)`; runs are merged so there are O(log n) of them.

@@ -1,8 +1,11 @@
-//! `index/seqs`: one 16-byte entry per record (time_ns i64, log offset
-//! u64); record `s` is entry `s - 1`. Records after the manifest's point
-//! are in memory (`tail`). Binary search over the times maps a time to the
-//! state it names. The file carries no checksum: each entry is checked
-//! against the head of the record it points to when it is used.
+//! `index/seqs`: one 8-byte entry per record, its log offset (u64); record
+//! `s` is entry `s - 1`. Records after the manifest's point are in memory
+//! (`tail`). Binary search over the times maps a time to the state it
+//! names. The file carries no checksum: the head of the record an entry
+//! points to is read when the entry is used, and must be a record with
+//! that sequence number; its time comes from there. (Index format 5 kept
+//! the time in the entry too, 16 bytes, and checked it against the same
+//! head.)
 
 use super::{Index, TailRecord};
 use crate::store::error::{IoContext, Result, StoreError};
@@ -11,8 +14,9 @@ use crate::units::{Seq, TimeNs};
 use std::os::unix::fs::FileExt;
 
 /// Bytes per entry.
-pub const SEQ_ENTRY_LEN: u64 = 16;
-/// Bytes of a record's head read to check a `seqs` entry.
+pub const SEQ_ENTRY_LEN: u64 = 8;
+/// Bytes of a record's head read for a `seqs` entry: its sequence number
+/// and time.
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
 /// Checked entries kept (1.5 MiB): the binary searches of a listing or of
 /// time lookups go through the same upper levels again and again.
@@ -69,35 +73,34 @@ impl Index {
             .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
         seqs.read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
-        let entry = TailRecord {
-            time_ns: TimeNs(i64::from_le_bytes(e[..8].try_into().unwrap())),
-            offset_bytes: u64::from_le_bytes(e[8..].try_into().unwrap()),
-        };
-        self.check_seq_entry(seq, &entry)?;
+        let entry = self.entry_from_log(seq, u64::from_le_bytes(e))?;
         self.seq_cache.put(seq, generation, entry);
         Ok(entry)
     }
 
-    /// `seqs` is not checksummed: each entry is checked against the head of
-    /// the record it points to, which must be a record (magic) with this
-    /// sequence number and time. One damaged byte cannot forge both.
-    fn check_seq_entry(&self, seq: Seq, e: &TailRecord) -> Result<()> {
+    /// `seqs` is not checksummed: the entry's offset must point at the head
+    /// of a record (magic) with this sequence number, whose time it takes.
+    fn entry_from_log(&self, seq: Seq, offset_bytes: u64) -> Result<TailRecord> {
         let mut head = [0u8; SEQ_CHECK_LEN];
-        let ok = e.offset_bytes < self.log_end
-            && self.log.read_exact_at(&mut head, e.offset_bytes).is_ok()
-            && format::record_identity(&head) == Some((seq, e.time_ns));
-        if ok {
-            return Ok(());
+        let found = (offset_bytes < self.log_end)
+            .then(|| self.log.read_exact_at(&mut head, offset_bytes).ok())
+            .flatten()
+            .and_then(|()| format::record_identity(&head))
+            .filter(|&(s, _)| s == seq);
+        match found {
+            Some((_, time_ns)) => Ok(TailRecord {
+                time_ns,
+                offset_bytes,
+            }),
+            None => Err(StoreError::corrupted(
+                &self.seqs_path,
+                format!(
+                    "the entry for record {seq} (log byte {offset_bytes}) does not point at \
+                     that record; the index was damaged or edited: run `diskhist verify`, and \
+                     delete index/ to have it rebuilt from the log"
+                ),
+            )),
         }
-        Err(StoreError::corrupted(
-            &self.seqs_path,
-            format!(
-                "the entry for record {seq} (time {} ns, log byte {}) disagrees with the log; \
-                 the index was damaged or edited: run `diskhist verify`, and delete index/ to \
-                 have it rebuilt from the log",
-                e.time_ns.0, e.offset_bytes
-            ),
-        ))
     }
 
     pub fn time_of(&self, seq: Seq) -> Result<TimeNs> {
