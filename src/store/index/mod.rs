@@ -476,20 +476,27 @@ impl Index {
         self.apply(offset, h, locs);
     }
 
-    /// Bytes record `seq` takes in the log.
-    pub fn record_len(&self, seq: Seq) -> Result<u64> {
+    /// The blocks record `seq` stored, in its order: where the neighbours of
+    /// a long write's anchor are. `None` when there is no record `seq` or it
+    /// takes more than `max_bytes` of the log (it is not read).
+    pub fn record_locs(
+        &self,
+        seq: Seq,
+        max_bytes: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Vec<(u64, Loc)>>> {
+        if seq.0 == 0 || seq > self.head.seq {
+            return Ok(None);
+        }
+        let rec_off = self.offset_of(seq)?;
         let end = if seq < self.head.seq {
             self.offset_of(Seq(seq.0 + 1))?
         } else {
             self.log_end
         };
-        Ok(end.saturating_sub(self.offset_of(seq)?))
-    }
-
-    /// The blocks record `seq` stored, in its order: where the neighbours of
-    /// a long write's anchor are.
-    pub fn record_locs(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<Vec<(u64, Loc)>> {
-        let rec_off = self.offset_of(seq)?;
+        if end.saturating_sub(rec_off) > max_bytes {
+            return Ok(None);
+        }
         let h = self.read_record(seq, buf)?;
         format::record_block_locs(
             rec_off,
@@ -498,6 +505,7 @@ impl Index {
             self.header.block_size,
             self.header.size_bytes,
         )
+        .map(Some)
         .map_err(|e| StoreError::corrupted(&self.log_path, format!("record {}: {e}", h.seq)))
     }
 

@@ -142,27 +142,25 @@ impl Writer {
                     continue;
                 }
                 alignments += 1;
-                let idx = &self.idx;
-                let small =
-                    |s: Seq| -> Result<bool> { Ok(idx.record_len(s)? <= MAX_ALIGN_RECORD_BYTES) };
-                let seq = idx.record_holding(loc.offset_bytes)?;
-                if seq.0 == 0 || !small(seq)? {
+                let max = MAX_ALIGN_RECORD_BYTES;
+                let seq = self.idx.record_holding(loc.offset_bytes)?;
+                let Some(mut old) = self.idx.record_locs(seq, max, &mut rec)? else {
                     continue;
-                }
-                let mut old = idx.record_locs(seq, &mut rec)?;
+                };
                 let Some(mut j) = old.iter().position(|(_, l)| *l == loc) else {
                     continue;
                 };
-                let next = Seq(seq.0 + 1);
-                if n - i > old.len() - j && next <= idx.head().seq && small(next)? {
-                    old.extend(idx.record_locs(next, &mut rec)?);
+                if n - i > old.len() - j {
+                    if let Some(after) = self.idx.record_locs(Seq(seq.0 + 1), max, &mut rec)? {
+                        old.extend(after);
+                    }
                 }
-                let prev = Seq(seq.0 - 1);
-                if i > j && prev.0 > 0 && small(prev)? {
-                    let mut before = idx.record_locs(prev, &mut rec)?;
-                    j += before.len();
-                    before.append(&mut old);
-                    old = before;
+                if i > j {
+                    if let Some(mut before) = self.idx.record_locs(Seq(seq.0 - 1), max, &mut rec)? {
+                        j += before.len();
+                        before.append(&mut old);
+                        old = before;
+                    }
                 }
                 for (k, h) in hints.iter_mut().enumerate() {
                     let Some(&(_, l)) = (j + k).checked_sub(i).and_then(|at| old.get(at)) else {
