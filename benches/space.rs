@@ -32,7 +32,7 @@ use diskhist::store::layout;
 use diskhist::store::{Op, OpFlags, Store, Writer};
 use diskhist::testing::format::{
     parse_block_entries, read_record_at, record_body, BlockEntry, Encoding, RecordKind,
-    RECORD_HEADER_LEN, RECORD_TRAILER_LEN,
+    RECORD_TRAILER_LEN,
 };
 use diskhist::TimeNs;
 use std::os::unix::fs::MetadataExt;
@@ -184,7 +184,7 @@ fn log_bytes(store: &Path, block_size: u32) -> LogBytes {
             .unwrap_or_else(|f| panic!("{}: record at byte {at}: {f:?}", path.display()));
         let rec_len = buf.len() as u64;
         out.records += 1;
-        out.framing += (RECORD_HEADER_LEN + RECORD_TRAILER_LEN) as u64;
+        out.framing += (h.head_len() + RECORD_TRAILER_LEN) as u64;
         let body = record_body(&buf);
         if h.kind == RecordKind::Write {
             let bs = u64::from(block_size);
@@ -314,9 +314,9 @@ fn report(name: &str, dir: &Path, written: u64, secs: f64, target: f64) {
         per(log_meta, v)
     );
     println!(
-        "    record headers+trailers: {} x {} B = {:.2} B/version; block entry tags/lengths/references: {:.2} B/version",
+        "    record headers+trailers: {} records, {:.1} B each = {:.2} B/version; block entry tags/lengths/references: {:.2} B/version",
         log.records,
-        RECORD_HEADER_LEN + RECORD_TRAILER_LEN,
+        log.framing as f64 / log.records as f64,
         per(log.framing, v),
         per(log.entry_overhead, v)
     );

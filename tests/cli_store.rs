@@ -344,9 +344,10 @@ fn verify_names_the_first_damaged_record() {
     let log = f.store.join("log");
     let orig = std::fs::read(&log).unwrap();
     // Record 2 starts where record 1 ends: find it from the record length.
-    let len1 = u32::from_le_bytes(orig[4..8].try_into().unwrap()) as usize;
+    let len1 =
+        diskhist::testing::format::peek_record_len(orig[..8].try_into().unwrap()).unwrap() as usize;
     let mut bad = orig.clone();
-    bad[len1 + 150] ^= 0x01;
+    bad[len1 + 20] ^= 0x01;
     std::fs::write(&log, &bad).unwrap();
     diskhist_fails(&["verify", p(&f.store)], 1, "record #2 at log byte");
     std::fs::write(&log, &orig).unwrap();

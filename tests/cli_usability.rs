@@ -290,7 +290,8 @@ fn verify_json_carries_the_findings_and_the_status() {
     // nothing on standard error.
     let log = f.store.join("log");
     let mut bytes = std::fs::read(&log).unwrap();
-    let len1 = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let len1 = diskhist::testing::format::peek_record_len(bytes[..8].try_into().unwrap()).unwrap()
+        as usize;
     bytes[len1 + 150] ^= 1;
     std::fs::write(&log, &bytes).unwrap();
     let o = diskhist_output(&["verify", p(&f.store), "--json"]);

@@ -923,13 +923,14 @@ enum Tail {
     Zeros,
 }
 
-/// Offsets of the records of a log (walking `rec_len`, at bytes 4..8).
+/// Offsets of the records of a log (walking their lengths).
 fn record_offsets(log: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 8 <= log.len() {
         out.push(at);
-        at += u32::from_le_bytes(log[at + 4..at + 8].try_into().unwrap()) as usize;
+        let prefix = log[at..at + 8].try_into().unwrap();
+        at += diskhist::testing::format::peek_record_len(prefix).unwrap() as usize;
     }
     out
 }
@@ -974,7 +975,9 @@ fn torn_tail_case(tail: Tail, by_serve: bool) {
     let damage: Vec<u8> = match tail {
         Tail::TruncatedRecord => whole[last..last + (whole.len() - last) * 2 / 3].to_vec(),
         Tail::ShortGarbage => {
-            let mut g = vec![0u8; 50];
+            // Fewer bytes than the smallest record (26 in format 2): no
+            // whole record can be in them.
+            let mut g = vec![0u8; 20];
             seeded_rng(3).fill(&mut g);
             g
         }

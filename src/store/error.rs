@@ -18,8 +18,8 @@ pub enum StoreError {
     )]
     NotAStore(PathBuf),
     #[error(
-        "{path}: store format version {found}, but this diskhist reads version {expected}; \
-         use the diskhist release that wrote it{}",
+        "{path}: store format version {found}, but this diskhist reads versions {oldest} to \
+         {newest}; use the diskhist release that wrote it{}",
         if *checksum_ok { "" } else {
             " (or the header was damaged: its checksum does not match)"
         }
@@ -27,7 +27,8 @@ pub enum StoreError {
     Version {
         path: PathBuf,
         found: u32,
-        expected: u32,
+        oldest: u32,
+        newest: u32,
         /// False when the header's checksum fails too: damage is as likely.
         checksum_ok: bool,
     },

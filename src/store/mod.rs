@@ -338,8 +338,8 @@ impl Store {
             offset_bytes: h.offset_bytes,
             length_bytes: h.length_bytes,
             mark,
-            content_hash: h.content_hash,
-            chain: h.chain,
+            content_hash: h.content_hash.unwrap_or_default(),
+            chain: i.chain_at(&h)?,
         })
     }
 
@@ -538,7 +538,7 @@ impl RecordLeaf {
             flags: h.flags,
             offset_bytes: h.offset_bytes,
             length_bytes: h.length_bytes,
-            content_hash: h.content_hash,
+            content_hash: h.content_hash?,
         })
     }
 }

@@ -118,7 +118,8 @@ impl Op<'_> {
         format::chain_next(prev, &self.header(seq, time_ns, flags))
     }
 
-    /// The record header this operation gets (length and chain unset).
+    /// The record header this operation gets (length and link unset, format
+    /// 1 until the writer sets its store's).
     pub(crate) fn header(&self, seq: Seq, time_ns: TimeNs, flags: OpFlags) -> RecordHeader {
         let (offset_bytes, length_bytes) = self.range();
         RecordHeader {
@@ -129,8 +130,9 @@ impl Op<'_> {
             flags,
             offset_bytes,
             length_bytes,
-            content_hash: self.content_hash(),
-            chain: Hash32::default(),
+            content_hash: Some(self.content_hash()),
+            link: format::Link::Chain(Hash32::default()),
+            format: format::LogFormat::V1,
         }
     }
 }

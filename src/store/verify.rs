@@ -297,8 +297,8 @@ fn verify_once(
     let mut sealed_left: Vec<&TreeAnchor> = sealed.iter().collect();
     check_tree_anchors(&mut sealed_left, Seq(0), &c.tree, &mut c.report);
     while c.offset < c.log_len {
-        let Some(h) = c.read_next()? else { break };
-        if let Some(what) = c.check_record(&h)? {
+        let Some(mut h) = c.read_next()? else { break };
+        if let Some(what) = c.check_record(&mut h)? {
             c.report.problem = Some(Problem {
                 seq: Seq(c.report.records + 1),
                 offset_bytes: c.offset,
@@ -308,7 +308,7 @@ fn verify_once(
         }
         c.accept(&h);
         progress(c.offset, c.log_len);
-        check_anchors(&mut anchors_left, h.seq, &h.chain, &mut c.report);
+        check_anchors(&mut anchors_left, h.seq, &c.chain, &mut c.report);
         if !sealed_left.is_empty() {
             check_tree_anchors(&mut sealed_left, h.seq, &c.tree, &mut c.report);
         }
@@ -367,6 +367,8 @@ struct LogCheck {
     bytes_written: u64,
     manifest_through: u64,
     head_at_manifest: HeadAt,
+    /// The chain after the record last checked.
+    chain: Hash32,
     /// The Merkle tree over the records accepted so far.
     tree: crate::merkle::Frontier,
     /// Its stored-level subtrees up to the manifest's point, per level.
@@ -403,6 +405,7 @@ impl LogCheck {
             bytes_written: 0,
             manifest_through: manifest.map_or(0, |m| m.indexed_through.0),
             head_at_manifest: HeadAt::default(),
+            chain: Hash32::default(),
             tree: crate::merkle::Frontier::default(),
             tree_nodes: vec![Vec::new(); 8],
             buf: Vec::new(),
@@ -420,7 +423,7 @@ impl LogCheck {
                 Ok(h) => return Ok(Some(h)),
                 Err(f) => f,
             };
-        let torn = index::is_torn_tail(&self.log, offset, log_len);
+        let torn = index::is_torn_tail(&self.log, self.header.format, offset, log_len);
         if torn && self.live {
             self.report.notes.push(format!(
                 "a writer is recording: record {seq} at log byte {offset} was being \
@@ -453,8 +456,14 @@ impl LogCheck {
     /// What is wrong with the whole record in `buf`, if anything: its
     /// place in the sequence and the chain, its body, and its content
     /// against its content hash.
-    fn check_record(&mut self, h: &format::RecordHeader) -> Result<Option<String>> {
+    fn check_record(&mut self, h: &mut format::RecordHeader) -> Result<Option<String>> {
         let seq = Seq(self.report.records + 1);
+        if h.format != self.header.format {
+            return Ok(Some(format!(
+                "is a record of format {:?} in a log of format {:?}",
+                h.format, self.header.format
+            )));
+        }
         if h.seq != seq {
             return Ok(Some(format!(
                 "carries sequence number {} (records deleted, reordered or inserted)",
@@ -464,17 +473,26 @@ impl LogCheck {
         if self.report.last_time.is_some_and(|t| h.time_ns < t) {
             return Ok(Some("time goes backwards".into()));
         }
-        if format::chain_next(&self.report.chain, h) != h.chain {
-            return Ok(Some(
-                "chain hash does not follow from the previous record".into(),
-            ));
-        }
         let body = format::record_body(&self.buf);
         let g = (self.header.block_size, self.header.size_bytes);
-        match record_block_locs(self.offset, h, body, g.0, g.1) {
-            Ok(locs) => self.check_content(h, &locs),
-            Err(e) => Ok(Some(e.to_string())),
+        let locs = match record_block_locs(self.offset, h, body, g.0, g.1) {
+            Ok(locs) => locs,
+            Err(e) => return Ok(Some(e.to_string())),
+        };
+        if let Some(what) = self.check_content(h, &locs)? {
+            return Ok(Some(what));
         }
+        // Format 2 stores the chain whole every 256 records and a 4-byte
+        // check between: an edit whose CRC was recomputed shows here.
+        match h.chain_after(&self.report.chain) {
+            Some(chain) => self.chain = chain,
+            None => {
+                return Ok(Some(
+                    "chain hash does not follow from the previous record".into(),
+                ))
+            }
+        }
+        Ok(None)
     }
 
     /// Rebuild what record `h` wrote from its blocks (references followed)
@@ -483,7 +501,7 @@ impl LogCheck {
     /// references of later records and for the dedup runs' check.
     fn check_content(
         &mut self,
-        h: &format::RecordHeader,
+        h: &mut format::RecordHeader,
         locs: &[(u64, Loc)],
     ) -> Result<Option<String>> {
         let (offset, seq) = (self.offset, h.seq);
@@ -546,10 +564,15 @@ impl LogCheck {
             RecordKind::Mark => Hash32(*blake3::hash(format::record_body(&self.buf)).as_bytes()),
             _ => Hash32::default(),
         };
-        if expect != h.content_hash {
-            return Ok(Some(
-                "content does not match the record's content hash".into(),
-            ));
+        match h.content_hash {
+            // Format 1 stores it: the blocks must give it back.
+            Some(stored) if stored != expect => {
+                return Ok(Some(
+                    "content does not match the record's content hash".into(),
+                ));
+            }
+            Some(_) => {}
+            None => h.content_hash = Some(expect),
         }
         self.stored.extend(stored_here);
         Ok(None)
@@ -557,7 +580,7 @@ impl LogCheck {
 
     /// Count record `h` (checked) as part of the history verified.
     fn accept(&mut self, h: &format::RecordHeader) {
-        self.report.chain = h.chain;
+        self.report.chain = self.chain;
         self.report.last_time = Some(h.time_ns);
         self.report.records += 1;
         if h.kind != RecordKind::Mark {
@@ -576,7 +599,7 @@ impl LogCheck {
         });
         if h.seq.0 == self.manifest_through {
             self.head_at_manifest = HeadAt {
-                chain: h.chain,
+                chain: self.chain,
                 time_ns: h.time_ns,
                 log_end: self.offset,
                 bytes_written: self.bytes_written,

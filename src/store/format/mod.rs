@@ -22,7 +22,11 @@ use crate::le::{u32_at, u64_at};
 use crate::units::TimeNs;
 
 pub const HEADER_MAGIC: &[u8; 8] = b"DISKHIST";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version new stores get: 2, compact records (see [`record`]).
+/// Stores of version 1 are still read and written in their own format.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this release reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 const H_VERSION: usize = 8;
 const H_BLOCK_SIZE: usize = H_VERSION + 4;
@@ -37,6 +41,8 @@ pub const MAX_BLOCK_SIZE: u32 = 65536;
 /// The store's fixed description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreHeader {
+    /// The log's record format: the header's version field.
+    pub format: LogFormat,
     pub block_size: u32,
     pub size_bytes: u64,
     pub created_ns: TimeNs,
@@ -57,7 +63,11 @@ pub enum HeaderFault {
 pub fn encode_header(h: &StoreHeader) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[..8].copy_from_slice(HEADER_MAGIC);
-    b[H_VERSION..H_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let version: u32 = match h.format {
+        LogFormat::V1 => 1,
+        LogFormat::V2 => 2,
+    };
+    b[H_VERSION..H_VERSION + 4].copy_from_slice(&version.to_le_bytes());
     b[H_BLOCK_SIZE..H_BLOCK_SIZE + 4].copy_from_slice(&h.block_size.to_le_bytes());
     b[H_SIZE..H_SIZE + 8].copy_from_slice(&h.size_bytes.to_le_bytes());
     b[H_CREATED..H_CREATED + 8].copy_from_slice(&h.created_ns.0.to_le_bytes());
@@ -83,12 +93,12 @@ pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
         });
     }
     let version = u32_at(b, H_VERSION);
-    if version != FORMAT_VERSION {
+    let Some(format) = LogFormat::of_version(version) else {
         return Err(HeaderFault::Version {
             found: version,
             checksum_ok: crc_ok,
         });
-    }
+    };
     if b.len() != HEADER_LEN {
         return Err(HeaderFault::Corrupt("header file has the wrong length"));
     }
@@ -98,6 +108,7 @@ pub fn decode_header(b: &[u8]) -> Result<StoreHeader, HeaderFault> {
         ));
     }
     let h = StoreHeader {
+        format,
         block_size: u32_at(b, H_BLOCK_SIZE),
         size_bytes: u64_at(b, H_SIZE),
         created_ns: TimeNs(u64_at(b, H_CREATED) as i64),
@@ -120,6 +131,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_version() {
         let h = StoreHeader {
+            format: LogFormat::V2,
             block_size: 4096,
             size_bytes: 1 << 30,
             created_ns: TimeNs(1),
@@ -143,14 +155,20 @@ mod tests {
                 "flip at {i} not reported as damage: {fault:?}"
             );
         }
-        // A later format with a valid checksum is another version.
-        b[H_VERSION] = 2;
+        // The version names the record format; a later one with a valid
+        // checksum is another version.
+        let v1 = StoreHeader {
+            format: LogFormat::V1,
+            ..h
+        };
+        assert_eq!(decode_header(&encode_header(&v1)), Ok(v1));
+        b[H_VERSION] = 3;
         let crc = crc32c::crc32c(&b[..H_CRC]);
         b[H_CRC..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_header(&b),
             Err(HeaderFault::Version {
-                found: 2,
+                found: 3,
                 checksum_ok: true
             })
         );

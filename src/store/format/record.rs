@@ -40,6 +40,37 @@
 //!   - `3` reference to content stored earlier: `u8` encoding (1 raw,
 //!     2 lz4), `u32` stored length, `u64` log offset of the stored bytes.
 //!
+//! # Record format 2 (stores of format version 2, written since 2026-12)
+//!
+//! Format 1 spent 116 bytes on each record's framing, 64 of them on two
+//! hashes that can be recomputed. A format 2 record keeps only what cannot:
+//!
+//! ```text
+//!  0     1          2     3        7          15
+//!  +-----+----------+-----+--------+----------+------------------------------+
+//!  |0xD2 |kind|units|flags|rec_len | time_ns  | seq, offset, length (varints)|
+//!  +-----+----------+-----+--------+----------+------------------------------+
+//!  +------------------------------+------------------------+------------------+
+//!  | chain: low 4 bytes, or all   | body (as in format 1)  | crc32c(0..len-4) |
+//!  | 32 when seq % 256 == 0       |                        |                  |
+//!  +------------------------------+------------------------+------------------+
+//! ```
+//!
+//! - Byte 1 holds the kind in its low 4 bits and [`SECTOR_UNITS`] (0x10):
+//!   when set, offset and length count 512-byte sectors, else bytes. Other
+//!   bits are zero. Varints are LEB128, in their shortest form.
+//! - The content hash is not stored: it is BLAKE3 of the bytes written,
+//!   rebuilt from the blocks (references followed), or of the mark's name.
+//!   Canonical content, chain and Merkle leaf are defined exactly as in
+//!   format 1, so a history copied between formats keeps its chain.
+//! - The chain is stored whole every [`CHAIN_EVERY`] records and as its
+//!   first 4 bytes (a check) in the others: record *n*'s chain is computed
+//!   from the last whole one before it, and every record still says whether
+//!   it follows from the one before (a 2^-32 chance of missing an edit that
+//!   recomputed the CRC but not the chain; the whole chain every 256
+//!   records, the index's manifest, `sessions` and seals catch those).
+//! - A random 4 KiB write costs 30 bytes of framing, where format 1 cost 116.
+//!
 //! # Torn and corrupt records
 //!
 //! A record is whole when its magic is right, `rec_len` fits in the file,
@@ -49,13 +80,15 @@
 //! there (and says so). `verify` goes further and recomputes every
 //! `content_hash` from the blocks, following references.
 
-use crate::le::{u32_at, u64_at};
+use crate::le::{get_varint, put_varint, u32_at, u64_at, varint_len};
 use crate::store::op::OpFlags;
 use crate::units::{Hash32, Seq, TimeNs};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 pub const RECORD_MAGIC: &[u8; 4] = b"DHRC";
+/// First byte of a format 2 record.
+pub const RECORD_MAGIC_V2: u8 = 0xD2;
 const R_LEN: usize = 4;
 const R_SEQ: usize = R_LEN + 4;
 const R_TIME: usize = R_SEQ + 8;
@@ -65,8 +98,23 @@ const R_OFFSET: usize = R_FLAGS + 1 + 6;
 const R_LENGTH: usize = R_OFFSET + 8;
 const R_CONTENT: usize = R_LENGTH + 8;
 const R_CHAIN: usize = R_CONTENT + 32;
+/// Bytes of a format 1 record's header.
 pub const RECORD_HEADER_LEN: usize = R_CHAIN + 32;
 pub const RECORD_TRAILER_LEN: usize = 4;
+// Format 2: fixed fields, then varints.
+const V2_KIND: usize = 1;
+const V2_FLAGS: usize = 2;
+const V2_LEN: usize = 3;
+const V2_TIME: usize = 7;
+const V2_VARINTS: usize = 15;
+/// Format 2, byte 1: offset and length count 512-byte sectors.
+pub const SECTOR_UNITS: u8 = 0x10;
+const SECTOR: u64 = 512;
+/// A format 2 record whose seq is a multiple of this carries its whole
+/// chain; the others its first 4 bytes.
+pub const CHAIN_EVERY: u64 = 256;
+/// Bytes of the chain check a format 2 record carries when not whole.
+const CHAIN_CHECK_LEN: usize = 4;
 /// Largest record accepted when reading: bounds what a corrupt length can
 /// make a reader allocate. Producers split larger operations.
 pub const MAX_RECORD_LEN: u32 = 256 << 20;
@@ -77,6 +125,43 @@ pub const TAG_ZERO: u8 = 0;
 pub const TAG_RAW: u8 = 1;
 pub const TAG_LZ4: u8 = 2;
 pub const TAG_REF: u8 = 3;
+
+/// Which record layout a log holds; the store header's version says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// 112-byte headers holding the content hash and the whole chain.
+    V1,
+    /// Compact headers (see the module docs).
+    V2,
+}
+
+impl LogFormat {
+    /// The record format of a store of header version `version`.
+    pub fn of_version(version: u32) -> Option<LogFormat> {
+        match version {
+            1 => Some(LogFormat::V1),
+            2 => Some(LogFormat::V2),
+            _ => None,
+        }
+    }
+
+    /// The smallest whole record of this format.
+    pub fn min_record_len(self) -> u32 {
+        match self {
+            LogFormat::V1 => (RECORD_HEADER_LEN + RECORD_TRAILER_LEN) as u32,
+            LogFormat::V2 => (V2_VARINTS + 3 + CHAIN_CHECK_LEN + RECORD_TRAILER_LEN) as u32,
+        }
+    }
+
+    /// The format whose magic begins `prefix`, if any.
+    fn of_prefix(prefix: &[u8]) -> Option<LogFormat> {
+        match prefix.first() {
+            Some(&RECORD_MAGIC_V2) => Some(LogFormat::V2),
+            Some(_) if prefix.len() >= 4 && &prefix[..4] == RECORD_MAGIC => Some(LogFormat::V1),
+            _ => None,
+        }
+    }
+}
 
 /// How a block's content is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,7 +231,47 @@ impl RecordKind {
     }
 }
 
-/// The fixed-size head of a record.
+/// How a record is linked into the chain, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The whole chain hash after this record.
+    Chain(Hash32),
+    /// Its first 4 bytes, little-endian (format 2, between whole chains).
+    Check(u32),
+}
+
+impl Link {
+    /// What a record of `format` numbered `seq` stores of `chain`.
+    pub fn of(format: LogFormat, seq: Seq, chain: Hash32) -> Link {
+        if format == LogFormat::V1 || seq.0 % CHAIN_EVERY == 0 {
+            Link::Chain(chain)
+        } else {
+            Link::Check(chain_check(&chain))
+        }
+    }
+
+    /// Does `chain`, recomputed, match what is stored?
+    pub fn admits(&self, chain: &Hash32) -> bool {
+        match self {
+            Link::Chain(c) => c == chain,
+            Link::Check(c) => *c == chain_check(chain),
+        }
+    }
+
+    /// The whole chain, when stored.
+    pub fn chain(&self) -> Option<Hash32> {
+        match self {
+            Link::Chain(c) => Some(*c),
+            Link::Check(_) => None,
+        }
+    }
+}
+
+fn chain_check(chain: &Hash32) -> u32 {
+    u32_at(&chain.0, 0)
+}
+
+/// The head of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
     pub record_len: u32,
@@ -156,8 +281,11 @@ pub struct RecordHeader {
     pub flags: OpFlags,
     pub offset_bytes: u64,
     pub length_bytes: u64,
-    pub content_hash: Hash32,
-    pub chain: Hash32,
+    /// `None` for a format 2 write read from the log, until rebuilt from
+    /// its blocks (see `Index::read_record`): that format does not store it.
+    pub content_hash: Option<Hash32>,
+    pub link: Link,
+    pub format: LogFormat,
 }
 
 /// Why bytes at some log offset are not a whole record.
@@ -169,6 +297,8 @@ pub enum RecordFault {
     BadLength(u32),
     BadKind(u8),
     BadCrc,
+    /// A format 2 header that does not decode (its checksum matched).
+    BadHeader(&'static str),
 }
 
 impl std::fmt::Display for RecordFault {
@@ -179,6 +309,7 @@ impl std::fmt::Display for RecordFault {
             RecordFault::BadLength(n) => write!(f, "impossible record length {n}"),
             RecordFault::BadKind(k) => write!(f, "unknown record kind {k}"),
             RecordFault::BadCrc => write!(f, "checksum mismatch"),
+            RecordFault::BadHeader(why) => write!(f, "record header does not decode: {why}"),
         }
     }
 }
@@ -187,35 +318,58 @@ fn hash_at(b: &[u8], at: usize) -> Hash32 {
     Hash32(b[at..at + 32].try_into().unwrap())
 }
 
-/// Validate the first 8 bytes of a record and return its total length.
+/// Validate the first 8 bytes of a record (either format) and return its
+/// total length.
 pub fn peek_record_len(prefix: &[u8; 8]) -> Result<u32, RecordFault> {
-    if &prefix[..4] != RECORD_MAGIC {
-        return Err(RecordFault::BadMagic);
-    }
-    let len = u32_at(prefix, R_LEN);
-    let min = (RECORD_HEADER_LEN + RECORD_TRAILER_LEN) as u32;
-    if !(min..=MAX_RECORD_LEN).contains(&len) {
+    let (len, format) = match LogFormat::of_prefix(prefix) {
+        Some(LogFormat::V1) => (u32_at(prefix, R_LEN), LogFormat::V1),
+        Some(LogFormat::V2) => (u32_at(prefix, V2_LEN), LogFormat::V2),
+        None => return Err(RecordFault::BadMagic),
+    };
+    if !(format.min_record_len()..=MAX_RECORD_LEN).contains(&len) {
         return Err(RecordFault::BadLength(len));
     }
     Ok(len)
 }
 
-/// Bytes at the start of a record that [`record_identity`] reads.
+/// Bytes at the start of a record that [`record_identity`] reads: every
+/// record of either format is longer.
 pub const RECORD_IDENTITY_LEN: usize = R_KIND;
 
-/// The sequence number and time in the first bytes of a record, without
-/// checking its checksum (the caller only matches them against an index
-/// entry); `None` if the magic is wrong.
-pub fn record_identity(prefix: &[u8; RECORD_IDENTITY_LEN]) -> Option<(Seq, TimeNs)> {
-    (&prefix[..4] == RECORD_MAGIC).then(|| {
-        (
+/// The sequence number, time and kind in the first bytes of a record,
+/// without checking its checksum (the caller only matches them against an
+/// index entry); `None` if the magic is wrong or they do not decode.
+pub fn record_identity(
+    prefix: &[u8; RECORD_IDENTITY_LEN],
+) -> Option<(Seq, TimeNs, Option<RecordKind>)> {
+    match LogFormat::of_prefix(prefix)? {
+        // A format 1 record's kind follows the identity; the caller reads
+        // it with [`kind_after_identity`].
+        LogFormat::V1 => Some((
             Seq(u64_at(prefix, R_SEQ)),
             TimeNs(u64_at(prefix, R_TIME) as i64),
-        )
-    })
+            None,
+        )),
+        LogFormat::V2 => {
+            let mut rest = &prefix[V2_VARINTS..];
+            let seq = get_varint(&mut rest)?;
+            Some((
+                Seq(seq),
+                TimeNs(u64_at(prefix, V2_TIME) as i64),
+                RecordKind::from_u8(prefix[V2_KIND] & 0x0f),
+            ))
+        }
+    }
 }
 
-/// Check the checksum of a whole record and decode its header.
+/// The kind of a format 1 record, from the byte after its identity.
+pub fn kind_after_identity(byte: u8) -> Option<RecordKind> {
+    RecordKind::from_u8(byte)
+}
+
+/// Check the checksum of a whole record (either format) and decode its
+/// header. A format 2 write's content hash is left `None`: see
+/// [`RecordHeader::content_hash`].
 pub fn decode_record(rec: &[u8]) -> Result<RecordHeader, RecordFault> {
     if rec.len() < 8 {
         return Err(RecordFault::Truncated);
@@ -228,6 +382,9 @@ pub fn decode_record(rec: &[u8]) -> Result<RecordHeader, RecordFault> {
     if crc32c::crc32c(&rec[..body_end]) != u32_at(rec, body_end) {
         return Err(RecordFault::BadCrc);
     }
+    if rec[0] == RECORD_MAGIC_V2 {
+        return decode_v2(rec, len);
+    }
     let kind = RecordKind::from_u8(rec[R_KIND]).ok_or(RecordFault::BadKind(rec[R_KIND]))?;
     Ok(RecordHeader {
         record_len: len,
@@ -237,14 +394,98 @@ pub fn decode_record(rec: &[u8]) -> Result<RecordHeader, RecordFault> {
         flags: OpFlags(rec[R_FLAGS]),
         offset_bytes: u64_at(rec, R_OFFSET),
         length_bytes: u64_at(rec, R_LENGTH),
-        content_hash: hash_at(rec, R_CONTENT),
-        chain: hash_at(rec, R_CHAIN),
+        content_hash: Some(hash_at(rec, R_CONTENT)),
+        link: Link::Chain(hash_at(rec, R_CHAIN)),
+        format: LogFormat::V1,
     })
 }
 
-/// The body of a whole record (between header and checksum).
+/// A format 2 header, its checksum already matched.
+fn decode_v2(rec: &[u8], len: u32) -> Result<RecordHeader, RecordFault> {
+    let byte = rec[V2_KIND];
+    let kind = RecordKind::from_u8(byte & 0x0f).ok_or(RecordFault::BadKind(byte & 0x0f))?;
+    if byte & !(0x0f | SECTOR_UNITS) != 0 {
+        return Err(RecordFault::BadHeader("unknown bits in the kind byte"));
+    }
+    let body_end = rec.len() - RECORD_TRAILER_LEN;
+    let mut rest = &rec[V2_VARINTS..body_end];
+    let field = |rest: &mut &[u8]| -> Result<u64, RecordFault> {
+        let before = rest.len();
+        let v = get_varint(rest).ok_or(RecordFault::BadHeader("a varint runs past the header"))?;
+        if before - rest.len() != varint_len(v) {
+            return Err(RecordFault::BadHeader(
+                "a varint is not in its shortest form",
+            ));
+        }
+        Ok(v)
+    };
+    let seq = field(&mut rest)?;
+    let (mut offset_bytes, mut length_bytes) = (field(&mut rest)?, field(&mut rest)?);
+    if byte & SECTOR_UNITS != 0 {
+        offset_bytes = offset_bytes
+            .checked_mul(SECTOR)
+            .ok_or(RecordFault::BadHeader("offset overflows"))?;
+        length_bytes = length_bytes
+            .checked_mul(SECTOR)
+            .ok_or(RecordFault::BadHeader("length overflows"))?;
+    } else if offset_bytes % SECTOR == 0 && length_bytes % SECTOR == 0 {
+        // One history, one encoding: the writer uses sectors when it can.
+        return Err(RecordFault::BadHeader(
+            "byte units for a sector-aligned range",
+        ));
+    }
+    let whole = seq % CHAIN_EVERY == 0;
+    let link_len = if whole { 32 } else { CHAIN_CHECK_LEN };
+    if rest.len() < link_len {
+        return Err(RecordFault::BadHeader("the chain runs past the record"));
+    }
+    let link = if whole {
+        Link::Chain(hash_at(rest, 0))
+    } else {
+        Link::Check(u32_at(rest, 0))
+    };
+    let mut h = RecordHeader {
+        record_len: len,
+        seq: Seq(seq),
+        time_ns: TimeNs(u64_at(rec, V2_TIME) as i64),
+        kind,
+        flags: OpFlags(rec[V2_FLAGS]),
+        offset_bytes,
+        length_bytes,
+        content_hash: None,
+        link,
+        format: LogFormat::V2,
+    };
+    h.content_hash = match kind {
+        RecordKind::Write => None,
+        RecordKind::Mark => Some(Hash32(*blake3::hash(record_body(rec)).as_bytes())),
+        _ => Some(Hash32::default()),
+    };
+    Ok(h)
+}
+
+/// The body of a whole record of either format (between header and
+/// checksum). The record must have decoded.
 pub fn record_body(rec: &[u8]) -> &[u8] {
-    &rec[RECORD_HEADER_LEN..rec.len() - RECORD_TRAILER_LEN]
+    let end = rec.len() - RECORD_TRAILER_LEN;
+    if rec.first() != Some(&RECORD_MAGIC_V2) {
+        return &rec[RECORD_HEADER_LEN..end];
+    }
+    let mut rest = &rec[V2_VARINTS..end];
+    let mut seq = 0;
+    for i in 0..3 {
+        let v = get_varint(&mut rest).unwrap_or(0);
+        if i == 0 {
+            seq = v;
+        }
+    }
+    let link_len = if seq % CHAIN_EVERY == 0 {
+        32
+    } else {
+        CHAIN_CHECK_LEN
+    };
+    let at = end - rest.len() + link_len;
+    &rec[at.min(end)..end]
 }
 
 /// Bytes of a record's canonical content ([`RecordHeader::canonical`]).
@@ -252,10 +493,16 @@ pub const CANONICAL_LEN: usize = 66;
 
 impl RecordHeader {
     /// The canonical content: `seq, time_ns, kind, flags, offset_bytes,
-    /// length_bytes` encoded as in the header (8+8+1+1+8+8 = 34 bytes, no
-    /// padding), then the 32-byte `content_hash`. What the chain hashes,
-    /// and the leaf data of the record's Merkle tree leaf.
+    /// length_bytes` encoded as in the format 1 header (8+8+1+1+8+8 = 34
+    /// bytes, no padding), then the 32-byte content hash. What the chain
+    /// hashes, and the leaf data of the record's Merkle tree leaf.
+    ///
+    /// Panics if the content hash is unknown (a format 2 write not yet
+    /// rebuilt): that is a bug in the caller, never a property of the data.
     pub fn canonical(&self) -> [u8; CANONICAL_LEN] {
+        let content = self
+            .content_hash
+            .expect("the content hash of a format 2 write is rebuilt before it is used");
         let mut canon = [0u8; CANONICAL_LEN];
         canon[0..8].copy_from_slice(&self.seq.0.to_le_bytes());
         canon[8..16].copy_from_slice(&self.time_ns.0.to_le_bytes());
@@ -263,7 +510,7 @@ impl RecordHeader {
         canon[17] = self.flags.0;
         canon[18..26].copy_from_slice(&self.offset_bytes.to_le_bytes());
         canon[26..34].copy_from_slice(&self.length_bytes.to_le_bytes());
-        canon[34..].copy_from_slice(&self.content_hash.0);
+        canon[34..].copy_from_slice(&content.0);
         canon
     }
 
@@ -271,10 +518,49 @@ impl RecordHeader {
     pub fn leaf_hash(&self) -> Hash32 {
         crate::merkle::leaf_hash(&self.canonical())
     }
+
+    /// Bytes of this record's header in its format.
+    pub fn head_len(&self) -> usize {
+        match self.format {
+            LogFormat::V1 => RECORD_HEADER_LEN,
+            LogFormat::V2 => {
+                let (off, len) = self.v2_range();
+                V2_VARINTS
+                    + varint_len(self.seq.0)
+                    + varint_len(off)
+                    + varint_len(len)
+                    + if self.seq.0 % CHAIN_EVERY == 0 {
+                        32
+                    } else {
+                        CHAIN_CHECK_LEN
+                    }
+            }
+        }
+    }
+
+    /// Format 2's stored range: in sectors when both ends are aligned.
+    fn v2_range(&self) -> (u64, u64) {
+        if self.sector_units() {
+            (self.offset_bytes / SECTOR, self.length_bytes / SECTOR)
+        } else {
+            (self.offset_bytes, self.length_bytes)
+        }
+    }
+
+    fn sector_units(&self) -> bool {
+        self.offset_bytes % SECTOR == 0 && self.length_bytes % SECTOR == 0
+    }
+
+    /// The chain after this record, given the chain before it, if what the
+    /// record stores of its chain admits it.
+    pub fn chain_after(&self, prev: &Hash32) -> Option<Hash32> {
+        let chain = chain_next(prev, self);
+        self.link.admits(&chain).then_some(chain)
+    }
 }
 
 /// The header fields of the canonical content `c`, if it is one (a known
-/// kind); length and chain unset.
+/// kind); length unset, link a zero chain, format 1.
 pub fn decode_canonical(c: &[u8; CANONICAL_LEN]) -> Option<RecordHeader> {
     Some(RecordHeader {
         record_len: 0,
@@ -284,14 +570,16 @@ pub fn decode_canonical(c: &[u8; CANONICAL_LEN]) -> Option<RecordHeader> {
         flags: OpFlags(c[17]),
         offset_bytes: u64_at(c, 18),
         length_bytes: u64_at(c, 26),
-        content_hash: hash_at(c, 34),
-        chain: Hash32::default(),
+        content_hash: Some(hash_at(c, 34)),
+        link: Link::Chain(Hash32::default()),
+        format: LogFormat::V1,
     })
 }
 
-/// Decode the header at the start of a record without its checksum (which
-/// needs the whole record): for reading the canonical content of a record
-/// already checked once. `None` if the magic or kind is wrong.
+/// Decode the header at the start of a format 1 record without its
+/// checksum (which needs the whole record): for reading the canonical
+/// content of a record already checked once. `None` if the magic or kind
+/// is wrong (a format 2 record stores no content hash to read).
 pub fn decode_header_unchecked(b: &[u8; RECORD_HEADER_LEN]) -> Option<RecordHeader> {
     if &b[..4] != RECORD_MAGIC {
         return None;
@@ -304,8 +592,9 @@ pub fn decode_header_unchecked(b: &[u8; RECORD_HEADER_LEN]) -> Option<RecordHead
         flags: OpFlags(b[R_FLAGS]),
         offset_bytes: u64_at(b, R_OFFSET),
         length_bytes: u64_at(b, R_LENGTH),
-        content_hash: hash_at(b, R_CONTENT),
-        chain: hash_at(b, R_CHAIN),
+        content_hash: Some(hash_at(b, R_CONTENT)),
+        link: Link::Chain(hash_at(b, R_CHAIN)),
+        format: LogFormat::V1,
     })
 }
 
@@ -317,27 +606,59 @@ pub fn chain_next(prev: &Hash32, h: &RecordHeader) -> Hash32 {
     Hash32(*hasher.finalize().as_bytes())
 }
 
-/// Start a record: reserve the header; the body is appended by the caller
-/// and [`finish_record`] fills in length, header fields and checksum.
-pub fn begin_record(buf: &mut Vec<u8>) {
+/// Start record `h` (its format, seq and range set): reserve its header;
+/// the body is appended by the caller and [`finish_record`] fills in
+/// length, header fields and checksum.
+pub fn begin_record(buf: &mut Vec<u8>, h: &RecordHeader) {
     buf.clear();
-    buf.resize(RECORD_HEADER_LEN, 0);
+    buf.resize(h.head_len(), 0);
 }
 
-/// Fill in the header of a record begun with [`begin_record`] and append
-/// its checksum. `h.record_len` is computed here.
+/// Fill in the header of a record begun with [`begin_record`] for the same
+/// `h` and append its checksum. `h.record_len` is computed here; `h.link`
+/// must be set.
 pub fn finish_record(buf: &mut Vec<u8>, h: &mut RecordHeader) {
     h.record_len = (buf.len() + RECORD_TRAILER_LEN) as u32;
-    buf[..4].copy_from_slice(RECORD_MAGIC);
-    buf[R_LEN..R_LEN + 4].copy_from_slice(&h.record_len.to_le_bytes());
-    buf[R_SEQ..R_SEQ + 8].copy_from_slice(&h.seq.0.to_le_bytes());
-    buf[R_TIME..R_TIME + 8].copy_from_slice(&h.time_ns.0.to_le_bytes());
-    buf[R_KIND] = h.kind as u8;
-    buf[R_FLAGS] = h.flags.0;
-    buf[R_OFFSET..R_OFFSET + 8].copy_from_slice(&h.offset_bytes.to_le_bytes());
-    buf[R_LENGTH..R_LENGTH + 8].copy_from_slice(&h.length_bytes.to_le_bytes());
-    buf[R_CONTENT..R_CONTENT + 32].copy_from_slice(&h.content_hash.0);
-    buf[R_CHAIN..R_CHAIN + 32].copy_from_slice(&h.chain.0);
+    match h.format {
+        LogFormat::V1 => {
+            let (Link::Chain(chain), Some(content)) = (h.link, h.content_hash) else {
+                panic!("a format 1 record stores its whole chain and content hash");
+            };
+            buf[..4].copy_from_slice(RECORD_MAGIC);
+            buf[R_LEN..R_LEN + 4].copy_from_slice(&h.record_len.to_le_bytes());
+            buf[R_SEQ..R_SEQ + 8].copy_from_slice(&h.seq.0.to_le_bytes());
+            buf[R_TIME..R_TIME + 8].copy_from_slice(&h.time_ns.0.to_le_bytes());
+            buf[R_KIND] = h.kind as u8;
+            buf[R_FLAGS] = h.flags.0;
+            buf[R_OFFSET..R_OFFSET + 8].copy_from_slice(&h.offset_bytes.to_le_bytes());
+            buf[R_LENGTH..R_LENGTH + 8].copy_from_slice(&h.length_bytes.to_le_bytes());
+            buf[R_CONTENT..R_CONTENT + 32].copy_from_slice(&content.0);
+            buf[R_CHAIN..R_CHAIN + 32].copy_from_slice(&chain.0);
+        }
+        LogFormat::V2 => {
+            let mut head = Vec::with_capacity(h.head_len());
+            head.push(RECORD_MAGIC_V2);
+            head.push(h.kind as u8 | if h.sector_units() { SECTOR_UNITS } else { 0 });
+            head.push(h.flags.0);
+            head.extend_from_slice(&h.record_len.to_le_bytes());
+            head.extend_from_slice(&h.time_ns.0.to_le_bytes());
+            let (off, len) = h.v2_range();
+            for v in [h.seq.0, off, len] {
+                put_varint(&mut head, v);
+            }
+            match h.link {
+                Link::Chain(c) => head.extend_from_slice(&c.0),
+                Link::Check(c) => head.extend_from_slice(&c.to_le_bytes()),
+            }
+            assert_eq!(head.len(), h.head_len(), "format 2 header length");
+            assert_eq!(
+                matches!(h.link, Link::Chain(_)),
+                h.seq.0 % CHAIN_EVERY == 0,
+                "format 2 stores the whole chain exactly every {CHAIN_EVERY} records"
+            );
+            buf[..head.len()].copy_from_slice(&head);
+        }
+    }
     let crc = crc32c::crc32c(buf);
     buf.extend_from_slice(&crc.to_le_bytes());
 }
@@ -552,6 +873,31 @@ pub fn partial_blocks(offset_bytes: u64, length_bytes: u64, block_size: u32) -> 
     out
 }
 
+/// The content hash of Write `h`, rebuilt from its blocks `locs` (from
+/// [`record_block_locs`]): BLAKE3 of the bytes it wrote. `fill(loc, out)`
+/// decodes one stored block into `out`.
+pub fn rebuild_content_hash<E>(
+    h: &RecordHeader,
+    locs: &[(u64, Loc)],
+    block_size: u32,
+    mut fill: impl FnMut(Loc, &mut [u8]) -> Result<(), E>,
+) -> Result<Hash32, E> {
+    let bs = u64::from(block_size);
+    let end = h.offset_bytes + h.length_bytes;
+    let mut block = vec![0u8; block_size as usize];
+    let mut hasher = blake3::Hasher::new();
+    for &(b, loc) in locs {
+        if loc.encoding == Encoding::Zero {
+            block.fill(0);
+        } else {
+            fill(loc, &mut block)?;
+        }
+        let (lo, hi) = ((b * bs).max(h.offset_bytes), ((b + 1) * bs).min(end));
+        hasher.update(&block[(lo - b * bs) as usize..(hi - b * bs) as usize]);
+    }
+    Ok(Hash32(*hasher.finalize().as_bytes()))
+}
+
 /// Read one whole record at `offset`, checking only its framing and crc.
 pub fn read_record_at(
     log: &File,
@@ -589,7 +935,7 @@ pub fn record_block_locs(
         .offset_bytes
         .checked_add(h.length_bytes)
         .ok_or(BodyFault::RangeOverflow)?;
-    let stored_base = rec_offset + RECORD_HEADER_LEN as u64;
+    let stored_base = rec_offset + h.head_len() as u64;
     let to_loc = |e: BlockEntry| match e {
         BlockEntry::Zero => Loc::ZERO,
         BlockEntry::Stored {
@@ -678,34 +1024,125 @@ pub fn record_block_locs(
 mod tests {
     use super::*;
 
-    #[test]
-    fn record_round_trip_and_corruption() {
-        let mut buf = Vec::new();
-        begin_record(&mut buf);
-        buf.extend_from_slice(b"evidence");
+    fn mark(format: LogFormat, seq: u64) -> (Vec<u8>, RecordHeader) {
+        let name = b"evidence";
+        let chain = Hash32([9; 32]);
         let mut h = RecordHeader {
             record_len: 0,
-            seq: Seq(7),
+            seq: Seq(seq),
             time_ns: TimeNs(-5),
             kind: RecordKind::Mark,
             flags: OpFlags::FUA,
             offset_bytes: 0,
-            length_bytes: 8,
-            content_hash: Hash32([3; 32]),
-            chain: Hash32([9; 32]),
+            length_bytes: name.len() as u64,
+            content_hash: Some(Hash32(*blake3::hash(name).as_bytes())),
+            link: Link::of(format, Seq(seq), chain),
+            format,
         };
+        let mut buf = Vec::new();
+        begin_record(&mut buf, &h);
+        buf.extend_from_slice(name);
         finish_record(&mut buf, &mut h);
-        assert_eq!(decode_record(&buf), Ok(h));
-        assert_eq!(record_body(&buf), b"evidence");
-        for i in 0..buf.len() {
-            let mut bad = buf.clone();
-            bad[i] ^= 0x40;
-            assert!(decode_record(&bad).is_err(), "flip at {i} undetected");
+        (buf, h)
+    }
+
+    #[test]
+    fn record_round_trip_and_corruption() {
+        for (format, seq) in [(LogFormat::V1, 7), (LogFormat::V2, 7), (LogFormat::V2, 512)] {
+            let (buf, h) = mark(format, seq);
+            assert_eq!(decode_record(&buf), Ok(h), "{format:?} {seq}");
+            assert_eq!(record_body(&buf), b"evidence");
+            assert_eq!(buf.len(), h.head_len() + 8 + RECORD_TRAILER_LEN);
+            for i in 0..buf.len() {
+                let mut bad = buf.clone();
+                bad[i] ^= 0x40;
+                assert!(
+                    decode_record(&bad).is_err(),
+                    "{format:?}: flip at {i} undetected"
+                );
+            }
+            assert_eq!(
+                decode_record(&buf[..buf.len() - 1]),
+                Err(RecordFault::Truncated)
+            );
+            let prefix: &[u8; RECORD_IDENTITY_LEN] = buf[..RECORD_IDENTITY_LEN].try_into().unwrap();
+            let (s, t, _) = record_identity(prefix).unwrap();
+            assert_eq!((s, t), (Seq(seq), TimeNs(-5)));
         }
-        assert_eq!(
-            decode_record(&buf[..buf.len() - 1]),
-            Err(RecordFault::Truncated)
+        // Format 2 keeps what cannot be recomputed: a mark of 8 bytes at
+        // record 7 takes 15 fixed bytes, 3 varints, a 4-byte chain check,
+        // the name and the CRC; at record 512 the whole chain.
+        assert_eq!(mark(LogFormat::V2, 7).0.len(), 15 + 3 + 4 + 8 + 4);
+        assert_eq!(mark(LogFormat::V2, 512).0.len(), 15 + 4 + 32 + 8 + 4);
+        assert_eq!(mark(LogFormat::V1, 7).0.len(), 112 + 8 + 4);
+    }
+
+    /// A random 4 KiB write costs 30 bytes of framing in format 2; a write
+    /// off sector boundaries keeps its byte range; what the header says
+    /// comes back.
+    #[test]
+    fn format_2_writes_and_their_ranges() {
+        for (offset_bytes, length_bytes, framing) in [
+            (200_000 * 4096, 4096, 15 + 3 + 3 + 1 + 4 + 4),
+            (1, 3, 15 + 3 + 1 + 1 + 4 + 4),
+            (u64::MAX / 2, 512, 15 + 3 + 9 + 2 + 4 + 4),
+        ] {
+            let mut h = RecordHeader {
+                record_len: 0,
+                seq: Seq(100_000),
+                time_ns: TimeNs(1_795_000_000_000_000_000),
+                kind: RecordKind::Zero,
+                flags: OpFlags::default(),
+                offset_bytes,
+                length_bytes,
+                content_hash: Some(Hash32::default()),
+                link: Link::Check(0xdead_beef),
+                format: LogFormat::V2,
+            };
+            let mut buf = Vec::new();
+            begin_record(&mut buf, &h);
+            finish_record(&mut buf, &mut h);
+            assert_eq!(buf.len(), framing, "{offset_bytes}+{length_bytes}");
+            assert_eq!(decode_record(&buf), Ok(h));
+            assert!(record_body(&buf).is_empty());
+        }
+    }
+
+    /// A format 2 write's content hash is not stored: decoding leaves it to
+    /// be rebuilt, and a chain check admits only the chain it was made from.
+    #[test]
+    fn format_2_leaves_the_content_hash_to_be_rebuilt() {
+        let mut h = RecordHeader {
+            record_len: 0,
+            seq: Seq(3),
+            time_ns: TimeNs(1),
+            kind: RecordKind::Write,
+            flags: OpFlags::default(),
+            offset_bytes: 0,
+            length_bytes: 512,
+            content_hash: Some(Hash32(*blake3::hash(&[7u8; 512]).as_bytes())),
+            link: Link::Check(0),
+            format: LogFormat::V2,
+        };
+        let chain = chain_next(&Hash32([1; 32]), &h);
+        h.link = Link::of(LogFormat::V2, h.seq, chain);
+        let mut buf = Vec::new();
+        begin_record(&mut buf, &h);
+        push_stored(&mut buf, Encoding::Raw, &[7u8; 4096]);
+        finish_record(&mut buf, &mut h);
+        let mut got = decode_record(&buf).unwrap();
+        assert_eq!(got.content_hash, None);
+        let locs = record_block_locs(0, &got, record_body(&buf), 4096, 1 << 20).unwrap();
+        got.content_hash = Some(
+            rebuild_content_hash(&got, &locs, 4096, |loc, out| {
+                let at = loc.offset_bytes as usize;
+                decode_block(loc.encoding, &buf[at..at + loc.stored_len as usize], out)
+            })
+            .unwrap(),
         );
+        assert_eq!(got, h);
+        assert_eq!(got.chain_after(&Hash32([1; 32])), Some(chain));
+        assert_eq!(got.chain_after(&Hash32([2; 32])), None);
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct Index {
     /// number, each with the manifest generation it was read under (a new
     /// manifest, or a writer cutting `seqs`, makes them stale).
     seq_cache: seqs::SeqCache,
+    /// The last chain [`Index::chain_at`] computed: a walk through the
+    /// records in order pays one step each.
+    chain_memo: parking_lot::Mutex<Option<(Seq, Hash32)>>,
     /// Bytes written to index files since open (see
     /// [`Index::bytes_written_to_index`]).
     index_written: std::sync::atomic::AtomicU64,
@@ -155,7 +158,8 @@ pub fn read_header(dir: &Path) -> Result<StoreHeader> {
         format::HeaderFault::Version { found, checksum_ok } => StoreError::Version {
             path: path.clone(),
             found,
-            expected: format::FORMAT_VERSION,
+            oldest: format::OLDEST_FORMAT_VERSION,
+            newest: format::FORMAT_VERSION,
             checksum_ok,
         },
         format::HeaderFault::Corrupt(what) => StoreError::corrupted(&path, what),
@@ -215,6 +219,7 @@ impl Index {
             scan_buf: Vec::new(),
             tree: tree::Tree::default(),
             seq_cache: seqs::SeqCache::new(),
+            chain_memo: parking_lot::Mutex::new(None),
             index_written: std::sync::atomic::AtomicU64::new(0),
         };
         idx.load_manifest()?;
@@ -459,6 +464,7 @@ impl Index {
         &mut self,
         offset: u64,
         h: &format::RecordHeader,
+        chain: Hash32,
         locs: &[(u64, Loc)],
         dedup: HashMap<[u8; 32], Loc>,
     ) {
@@ -473,7 +479,7 @@ impl Index {
             }
             self.pending_dedup.insert(key, loc);
         }
-        self.apply(offset, h, locs);
+        self.apply(offset, h, chain, locs);
     }
 
     /// The blocks record `seq` stored, in its order: where the neighbours of
@@ -509,8 +515,9 @@ impl Index {
         .map_err(|e| StoreError::corrupted(&self.log_path, format!("record {}: {e}", h.seq)))
     }
 
-    /// Take in one whole record at `offset`, checked already.
-    fn apply(&mut self, offset: u64, h: &format::RecordHeader, locs: &[(u64, Loc)]) {
+    /// Take in one whole record at `offset`, checked already, with its
+    /// content hash known; `chain` is the chain after it.
+    fn apply(&mut self, offset: u64, h: &format::RecordHeader, chain: Hash32, locs: &[(u64, Loc)]) {
         for &(b, loc) in locs {
             self.mem.insert((b, h.seq.0), loc);
         }
@@ -524,7 +531,7 @@ impl Index {
         self.head = Head {
             seq: h.seq,
             time_ns: Some(h.time_ns),
-            chain: h.chain,
+            chain,
         };
         self.log_end = offset + u64::from(h.record_len);
         if h.kind != format::RecordKind::Mark {
@@ -535,6 +542,7 @@ impl Index {
     /// After a failed fsync cut the log back to `log_end` (where `head`
     /// ends): forget what followed.
     pub fn rewind_to(&mut self, head: Head, log_end: u64) {
+        *self.chain_memo.get_mut() = None;
         let keep = head.seq.0.saturating_sub(self.manifest.indexed_through.0) as usize;
         self.tail.truncate(keep);
         self.tail_leaves.truncate(keep);
@@ -659,6 +667,43 @@ impl Index {
                 format!("block at log offset {}: {e}", loc.offset_bytes),
             )
         })
+    }
+
+    /// Rebuild the content hash of the format 2 write `h`, whole in `rec`
+    /// at log byte `offset`, whose blocks are `locs`: blocks stored in it
+    /// are taken from `rec`, references read from the log. A no-op when the
+    /// hash is known.
+    pub(crate) fn rebuild_content(
+        &self,
+        offset: u64,
+        h: &mut format::RecordHeader,
+        rec: &[u8],
+        locs: &[(u64, Loc)],
+    ) -> Result<()> {
+        if h.content_hash.is_some() {
+            return Ok(());
+        }
+        let mut scratch = Vec::new();
+        let end = offset + rec.len() as u64;
+        let hash = format::rebuild_content_hash(h, locs, self.header.block_size, |loc, out| {
+            if (offset..end).contains(&loc.offset_bytes) {
+                let at = (loc.offset_bytes - offset) as usize;
+                let stored = rec.get(at..at + loc.stored_len as usize).ok_or_else(|| {
+                    format!(
+                        "block at log offset {} runs past its record",
+                        loc.offset_bytes
+                    )
+                })?;
+                format::decode_block(loc.encoding, stored, out)
+                    .map_err(|e| format!("block at log offset {}: {e}", loc.offset_bytes))
+            } else {
+                self.read_loc(loc, out, &mut scratch)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .map_err(|why| StoreError::corrupted(&self.log_path, format!("record {}: {why}", h.seq)))?;
+        h.content_hash = Some(hash);
+        Ok(())
     }
 
     /// The disk as of `state`, `buf.len()` bytes from `offset_bytes`.

@@ -37,6 +37,7 @@
 //! disk) are not read: the manifest's version changed with them, so an
 //! index of an old format is rebuilt from the log.
 
+use crate::le::{get_varint, put_varint};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{Encoding, Loc};
 use crate::units::Seq;
@@ -87,38 +88,6 @@ pub trait RunEntry: Sized + Copy {
     fn bloom_hashes(_key: &Self::Key) -> Option<(u64, u64)> {
         None
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-#[inline]
-fn get_varint(b: &mut &[u8]) -> Option<u64> {
-    // Most steps fit one byte.
-    if let Some((&byte, rest)) = b.split_first() {
-        if byte < 0x80 {
-            *b = rest;
-            return Some(u64::from(byte));
-        }
-    }
-    let mut v = 0u64;
-    for i in 0..10 {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        if i == 9 && byte > 1 {
-            return None;
-        }
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// A signed step as a varint (zigzag: small steps either way are short).

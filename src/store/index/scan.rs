@@ -6,7 +6,7 @@
 
 use super::Index;
 use crate::store::error::{IoContext, Result};
-use crate::store::format::{self, read_record_at, record_block_locs, RecordHeader};
+use crate::store::format::{self, read_record_at, record_block_locs, LogFormat, RecordHeader};
 use crate::units::{Seq, TimeNs};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -36,9 +36,9 @@ pub struct TailRecord {
 /// A bad record at `offset` is a torn tail when no whole record header can
 /// follow it: its claimed extent reaches the end of the log, or the bytes
 /// left are fewer than one record could be.
-pub fn is_torn_tail(log: &File, offset: u64, log_len: u64) -> bool {
+pub fn is_torn_tail(log: &File, format: LogFormat, offset: u64, log_len: u64) -> bool {
     let left = log_len - offset;
-    if left < (format::RECORD_HEADER_LEN + format::RECORD_TRAILER_LEN) as u64 {
+    if left < u64::from(format.min_record_len()) {
         return true;
     }
     let mut prefix = [0u8; 8];
@@ -81,7 +81,7 @@ impl Index {
             let fault = match res {
                 Err(f) => Some(f.to_string()),
                 Ok(h) => match self.check_and_apply(offset, &h, &buf) {
-                    Ok(()) => {
+                    Ok(h) => {
                         seen.push(h);
                         None
                     }
@@ -89,7 +89,7 @@ impl Index {
                 },
             };
             if let Some(reason) = fault {
-                let at_end = is_torn_tail(&self.log, offset, log_len);
+                let at_end = is_torn_tail(&self.log, self.header.format, offset, log_len);
                 self.stop = Some(TailStop {
                     offset_bytes: offset,
                     seq: expect,
@@ -109,8 +109,14 @@ impl Index {
         offset: u64,
         h: &RecordHeader,
         rec: &[u8],
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<RecordHeader, String> {
         let expect = self.head.seq.0 + 1;
+        if h.format != self.header.format {
+            return Err(format!(
+                "a record of format {:?} in a log of format {:?}",
+                h.format, self.header.format
+            ));
+        }
         if h.seq.0 != expect {
             return Err(format!(
                 "sequence number {} where {expect} was due",
@@ -125,9 +131,6 @@ impl Index {
                 ));
             }
         }
-        if format::chain_next(&self.head.chain, h) != h.chain {
-            return Err("chain hash does not follow from the previous record".into());
-        }
         let locs = record_block_locs(
             offset,
             h,
@@ -136,7 +139,13 @@ impl Index {
             self.header.size_bytes,
         )
         .map_err(|e| e.to_string())?;
-        self.apply(offset, h, &locs);
-        Ok(())
+        let mut h = *h;
+        self.rebuild_content(offset, &mut h, rec, &locs)
+            .map_err(|e| e.to_string())?;
+        let Some(chain) = h.chain_after(&self.head.chain) else {
+            return Err("chain hash does not follow from the previous record".into());
+        };
+        self.apply(offset, &h, chain, &locs);
+        Ok(h)
     }
 }

@@ -10,7 +10,7 @@
 use super::{Index, TailRecord};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::format::{self, read_record_at, RecordHeader, RecordKind};
-use crate::units::{Seq, TimeNs};
+use crate::units::{Hash32, Seq, TimeNs};
 use std::os::unix::fs::FileExt;
 
 /// Bytes per entry.
@@ -86,9 +86,9 @@ impl Index {
             .then(|| self.log.read_exact_at(&mut head, offset_bytes).ok())
             .flatten()
             .and_then(|()| format::record_identity(&head))
-            .filter(|&(s, _)| s == seq);
+            .filter(|&(s, _, _)| s == seq);
         match found {
-            Some((_, time_ns)) => Ok(TailRecord {
+            Some((_, time_ns, _)) => Ok(TailRecord {
                 time_ns,
                 offset_bytes,
             }),
@@ -145,26 +145,102 @@ impl Index {
         self.log
             .read_exact_at(&mut head, offset)
             .at(&self.log_path)?;
-        Ok(RecordKind::from_u8(head[format::RECORD_IDENTITY_LEN]))
+        let identity: &[u8; format::RECORD_IDENTITY_LEN] =
+            head[..format::RECORD_IDENTITY_LEN].try_into().unwrap();
+        Ok(match format::record_identity(identity) {
+            Some((_, _, Some(kind))) => Some(kind),
+            _ => format::kind_after_identity(head[format::RECORD_IDENTITY_LEN]),
+        })
     }
 
-    /// Read and check the whole record `seq`.
+    /// Read and check the whole record `seq`, its content hash rebuilt if
+    /// its format does not store it.
     pub fn read_record(&self, seq: Seq, buf: &mut Vec<u8>) -> Result<RecordHeader> {
         let offset = self.offset_of(seq)?;
         let len = self.log.metadata().at(&self.log_path)?.len();
-        match read_record_at(&self.log, offset, len, buf).at(&self.log_path)? {
-            Ok(h) if h.seq == seq => Ok(h),
-            Ok(h) => Err(StoreError::corrupted(
-                &self.log_path,
-                format!(
-                    "record at byte {offset} is {} where {seq} was expected",
-                    h.seq
-                ),
-            )),
-            Err(f) => Err(StoreError::corrupted(
-                &self.log_path,
-                format!("record {seq} at byte {offset}: {f}"),
-            )),
+        let mut h = match read_record_at(&self.log, offset, len, buf).at(&self.log_path)? {
+            Ok(h) if h.seq == seq => h,
+            Ok(h) => {
+                return Err(StoreError::corrupted(
+                    &self.log_path,
+                    format!(
+                        "record at byte {offset} is {} where {seq} was expected",
+                        h.seq
+                    ),
+                ))
+            }
+            Err(f) => {
+                return Err(StoreError::corrupted(
+                    &self.log_path,
+                    format!("record {seq} at byte {offset}: {f}"),
+                ))
+            }
+        };
+        if h.content_hash.is_none() {
+            let locs = format::record_block_locs(
+                offset,
+                &h,
+                format::record_body(buf),
+                self.header.block_size,
+                self.header.size_bytes,
+            )
+            .map_err(|e| StoreError::corrupted(&self.log_path, format!("record {seq}: {e}")))?;
+            self.rebuild_content(offset, &mut h, buf, &locs)?;
         }
+        Ok(h)
+    }
+
+    /// The chain after record `seq` (32 zero bytes for Seq(0)), whose
+    /// header `h` the caller read. Format 1 stores it in every record;
+    /// format 2 whole every [`format::CHAIN_EVERY`] records, so it is
+    /// computed forward from the last whole one (or the head, or the last
+    /// chain computed), each record's check admitting the step.
+    pub fn chain_at(&self, h: &RecordHeader) -> Result<Hash32> {
+        let seq = h.seq;
+        if let Some(c) = h.link.chain() {
+            return Ok(c);
+        }
+        if seq == self.head.seq {
+            return Ok(self.head.chain);
+        }
+        let whole = Seq(seq.0 - seq.0 % format::CHAIN_EVERY);
+        let mut from = match *self.chain_memo.lock() {
+            Some((s, c)) if s >= whole && s <= seq => (s, c),
+            _ if whole.0 == 0 => (Seq(0), Hash32::default()),
+            _ => {
+                let w = self.read_record(whole, &mut Vec::new())?;
+                (whole, self.stored_chain(&w)?)
+            }
+        };
+        let mut buf = Vec::new();
+        while from.0 < seq {
+            let next = Seq(from.0 .0 + 1);
+            let r = if next == seq {
+                *h
+            } else {
+                self.read_record(next, &mut buf)?
+            };
+            let chain = r.chain_after(&from.1).ok_or_else(|| {
+                StoreError::corrupted(
+                    &self.log_path,
+                    format!(
+                        "record {next}: its chain does not follow from the previous record; \
+                         run `diskhist verify`"
+                    ),
+                )
+            })?;
+            from = (next, chain);
+        }
+        *self.chain_memo.lock() = Some(from);
+        Ok(from.1)
+    }
+
+    fn stored_chain(&self, h: &RecordHeader) -> Result<Hash32> {
+        h.link.chain().ok_or_else(|| {
+            StoreError::corrupted(
+                &self.log_path,
+                format!("record {} should carry its whole chain", h.seq),
+            )
+        })
     }
 }

@@ -217,10 +217,14 @@ impl Index {
         Ok(self.record_header(seq)?.leaf_hash())
     }
 
-    /// The header of record `seq`, read from the log without its checksum
-    /// (the record was checked when it was taken in; `verify` checks it
-    /// again).
+    /// The header of record `seq` with its content hash: in format 1 read
+    /// from the log without its checksum (the record was checked when it
+    /// was taken in; `verify` checks it again), in format 2 rebuilt from
+    /// the whole record.
     pub fn record_header(&self, seq: Seq) -> Result<format::RecordHeader> {
+        if self.header.format != format::LogFormat::V1 {
+            return self.read_record(seq, &mut Vec::new());
+        }
         let offset = self.offset_of(seq)?;
         let mut b = [0u8; RECORD_HEADER_LEN];
         self.log.read_exact_at(&mut b, offset).at(&self.log_path)?;

@@ -46,7 +46,7 @@ use rollback::rollback_batch;
 use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{InitError, IoContext, Result, StoreError};
 use crate::store::files;
-use crate::store::format::{self, Loc, RecordKind, StoreHeader};
+use crate::store::format::{self, Link, Loc, LogFormat, RecordKind, StoreHeader};
 use crate::store::index::{self, Head, Index, TailStop};
 use crate::store::layout;
 use crate::store::op::{Op, OpFlags};
@@ -159,6 +159,17 @@ pub struct CutBatch {
 impl Writer {
     /// Create an empty store in `dir` (which must not exist or be empty).
     pub fn init(dir: &Path, size_bytes: u64, block_size: u32) -> Result<()> {
+        Writer::init_format(dir, size_bytes, block_size, LogFormat::V2)
+    }
+
+    /// [`Writer::init`] with the log's record format chosen: format 1 only
+    /// for tests of stores that older releases made.
+    pub fn init_format(
+        dir: &Path,
+        size_bytes: u64,
+        block_size: u32,
+        format: LogFormat,
+    ) -> Result<()> {
         if !format::valid_block_size(block_size) {
             return Err(InitError::BlockSize(block_size).into());
         }
@@ -198,6 +209,7 @@ impl Writer {
         id.update(&std::process::id().to_le_bytes());
         id.update(dir.as_os_str().as_encoded_bytes());
         let header = StoreHeader {
+            format,
             block_size,
             size_bytes,
             created_ns: created,
@@ -503,7 +515,9 @@ impl Writer {
         let seq = Seq(self.idx.head().seq.0 + 1);
         let rec_off = self.idx.log_end();
         let mut buf = std::mem::take(&mut self.buf);
-        format::begin_record(&mut buf);
+        let mut h = op.header(seq, time_ns, flags);
+        h.format = self.idx.header().format;
+        format::begin_record(&mut buf, &h);
         let mut new_locs: Vec<(u64, Loc)> = Vec::new();
         let mut pending: HashMap<[u8; 32], Loc> = HashMap::new();
         let built = self.build_body(&mut buf, rec_off, op, &mut new_locs, &mut pending);
@@ -511,8 +525,8 @@ impl Writer {
             self.buf = buf;
             return Err(e);
         }
-        let mut h = op.header(seq, time_ns, flags);
-        h.chain = format::chain_next(&self.idx.head().chain, &h);
+        let chain = format::chain_next(&self.idx.head().chain, &h);
+        h.link = Link::of(h.format, seq, chain);
         format::finish_record(&mut buf, &mut h);
         if let Err(e) = self.idx.log().write_all_at(&buf, rec_off) {
             // Cut back whatever part of the record reached the file (a write
@@ -540,7 +554,8 @@ impl Writer {
             };
             return Err(StoreError::io(self.idx.log_path(), e));
         }
-        self.idx.apply_append(rec_off, &h, &new_locs, pending);
+        self.idx
+            .apply_append(rec_off, &h, chain, &new_locs, pending);
         self.buf = buf;
         Ok(Appended { seq, time_ns })
     }

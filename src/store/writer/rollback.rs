@@ -33,7 +33,7 @@ pub(super) fn rollback_batch(dir: &Path, open: &OpenBatch, counter: u64) -> Resu
         // Only ever cut at the batch's own first record.
         let mut head = [0u8; format::RECORD_IDENTITY_LEN];
         let at_first = log.read_exact_at(&mut head, open.log_offset).is_ok()
-            && format::record_identity(&head).map(|(seq, _)| seq) == Some(open.first_seq);
+            && format::record_identity(&head).map(|(seq, _, _)| seq) == Some(open.first_seq);
         if !at_first {
             return Err(StoreError::corrupted(
                 &log_path,

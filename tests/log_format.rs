@@ -1,0 +1,252 @@
+//! Record formats 1 and 2 (issue 14): one history recorded into a store of
+//! each format has the same chain, Merkle root and disk states; a format 1
+//! store made by older releases is still read, verified and appended to in
+//! its own format; format 2's chain, computed forward from the last whole
+//! one, is the chain record by record; and an edit whose CRC was recomputed
+//! is named by verify and stops a reader.
+
+use diskhist::store::verify::verify;
+use diskhist::store::{Op, OpFlags, Store, Writer, WriterOptions};
+use diskhist::testing::format::{
+    self, peek_record_len, read_record_at, record_body, LogFormat, CHAIN_EVERY,
+};
+use diskhist::testing::xorshift64;
+use diskhist::{Hash32, Seq, TimeNs};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+const DISK: u64 = 1 << 22;
+const BS: u32 = 4096;
+const RECORDS: u64 = 700;
+
+/// `RECORDS` operations of every kind, partial and sector-unaligned writes
+/// and repeats (references) among them, with index flushes along the way.
+fn record_history(dir: &Path, format: LogFormat) {
+    Writer::init_format(dir, DISK, BS, format).unwrap();
+    let mut w = Writer::open_with(
+        dir,
+        WriterOptions {
+            flush_threshold: 64,
+        },
+    )
+    .unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..RECORDS {
+        let r = xorshift64(&mut rng);
+        let offset_bytes = r % (DISK - 20_000);
+        let t = TimeNs(1_795_000_000_000_000_000 + i as i64 * 1_000);
+        // Incompressible bytes, unique to the record.
+        let data: Vec<u8> = (0..(r >> 40) % 9000 + 1)
+            .map(|_| (xorshift64(&mut rng) >> 24) as u8)
+            .collect();
+        let op = match i % 7 {
+            0 => Op::Zero {
+                offset_bytes: offset_bytes / 512 * 512,
+                length_bytes: 8192,
+            },
+            1 => Op::Mark { name: "moment" },
+            2 => Op::Flush,
+            3 => Op::Trim {
+                offset_bytes,
+                length_bytes: 5000,
+            },
+            // The same 8 KiB again: stored as references.
+            4 => Op::Write {
+                offset_bytes: (i % 5) * 8192,
+                data: &[0x5a; 8192],
+            },
+            _ => Op::Write {
+                offset_bytes,
+                data: &data,
+            },
+        };
+        w.append(t, op, OpFlags::default()).unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn formats_of(dir: &Path) -> Vec<LogFormat> {
+    let log = std::fs::File::open(dir.join("log")).unwrap();
+    let len = log.metadata().unwrap().len();
+    let (mut at, mut buf, mut out) = (0, Vec::new(), Vec::new());
+    while at < len {
+        let h = read_record_at(&log, at, len, &mut buf).unwrap().unwrap();
+        out.push(h.format);
+        at += u64::from(h.record_len);
+    }
+    out
+}
+
+#[test]
+fn both_formats_record_the_same_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    record_history(&one, LogFormat::V1);
+    record_history(&two, LogFormat::V2);
+    assert!(formats_of(&one).iter().all(|f| *f == LogFormat::V1));
+    assert!(formats_of(&two).iter().all(|f| *f == LogFormat::V2));
+    let log_len = |d: &Path| std::fs::metadata(d.join("log")).unwrap().len();
+    assert!(
+        log_len(&two) + RECORDS * 80 < log_len(&one),
+        "format 2 saves at least 80 bytes a record: {} vs {}",
+        log_len(&two),
+        log_len(&one)
+    );
+
+    let (a, b) = (Store::open(&one).unwrap(), Store::open(&two).unwrap());
+    assert_eq!(a.head(), b.head(), "same chain, time and seq at the head");
+    let (mut x, mut y) = (vec![0u8; DISK as usize], vec![0u8; DISK as usize]);
+    for s in [1, 77, 256, 257, 511, 512, RECORDS] {
+        assert_eq!(a.tree_root(Seq(s)).unwrap(), b.tree_root(Seq(s)).unwrap());
+        a.read_at(Seq(s), 0, &mut x).unwrap();
+        b.read_at(Seq(s), 0, &mut y).unwrap();
+        assert!(x == y, "state {s} differs between the formats");
+    }
+    // Every record's chain and content hash, in an order that defeats the
+    // remembered last chain, then in order.
+    let mut order: Vec<u64> = (1..=RECORDS).rev().collect();
+    order.extend(1..=RECORDS);
+    for s in order {
+        let (ra, rb) = (a.record(Seq(s)).unwrap(), b.record(Seq(s)).unwrap());
+        assert_eq!(ra, rb, "record {s}");
+    }
+    for dir in [&one, &two] {
+        let r = verify(dir).unwrap();
+        assert!(r.problem.is_none() && r.index_problems.is_empty(), "{r:?}");
+        assert_eq!(r.chain, a.head().chain);
+    }
+}
+
+#[test]
+fn a_format_1_store_stays_format_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("old");
+    record_history(&dir, LogFormat::V1);
+    let head = Store::open(&dir).unwrap().head();
+    // A writer of this release appends in the store's own format, and the
+    // chain goes on.
+    let mut w = Writer::open(&dir).unwrap();
+    w.append(
+        TimeNs(1_796_000_000_000_000_000),
+        Op::Write {
+            offset_bytes: 4096,
+            data: &[7; 4096],
+        },
+        OpFlags::default(),
+    )
+    .unwrap();
+    w.close().unwrap();
+    assert!(formats_of(&dir).iter().all(|f| *f == LogFormat::V1));
+    let s = Store::open(&dir).unwrap();
+    assert_eq!(s.head().seq, Seq(head.seq.0 + 1));
+    let r = verify(&dir).unwrap();
+    assert!(r.problem.is_none() && r.index_problems.is_empty(), "{r:?}");
+}
+
+/// Offsets of every record of a log.
+fn offsets(dir: &Path) -> Vec<u64> {
+    let log = std::fs::read(dir.join("log")).unwrap();
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    while at < log.len() {
+        out.push(at as u64);
+        at += peek_record_len(log[at..at + 8].try_into().unwrap()).unwrap() as usize;
+    }
+    out
+}
+
+/// Change one byte of record `seq`'s body and recompute its CRC, as someone
+/// who knows the format but not the chain would.
+fn edit_with_crc(dir: &Path, seq: u64) {
+    let log = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("log"))
+        .unwrap();
+    let at = offsets(dir)[seq as usize - 1];
+    let len = log.metadata().unwrap().len();
+    let mut rec = Vec::new();
+    let h = read_record_at(&log, at, len, &mut rec).unwrap().unwrap();
+    assert_eq!(h.seq, Seq(seq));
+    let body = record_body(&rec);
+    let body_at = rec.len() - 4 - body.len();
+    let bs = u64::from(BS);
+    let blocks = (h.offset_bytes + h.length_bytes - 1) / bs - h.offset_bytes / bs + 1;
+    let entries = format::parse_block_entries(body, blocks as usize, BS).unwrap();
+    // The first block stored in the record, raw: change its first byte
+    // the write wrote (the rest of a partly written block is the previous
+    // version, which the content hash does not cover).
+    let first = h.offset_bytes / bs;
+    let stored = entries
+        .iter()
+        .enumerate()
+        .find_map(|(k, e)| match e {
+            format::BlockEntry::Stored {
+                encoding: format::Encoding::Raw,
+                body_offset,
+                ..
+            } => {
+                let b = first + k as u64;
+                Some(body_offset + (h.offset_bytes.max(b * bs) - b * bs) as usize)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no raw block in record {seq}: {h:?} {entries:?}"));
+    rec[body_at + stored] ^= 0x10;
+    let n = rec.len() - 4;
+    let crc = crc32c::crc32c(&rec[..n]);
+    rec[n..].copy_from_slice(&crc.to_le_bytes());
+    assert!(
+        format::decode_record(&rec).is_ok(),
+        "the CRC was recomputed"
+    );
+    log.write_all_at(&rec, at).unwrap();
+}
+
+#[test]
+fn an_edit_with_a_recomputed_crc_breaks_the_chain_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    record_history(&dir, LogFormat::V2);
+    // Record 601 (operation 600: 600 % 7 == 5) is a write of fresh data,
+    // between whole chains (601 % 256 != 0).
+    assert_eq!(600 % 7, 5);
+    assert_ne!(601 % CHAIN_EVERY, 0);
+    edit_with_crc(&dir, 601);
+    let r = verify(&dir).unwrap();
+    let p = r.problem.expect("verify must find the edit");
+    assert_eq!(p.seq, Seq(601), "{p:?}");
+    assert!(p.what.contains("chain"), "{p:?}");
+    // A reader scanning the log (no index) stops before the edited record.
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    let s = Store::open(&dir).unwrap();
+    assert_eq!(s.head().seq, Seq(600));
+    assert!(
+        Writer::open(&dir).is_err(),
+        "a writer refuses to cut it away"
+    );
+}
+
+/// The whole chain every 256 records is what a record between them is
+/// computed from: damage to one is named, not silently skipped.
+#[test]
+fn whole_chains_sit_every_256_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    record_history(&dir, LogFormat::V2);
+    let log = std::fs::File::open(dir.join("log")).unwrap();
+    let len = log.metadata().unwrap().len();
+    let mut buf = Vec::new();
+    let mut chain = Hash32::default();
+    let s = Store::open(&dir).unwrap();
+    for (i, at) in offsets(&dir).into_iter().enumerate() {
+        let h = read_record_at(&log, at, len, &mut buf).unwrap().unwrap();
+        let seq = i as u64 + 1;
+        assert_eq!(h.link.chain().is_some(), seq % CHAIN_EVERY == 0, "{seq}");
+        chain = s.record(Seq(seq)).unwrap().chain;
+        if let Some(whole) = h.link.chain() {
+            assert_eq!(whole, chain);
+        }
+    }
+    assert_eq!(chain, s.head().chain);
+}
