@@ -292,7 +292,7 @@ fn verify_json_carries_the_findings_and_the_status() {
     let mut bytes = std::fs::read(&log).unwrap();
     let len1 = diskhist::testing::format::peek_record_len(bytes[..8].try_into().unwrap()).unwrap()
         as usize;
-    bytes[len1 + 150] ^= 1;
+    bytes[len1 + 20] ^= 1;
     std::fs::write(&log, &bytes).unwrap();
     let o = diskhist_output(&["verify", p(&f.store), "--json"]);
     assert_eq!(o.status.code(), Some(1));
