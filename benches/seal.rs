@@ -14,6 +14,15 @@
 //!    and one consistency proof, and the stored hashes as a share of the
 //!    log (target < 2%).
 //!
+//! 3. Proofs and chains where records carry data: a store of 100,000
+//!    random 4 KiB writes and one of 512 writes of 1 MiB, each in record
+//!    format 2 and format 1. Format 2 does not store content hashes, so an
+//!    inclusion proof rebuilds them for the up to 255 records below the
+//!    stored tiles, and a record's chain is computed from the last whole one
+//!    (up to 255 records before it): both read those records whole. Each
+//!    figure is from a newly opened store (nothing remembered), page cache
+//!    warm; format 1 is the peer.
+//!
 //! Prints figures; run with `cargo bench --bench seal`.
 //! Set DISKHIST_BENCH_DIR to place the stores (default: a temp dir).
 
@@ -153,6 +162,11 @@ fn main() {
         }
     }
 
+    // 3. Proofs and chains over records that carry data.
+    for (what, n, len) in [("4 KiB", 100_000u64, 4096usize), ("1 MiB", 512, 1 << 20)] {
+        proofs_by_format(tmp.path(), what, n, len);
+    }
+
     // 2. A big store.
     let records: u64 = std::env::var("DISKHIST_BENCH_SEAL_RECORDS")
         .ok()
@@ -265,4 +279,59 @@ fn main() {
             median(v)
         );
     }
+}
+
+/// Part 3: inclusion proofs and record chains in stores of `n` writes of
+/// `len` bytes, format 2 against format 1.
+fn proofs_by_format(dir: &Path, what: &str, n: u64, len: usize) {
+    use diskhist::testing::format::LogFormat;
+    let disk = 1u64 << 30;
+    let mut medians = Vec::new();
+    for format in [LogFormat::V2, LogFormat::V1] {
+        let store = dir.join(format!("proofs-{what}-{format:?}"));
+        Writer::init_format(&store, disk, 4096, format).unwrap();
+        let mut w = Writer::open(&store).unwrap();
+        let slots = disk / len as u64;
+        for i in 0..n {
+            let data = noise(len, i + 1);
+            let op = Op::Write {
+                offset_bytes: (i * 7919 % slots) * len as u64,
+                data: &data,
+            };
+            w.append(TimeNs(1_000_000_000 + i as i64), op, OpFlags::default())
+                .unwrap();
+        }
+        w.close().unwrap();
+        let (mut incl, mut chain) = (Vec::new(), Vec::new());
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for _ in 0..30 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let seq = Seq(x % n + 1);
+            let s = Store::open(&store).unwrap();
+            let t = Instant::now();
+            s.inclusion_proof(seq, Seq(n)).unwrap();
+            incl.push(t.elapsed().as_secs_f64() * 1e3);
+            let s = Store::open(&store).unwrap();
+            let t = Instant::now();
+            s.record(seq).unwrap();
+            chain.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "{n} writes of {what}, record format {format:?}: inclusion proof median {:.2} ms (max {:.2}); a record with its chain median {:.2} ms (max {:.2})",
+            median(incl.clone()),
+            max(&incl),
+            median(chain.clone()),
+            max(&chain)
+        );
+        medians.push((median(incl), median(chain)));
+        std::fs::remove_dir_all(&store).unwrap();
+    }
+    println!(
+        "  format 2 / format 1 time: inclusion proof {:.1}x, record with chain {:.1}x",
+        medians[0].0 / medians[1].0,
+        medians[0].1 / medians[1].1
+    );
 }

@@ -36,7 +36,7 @@ fn record_history(dir: &Path, format: LogFormat) {
         let offset_bytes = r % (DISK - 20_000);
         let t = TimeNs(1_795_000_000_000_000_000 + i as i64 * 1_000);
         // Incompressible bytes, unique to the record.
-        let data: Vec<u8> = (0..(r >> 40) % 9000 + 1)
+        let data: Vec<u8> = (0..(r >> 40) % 40_000 + 1)
             .map(|_| (xorshift64(&mut rng) >> 24) as u8)
             .collect();
         let op = match i % 7 {
@@ -157,7 +157,7 @@ fn offsets(dir: &Path) -> Vec<u64> {
 
 /// Change one byte of record `seq`'s body and recompute its CRC, as someone
 /// who knows the format but not the chain would.
-fn edit_with_crc(dir: &Path, seq: u64) {
+fn edit_with_crc(dir: &Path, seq: u64) -> format::RecordHeader {
     let log = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -201,30 +201,60 @@ fn edit_with_crc(dir: &Path, seq: u64) {
         "the CRC was recomputed"
     );
     log.write_all_at(&rec, at).unwrap();
+    h
 }
 
+/// A write of fresh data (operation `i` with `i % 7 >= 5`) covering a
+/// whole block, between whole chains, of 16 KiB or more if `large`, else
+/// shorter.
+fn fresh_write(dir: &Path, large: bool) -> u64 {
+    let s = Store::open(dir).unwrap();
+    (1..=RECORDS)
+        .find(|&seq| {
+            let r = s.record(Seq(seq)).unwrap();
+            // A whole block of fresh data: stored raw.
+            let whole_block =
+                r.offset_bytes.div_ceil(4096) * 4096 + 4096 <= r.offset_bytes + r.length_bytes;
+            (seq - 1) % 7 >= 5
+                && whole_block
+                && seq % CHAIN_EVERY != 0
+                && (r.length_bytes >= format::CONTENT_HASH_MIN_BYTES) == large
+        })
+        .expect("the history holds such a write")
+}
+
+/// An edit of a write's content with its CRC recomputed: a write of 16 KiB
+/// or more stores its content hash, which no longer matches; a smaller one
+/// relies on its chain check. Verify names the record either way.
 #[test]
-fn an_edit_with_a_recomputed_crc_breaks_the_chain_check() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("s");
-    record_history(&dir, LogFormat::V2);
-    // Record 601 (operation 600: 600 % 7 == 5) is a write of fresh data,
-    // between whole chains (601 % 256 != 0).
-    assert_eq!(600 % 7, 5);
-    assert_ne!(601 % CHAIN_EVERY, 0);
-    edit_with_crc(&dir, 601);
-    let r = verify(&dir).unwrap();
-    let p = r.problem.expect("verify must find the edit");
-    assert_eq!(p.seq, Seq(601), "{p:?}");
-    assert!(p.what.contains("chain"), "{p:?}");
-    // A reader scanning the log (no index) stops before the edited record.
-    std::fs::remove_dir_all(dir.join("index")).unwrap();
-    let s = Store::open(&dir).unwrap();
-    assert_eq!(s.head().seq, Seq(600));
-    assert!(
-        Writer::open(&dir).is_err(),
-        "a writer refuses to cut it away"
-    );
+fn an_edit_with_a_recomputed_crc_is_named() {
+    for large in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        record_history(&dir, LogFormat::V2);
+        let seq = fresh_write(&dir, large);
+        let h = edit_with_crc(&dir, seq);
+        assert_eq!(h.content_hash.is_some(), large);
+        let r = verify(&dir).unwrap();
+        let p = r.problem.expect("verify must find the edit");
+        assert_eq!(p.seq, Seq(seq), "{p:?}");
+        let want = if large { "content hash" } else { "chain" };
+        assert!(p.what.contains(want), "{large}: {p:?}");
+        // A reader scanning the log (no index) rebuilds the content hash of
+        // a small write, and stops before the edit. A stored one it takes
+        // as stored, as format 1 does: verify is what rebuilds those.
+        std::fs::remove_dir_all(dir.join("index")).unwrap();
+        let s = Store::open(&dir).unwrap();
+        if large {
+            assert_eq!(s.head().seq, Seq(RECORDS));
+        } else {
+            assert_eq!(s.head().seq, Seq(seq - 1));
+            assert!(
+                Writer::open(&dir).is_err(),
+                "a writer refuses to cut it away"
+            );
+        }
+    }
 }
 
 /// The whole chain every 256 records is what a record between them is

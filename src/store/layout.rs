@@ -6,7 +6,7 @@
 //!   lock             flock(2)ed by the one writer (writer/lock.rs)
 //!   log              append-only records, checksummed and hash-chained
 //!   batch            the import under way, if any (batch.rs)
-//!   index/seqs       one 8-byte entry per record: its log offset
+//!   index/seqs       the log offset of every 16th record (8 bytes each)
 //!   index/MANIFEST   which sorted runs cover which records
 //!   index/*.run      sorted (block, seq) -> content location runs
 //!   index/*.dedup    sorted dedup key -> content location runs

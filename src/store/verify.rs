@@ -13,8 +13,8 @@
 //! - `index/MANIFEST`: its checksum; that its runs cover records
 //!   `1..=indexed_through` without gap or overlap; that its head (seq,
 //!   time, chain, log offset, bytes written) is what the log says.
-//! - `index/seqs`: every entry the manifest promises equals the record's
-//!   time and log offset.
+//! - `index/seqs`: every entry the manifest promises equals its record's
+//!   log offset.
 //! - `index/*.run`: the footer, page table and bloom checksums, every
 //!   page's checksum, the footer's record range against the manifest, and
 //!   every entry against the block versions recomputed from the log.
@@ -859,22 +859,24 @@ impl IndexCheck<'_> {
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let len = f.metadata().at(&path)?.len();
-        if len < it * SEQ_ENTRY_LEN {
+        let promised = index::seq_entries(it);
+        if len < promised * SEQ_ENTRY_LEN {
             self.problems.push(format!(
-                "index/seqs holds {} entries, the manifest promises {it}",
+                "index/seqs holds {} entries, the manifest promises {promised}",
                 len / SEQ_ENTRY_LEN
             ));
             return Ok(());
         }
-        let mut e = vec![0u8; (it * SEQ_ENTRY_LEN) as usize];
+        let mut e = vec![0u8; (promised * SEQ_ENTRY_LEN) as usize];
         f.read_exact_at(&mut e, 0).at(&path)?;
-        for (i, c) in e.chunks_exact(SEQ_ENTRY_LEN as usize).enumerate() {
+        for (j, c) in e.chunks_exact(SEQ_ENTRY_LEN as usize).enumerate() {
             let o = u64::from_le_bytes(c.try_into().unwrap());
-            let s = self.seen[i];
+            let seq = j as u64 * index::SEQ_STRIDE + 1;
+            let s = self.seen[seq as usize - 1];
             if o != s.offset_bytes {
                 self.problems.push(format!(
                     "index/seqs: the entry for {} says log byte {o}; the log holds it at byte {}",
-                    self.record(i as u64 + 1),
+                    self.record(seq),
                     s.offset_bytes
                 ));
                 break;

@@ -50,17 +50,21 @@
 //!  +-----+----------+-----+--------+----------+------------------------------+
 //!  |0xD2 |kind|units|flags|rec_len | time_ns  | seq, offset, length (varints)|
 //!  +-----+----------+-----+--------+----------+------------------------------+
-//!  +------------------------------+------------------------+------------------+
-//!  | chain: low 4 bytes, or all   | body (as in format 1)  | crc32c(0..len-4) |
-//!  | 32 when seq % 256 == 0       |                        |                  |
-//!  +------------------------------+------------------------+------------------+
+//!  +------------------------------+--------------------+-------------+------------------+
+//!  | chain: low 4 bytes, or all   | content hash (32): | body (as in | crc32c(0..len-4) |
+//!  | 32 when seq % 256 == 0       | writes >= 16 KiB   | format 1)   |                  |
+//!  +------------------------------+--------------------+-------------+------------------+
 //! ```
 //!
 //! - Byte 1 holds the kind in its low 4 bits and [`SECTOR_UNITS`] (0x10):
 //!   when set, offset and length count 512-byte sectors, else bytes. Other
 //!   bits are zero. Varints are LEB128, in their shortest form.
-//! - The content hash is not stored: it is BLAKE3 of the bytes written,
-//!   rebuilt from the blocks (references followed), or of the mark's name.
+//! - The content hash is stored only by writes of 16 KiB or more
+//!   ([`CONTENT_HASH_MIN_BYTES`]), where it costs at most 0.2% and
+//!   rebuilding it would read that much; elsewhere it is rebuilt when
+//!   needed: BLAKE3 of the bytes written, from the blocks (references
+//!   followed), or of the mark's name. So the proofs and chains that
+//!   rebuild it for up to 255 records read at most 4 MiB.
 //!   Canonical content, chain and Merkle leaf are defined exactly as in
 //!   format 1, so a history copied between formats keeps its chain.
 //! - The chain is stored whole every [`CHAIN_EVERY`] records and as its
@@ -115,6 +119,8 @@ const SECTOR: u64 = 512;
 pub const CHAIN_EVERY: u64 = 256;
 /// Bytes of the chain check a format 2 record carries when not whole.
 const CHAIN_CHECK_LEN: usize = 4;
+/// A format 2 write of this many bytes or more stores its content hash.
+pub const CONTENT_HASH_MIN_BYTES: u64 = 16 << 10;
 /// Largest record accepted when reading: bounds what a corrupt length can
 /// make a reader allocate. Producers split larger operations.
 pub const MAX_RECORD_LEN: u32 = 256 << 20;
@@ -402,13 +408,25 @@ pub fn decode_record(rec: &[u8]) -> Result<RecordHeader, RecordFault> {
 
 /// A format 2 header, its checksum already matched.
 fn decode_v2(rec: &[u8], len: u32) -> Result<RecordHeader, RecordFault> {
-    let byte = rec[V2_KIND];
+    let body_end = rec.len() - RECORD_TRAILER_LEN;
+    let (mut h, head_len) = decode_v2_head(&rec[..body_end], len)?;
+    if h.kind == RecordKind::Mark {
+        h.content_hash = Some(Hash32(*blake3::hash(&rec[head_len..body_end]).as_bytes()));
+    }
+    Ok(h)
+}
+
+/// The fields of a format 2 header from `b`, the record without its
+/// checksum or a prefix of it, and the header's length. The content hash
+/// is set when the header holds it or it is zero, `None` for a mark (its
+/// body is needed) and a write that does not store it.
+fn decode_v2_head(b: &[u8], len: u32) -> Result<(RecordHeader, usize), RecordFault> {
+    let byte = b[V2_KIND];
     let kind = RecordKind::from_u8(byte & 0x0f).ok_or(RecordFault::BadKind(byte & 0x0f))?;
     if byte & !(0x0f | SECTOR_UNITS) != 0 {
         return Err(RecordFault::BadHeader("unknown bits in the kind byte"));
     }
-    let body_end = rec.len() - RECORD_TRAILER_LEN;
-    let mut rest = &rec[V2_VARINTS..body_end];
+    let mut rest = &b[V2_VARINTS..];
     let field = |rest: &mut &[u8]| -> Result<u64, RecordFault> {
         let before = rest.len();
         let v = get_varint(rest).ok_or(RecordFault::BadHeader("a varint runs past the header"))?;
@@ -434,34 +452,55 @@ fn decode_v2(rec: &[u8], len: u32) -> Result<RecordHeader, RecordFault> {
             "byte units for a sector-aligned range",
         ));
     }
-    let whole = seq % CHAIN_EVERY == 0;
-    let link_len = if whole { 32 } else { CHAIN_CHECK_LEN };
-    if rest.len() < link_len {
-        return Err(RecordFault::BadHeader("the chain runs past the record"));
-    }
-    let link = if whole {
-        Link::Chain(hash_at(rest, 0))
-    } else {
-        Link::Check(u32_at(rest, 0))
-    };
     let mut h = RecordHeader {
         record_len: len,
         seq: Seq(seq),
-        time_ns: TimeNs(u64_at(rec, V2_TIME) as i64),
+        time_ns: TimeNs(u64_at(b, V2_TIME) as i64),
         kind,
-        flags: OpFlags(rec[V2_FLAGS]),
+        flags: OpFlags(b[V2_FLAGS]),
         offset_bytes,
         length_bytes,
         content_hash: None,
-        link,
+        link: Link::Check(0),
         format: LogFormat::V2,
     };
+    let head_len = h.head_len();
+    if b.len() < head_len {
+        return Err(RecordFault::BadHeader("the header runs past the record"));
+    }
+    let at = head_len - h.stored_hashes_len();
+    h.link = if seq % CHAIN_EVERY == 0 {
+        Link::Chain(hash_at(b, at))
+    } else {
+        Link::Check(u32_at(b, at))
+    };
     h.content_hash = match kind {
-        RecordKind::Write => None,
-        RecordKind::Mark => Some(Hash32(*blake3::hash(record_body(rec)).as_bytes())),
+        RecordKind::Write if h.stores_content_hash() => Some(hash_at(b, head_len - 32)),
+        RecordKind::Write | RecordKind::Mark => None,
         _ => Some(Hash32::default()),
     };
-    Ok(h)
+    Ok((h, head_len))
+}
+
+/// Bytes of a record's head that [`decode_head_unchecked`] reads: every
+/// header of either format fits (a format 2 header is at most 108).
+pub const HEAD_READ_LEN: usize = RECORD_HEADER_LEN;
+
+/// Decode the header at the start of `b` (up to [`HEAD_READ_LEN`] bytes
+/// of the log from a record's start, fewer at its end) without its
+/// checksum, which needs the whole record: for reading the canonical
+/// content of a record already checked once. `None` if it does not decode;
+/// the content hash is `None` where the header does not hold it (format 2
+/// marks and small writes: read the whole record).
+pub fn decode_head_unchecked(b: &[u8]) -> Option<RecordHeader> {
+    match LogFormat::of_prefix(b)? {
+        LogFormat::V1 => decode_header_unchecked(b.get(..RECORD_HEADER_LEN)?.try_into().ok()?),
+        LogFormat::V2 => {
+            let len = peek_record_len(b.get(..8)?.try_into().ok()?).ok()?;
+            let end = b.len().min(len as usize - RECORD_TRAILER_LEN);
+            decode_v2_head(&b[..end], len).ok().map(|(h, _)| h)
+        }
+    }
 }
 
 /// The body of a whole record of either format (between header and
@@ -471,21 +510,10 @@ pub fn record_body(rec: &[u8]) -> &[u8] {
     if rec.first() != Some(&RECORD_MAGIC_V2) {
         return &rec[RECORD_HEADER_LEN..end];
     }
-    let mut rest = &rec[V2_VARINTS..end];
-    let mut seq = 0;
-    for i in 0..3 {
-        let v = get_varint(&mut rest).unwrap_or(0);
-        if i == 0 {
-            seq = v;
-        }
+    match decode_v2_head(&rec[..end], rec.len() as u32) {
+        Ok((_, head_len)) => &rec[head_len..end],
+        Err(_) => &[],
     }
-    let link_len = if seq % CHAIN_EVERY == 0 {
-        32
-    } else {
-        CHAIN_CHECK_LEN
-    };
-    let at = end - rest.len() + link_len;
-    &rec[at.min(end)..end]
 }
 
 /// Bytes of a record's canonical content ([`RecordHeader::canonical`]).
@@ -529,11 +557,31 @@ impl RecordHeader {
                     + varint_len(self.seq.0)
                     + varint_len(off)
                     + varint_len(len)
-                    + if self.seq.0 % CHAIN_EVERY == 0 {
-                        32
-                    } else {
-                        CHAIN_CHECK_LEN
-                    }
+                    + self.stored_hashes_len()
+            }
+        }
+    }
+
+    /// Format 2: bytes of the chain (or its check) and the content hash
+    /// when stored.
+    fn stored_hashes_len(&self) -> usize {
+        let link = if self.seq.0 % CHAIN_EVERY == 0 {
+            32
+        } else {
+            CHAIN_CHECK_LEN
+        };
+        link + if self.stores_content_hash() { 32 } else { 0 }
+    }
+
+    /// Does this record's header hold its content hash? Always in format
+    /// 1; in format 2 for writes of [`CONTENT_HASH_MIN_BYTES`] or more,
+    /// where rebuilding it would read that much and storing it costs at
+    /// most 0.2%.
+    pub fn stores_content_hash(&self) -> bool {
+        match self.format {
+            LogFormat::V1 => true,
+            LogFormat::V2 => {
+                self.kind == RecordKind::Write && self.length_bytes >= CONTENT_HASH_MIN_BYTES
             }
         }
     }
@@ -649,6 +697,12 @@ pub fn finish_record(buf: &mut Vec<u8>, h: &mut RecordHeader) {
             match h.link {
                 Link::Chain(c) => head.extend_from_slice(&c.0),
                 Link::Check(c) => head.extend_from_slice(&c.to_le_bytes()),
+            }
+            if h.stores_content_hash() {
+                let content = h
+                    .content_hash
+                    .expect("a large write's content hash is known");
+                head.extend_from_slice(&content.0);
             }
             assert_eq!(head.len(), h.head_len(), "format 2 header length");
             assert_eq!(
@@ -1069,6 +1123,19 @@ mod tests {
             let (s, t, _) = record_identity(prefix).unwrap();
             assert_eq!((s, t), (Seq(seq), TimeNs(-5)));
         }
+        // A header read alone gives the content hash where it holds it.
+        let (buf, h) = mark(LogFormat::V1, 7);
+        assert_eq!(
+            decode_head_unchecked(&buf[..buf.len().min(HEAD_READ_LEN)]),
+            Some(h)
+        );
+        let (buf, h) = mark(LogFormat::V2, 7);
+        let head = decode_head_unchecked(&buf).unwrap();
+        assert_eq!(
+            (head.seq, head.content_hash),
+            (h.seq, None),
+            "a mark's hash needs its body"
+        );
         // Format 2 keeps what cannot be recomputed: a mark of 8 bytes at
         // record 7 takes 15 fixed bytes, 3 varints, a 4-byte chain check,
         // the name and the CRC; at record 512 the whole chain.
@@ -1105,6 +1172,43 @@ mod tests {
             assert_eq!(buf.len(), framing, "{offset_bytes}+{length_bytes}");
             assert_eq!(decode_record(&buf), Ok(h));
             assert!(record_body(&buf).is_empty());
+        }
+    }
+
+    /// A write of 16 KiB or more stores its content hash, found by a read of
+    /// its head alone; a smaller one does not.
+    #[test]
+    fn format_2_large_writes_store_their_content_hash() {
+        for (len, stored) in [(16 << 10, true), ((16 << 10) - 512, false)] {
+            let data = vec![3u8; len as usize];
+            let mut h = RecordHeader {
+                record_len: 0,
+                seq: Seq(9),
+                time_ns: TimeNs(1),
+                kind: RecordKind::Write,
+                flags: OpFlags::default(),
+                offset_bytes: 0,
+                length_bytes: len,
+                content_hash: Some(Hash32(*blake3::hash(&data).as_bytes())),
+                link: Link::Check(5),
+                format: LogFormat::V2,
+            };
+            let mut buf = Vec::new();
+            begin_record(&mut buf, &h);
+            for block in data.chunks(4096) {
+                let mut b = [0u8; 4096];
+                b[..block.len()].copy_from_slice(block);
+                push_stored(&mut buf, Encoding::Raw, &b);
+            }
+            finish_record(&mut buf, &mut h);
+            let got = decode_record(&buf).unwrap();
+            let head = decode_head_unchecked(&buf[..HEAD_READ_LEN]).unwrap();
+            assert_eq!(got.content_hash.is_some(), stored, "{len}");
+            assert_eq!(head.content_hash, got.content_hash, "{len}");
+            if stored {
+                assert_eq!(got, h);
+            }
+            assert_eq!(record_body(&buf).len(), len.div_ceil(4096) as usize * 4097);
         }
     }
 

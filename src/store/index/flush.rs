@@ -9,7 +9,7 @@
 //! the index is derived data and never promises more than the log holds.
 
 use super::run::{self, BlockVersion, Run, StoredContent};
-use super::{run_file_names, Index, Manifest, SEQ_ENTRY_LEN};
+use super::{run_file_names, seq_entries, Index, Manifest, SEQ_ENTRY_LEN, SEQ_STRIDE};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::layout;
@@ -248,9 +248,10 @@ impl Index {
     /// until one succeeds.
     fn write_seqs(&mut self) -> Result<()> {
         let it = self.manifest.indexed_through.0;
-        let mut bytes = Vec::with_capacity(self.tail.len() * SEQ_ENTRY_LEN as usize);
+        let mut bytes = Vec::new();
         for (i, t) in self.tail.iter().enumerate() {
-            if it + i as u64 + 1 > self.seqs_written {
+            let seq = it + i as u64 + 1;
+            if seq > self.seqs_written && (seq - 1) % SEQ_STRIDE == 0 {
                 bytes.extend_from_slice(&t.offset_bytes.to_le_bytes());
             }
         }
@@ -258,7 +259,7 @@ impl Index {
             .seqs
             .as_ref()
             .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
-        seqs.write_all_at(&bytes, self.seqs_written * SEQ_ENTRY_LEN)
+        seqs.write_all_at(&bytes, seq_entries(self.seqs_written) * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
         seqs.sync_data().at(&self.seqs_path)?;
         self.count_written(bytes.len() as u64);

@@ -7,7 +7,7 @@
 //! ```text
 //!  0           8            16                 24         32          40
 //!  +-----------+------------+------------------+----------+-----------+
-//!  |"DHMANIF6" | generation | indexed_through  | log_end  | head_time |
+//!  |"DHMANIF7" | generation | indexed_through  | log_end  | head_time |
 //!  +-----------+------------+------------------+----------+-----------+
 //!  40                  72              80       84             84+16n   +4
 //!  +-------------------+---------------+--------+--------------+--------+
@@ -20,11 +20,12 @@ use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
 use std::path::Path;
 
-/// Manifest magic; the last byte is the index format version (6: `seqs`
-/// entries hold the log offset only; 5: runs of delta-packed entries and
+/// Manifest magic; the last byte is the index format version (7: `seqs`
+/// holds every 16th record's offset; 6: `seqs` entries hold the log offset
+/// only; 5: runs of delta-packed entries and
 /// 64-bit dedup keys; 4 added the Merkle tree's stored hashes,
 /// `index/tree/`).
-const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF6";
+const MANIFEST_MAGIC: &[u8; 8] = b"DHMANIF7";
 /// The index format this diskhist writes (an ASCII digit).
 pub const INDEX_FORMAT: u8 = MANIFEST_MAGIC[7];
 const MANIFEST_MAGIC_STEM: &[u8; 7] = b"DHMANIF";

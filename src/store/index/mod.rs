@@ -1,9 +1,10 @@
 //! The index: everything needed to answer "block B as of state S" and
 //! "which record was current at time T" without replaying the log.
 //!
-//! - `index/seqs`: one 8-byte entry per record, its log offset; record `s`
-//!   is entry `s-1`. Binary search over the times in the records' heads
-//!   maps a time to a seq.
+//! - `index/seqs`: the log offset of every 16th record (8 bytes each); the
+//!   records between are reached by walking their heads from there.
+//!   Binary search over the times in the records' heads maps a time to a
+//!   seq.
 //! - `index/*.run`: sorted `(block, seq) -> location` runs covering disjoint
 //!   ranges of records (see [`run`]). Lookup: newest run first, the greatest
 //!   key <= `(B, S)`; runs are merged so there are O(log n) of them.
@@ -45,7 +46,7 @@ mod tree;
 pub use flush::remove_orphan_runs;
 pub use manifest::{manifest_version, read_manifest, run_file_names, Manifest, INDEX_FORMAT};
 pub use scan::{is_torn_tail, TailRecord, TailStop};
-pub use seqs::SEQ_ENTRY_LEN;
+pub use seqs::{seq_entries, SEQ_ENTRY_LEN, SEQ_STRIDE};
 pub use tree::{decode_entry, encode_entry, level_file_name, TILE_HEIGHT, TREE_ENTRY_LEN};
 
 use crate::store::error::{IoContext, Result, StoreError};
@@ -236,7 +237,8 @@ impl Index {
     fn prepare_for_writing(&mut self) -> Result<()> {
         let it = self.manifest.indexed_through.0;
         if let Some(seqs) = &self.seqs {
-            seqs.set_len(it * SEQ_ENTRY_LEN).at(&self.seqs_path)?;
+            seqs.set_len(seqs::seq_entries(it) * SEQ_ENTRY_LEN)
+                .at(&self.seqs_path)?;
         }
         self.seqs_written = it;
         flush::remove_orphan_runs(&self.dir.join(layout::INDEX_DIR), &self.manifest.runs)?;
@@ -317,13 +319,13 @@ impl Index {
                         Some(f) => f.metadata().at(&self.seqs_path)?.len(),
                         None => 0,
                     };
-                    if seqs_len < m.indexed_through.0 * SEQ_ENTRY_LEN {
+                    let promised = seqs::seq_entries(m.indexed_through.0);
+                    if seqs_len < promised * SEQ_ENTRY_LEN {
                         return Err(StoreError::corrupted(
                             &self.seqs_path,
                             format!(
-                                "holds {} entries, the manifest promises {}",
+                                "holds {} entries, the manifest promises {promised}",
                                 seqs_len / SEQ_ENTRY_LEN,
-                                m.indexed_through.0
                             ),
                         ));
                     }
@@ -525,6 +527,7 @@ impl Index {
         self.tail.push(TailRecord {
             time_ns: h.time_ns,
             offset_bytes: offset,
+            record_len: h.record_len,
         });
         self.tail_leaves.push(leaf);
         self.tree.push(leaf);

@@ -31,6 +31,7 @@ pub struct TailStop {
 pub struct TailRecord {
     pub time_ns: TimeNs,
     pub offset_bytes: u64,
+    pub record_len: u32,
 }
 
 /// A bad record at `offset` is a torn tail when no whole record header can

@@ -1,11 +1,14 @@
-//! `index/seqs`: one 8-byte entry per record, its log offset (u64); record
-//! `s` is entry `s - 1`. Records after the manifest's point are in memory
-//! (`tail`). Binary search over the times maps a time to the state it
-//! names. The file carries no checksum: the head of the record an entry
-//! points to is read when the entry is used, and must be a record with
-//! that sequence number; its time comes from there. (Index format 5 kept
-//! the time in the entry too, 16 bytes, and checked it against the same
-//! head.)
+//! `index/seqs`: the log offset (u64) of every [`SEQ_STRIDE`]th record:
+//! entry `j` is record `16j + 1`'s. The records between are found by
+//! walking forward from there, each record's head giving its length (at
+//! most 15 small reads, all in the same stretch of log; a walk in order
+//! pays one a record, as reading the records' times does anyway). Records
+//! after the manifest's point are in memory (`tail`). Binary search over
+//! the times maps a time to the state it names: over the entries first,
+//! then within one stride. The file carries no checksum: the head of every
+//! record reached is read, and must be a record with the sequence number
+//! due; its time comes from there. (Index format 6 kept an entry for every
+//! record, 8 bytes each; format 5 also its time, 16.)
 
 use super::{Index, TailRecord};
 use crate::store::error::{IoContext, Result, StoreError};
@@ -15,9 +18,21 @@ use std::os::unix::fs::FileExt;
 
 /// Bytes per entry.
 pub const SEQ_ENTRY_LEN: u64 = 8;
-/// Bytes of a record's head read for a `seqs` entry: its sequence number
-/// and time.
+/// One record in this many has an entry.
+pub const SEQ_STRIDE: u64 = 16;
+/// Bytes of a record's head read for a `seqs` entry: its sequence number,
+/// time and length.
 const SEQ_CHECK_LEN: usize = format::RECORD_IDENTITY_LEN;
+
+/// Entries `seqs` holds for records `1..=records`.
+pub fn seq_entries(records: u64) -> u64 {
+    records.div_ceil(SEQ_STRIDE)
+}
+
+/// The record that starts the stride holding `seq` (>= 1).
+fn stride_start(seq: u64) -> u64 {
+    seq - (seq - 1) % SEQ_STRIDE
+}
 /// Checked entries kept (1.5 MiB): the binary searches of a listing or of
 /// time lookups go through the same upper levels again and again.
 const SEQ_CACHE_ENTRIES: usize = 1 << 16;
@@ -33,6 +48,7 @@ impl SeqCache {
             TailRecord {
                 time_ns: TimeNs(0),
                 offset_bytes: 0,
+                record_len: 0,
             },
         );
         SeqCache(parking_lot::Mutex::new(
@@ -66,31 +82,58 @@ impl Index {
         if let Some(entry) = self.seq_cache.get(seq, generation) {
             return Ok(entry);
         }
+        // Walk from the nearest record of the stride already known, else
+        // from the stride's entry.
+        let start = stride_start(seq.0);
+        let known = (start..seq.0)
+            .rev()
+            .find_map(|s| self.seq_cache.get(Seq(s), generation).map(|e| (s, e)));
+        let (mut s, mut offset) = match known {
+            Some((s, e)) => (s + 1, e.offset_bytes + u64::from(e.record_len)),
+            None => (start, self.stride_offset(start)?),
+        };
+        loop {
+            let entry = self.entry_from_log(Seq(s), offset)?;
+            self.seq_cache.put(Seq(s), generation, entry);
+            if s == seq.0 {
+                return Ok(entry);
+            }
+            offset += u64::from(entry.record_len);
+            s += 1;
+        }
+    }
+
+    /// The log offset `seqs` holds for record `start`, the first of its
+    /// stride.
+    fn stride_offset(&self, start: u64) -> Result<u64> {
         let mut e = [0u8; SEQ_ENTRY_LEN as usize];
         let seqs = self
             .seqs
             .as_ref()
             .ok_or_else(|| StoreError::corrupted(&self.seqs_path, "missing"))?;
-        seqs.read_exact_at(&mut e, (seq.0 - 1) * SEQ_ENTRY_LEN)
+        seqs.read_exact_at(&mut e, (start - 1) / SEQ_STRIDE * SEQ_ENTRY_LEN)
             .at(&self.seqs_path)?;
-        let entry = self.entry_from_log(seq, u64::from_le_bytes(e))?;
-        self.seq_cache.put(seq, generation, entry);
-        Ok(entry)
+        Ok(u64::from_le_bytes(e))
     }
 
-    /// `seqs` is not checksummed: the entry's offset must point at the head
-    /// of a record (magic) with this sequence number, whose time it takes.
+    /// `seqs` is not checksummed: an entry, or a step of a walk from one,
+    /// must reach the head of a record (magic) with this sequence number,
+    /// whose time and length it takes.
     fn entry_from_log(&self, seq: Seq, offset_bytes: u64) -> Result<TailRecord> {
         let mut head = [0u8; SEQ_CHECK_LEN];
         let found = (offset_bytes < self.log_end)
             .then(|| self.log.read_exact_at(&mut head, offset_bytes).ok())
             .flatten()
-            .and_then(|()| format::record_identity(&head))
-            .filter(|&(s, _, _)| s == seq);
+            .and_then(|()| {
+                let (s, time_ns, _) = format::record_identity(&head)?;
+                let len = format::peek_record_len(head[..8].try_into().unwrap()).ok()?;
+                (s == seq).then_some((time_ns, len))
+            });
         match found {
-            Some((_, time_ns, _)) => Ok(TailRecord {
+            Some((time_ns, record_len)) => Ok(TailRecord {
                 time_ns,
                 offset_bytes,
+                record_len,
             }),
             None => Err(StoreError::corrupted(
                 &self.seqs_path,
@@ -123,18 +166,28 @@ impl Index {
 
     /// The last record for which `holds` is true (Seq(0) if none), by
     /// binary search: it must hold for the records up to some point and
-    /// for none after.
+    /// for none after. The search runs over the records that start a
+    /// stride (one read each), then forward within one stride.
     fn last_seq_where(&self, mut holds: impl FnMut(Seq) -> Result<bool>) -> Result<Seq> {
-        let (mut lo, mut hi) = (0u64, self.head.seq.0);
+        let head = self.head.seq.0;
+        if head == 0 || !holds(Seq(1))? {
+            return Ok(Seq(0));
+        }
+        let (mut lo, mut hi) = (0u64, (head - 1) / SEQ_STRIDE);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if holds(Seq(mid))? {
+            if holds(Seq(mid * SEQ_STRIDE + 1))? {
                 lo = mid;
             } else {
                 hi = mid - 1;
             }
         }
-        Ok(Seq(lo))
+        let mut s = lo * SEQ_STRIDE + 1;
+        let end = (s + SEQ_STRIDE - 1).min(head);
+        while s < end && holds(Seq(s + 1))? {
+            s += 1;
+        }
+        Ok(Seq(s))
     }
 
     /// The kind of record `seq`, from its first bytes only (no checksum:
@@ -208,17 +261,16 @@ impl Index {
             Some((s, c)) if s >= whole && s <= seq => (s, c),
             _ if whole.0 == 0 => (Seq(0), Hash32::default()),
             _ => {
-                let w = self.read_record(whole, &mut Vec::new())?;
+                let w = self.record_header(whole)?;
                 (whole, self.stored_chain(&w)?)
             }
         };
-        let mut buf = Vec::new();
         while from.0 < seq {
             let next = Seq(from.0 .0 + 1);
             let r = if next == seq {
                 *h
             } else {
-                self.read_record(next, &mut buf)?
+                self.record_header(next)?
             };
             let chain = r.chain_after(&from.1).ok_or_else(|| {
                 StoreError::corrupted(

@@ -37,7 +37,7 @@ use super::Index;
 use crate::merkle::{self, Frontier, Subtrees};
 use crate::store::error::{IoContext, Result, StoreError};
 use crate::store::files;
-use crate::store::format::{self, RECORD_HEADER_LEN};
+use crate::store::format;
 use crate::store::layout;
 use crate::units::{Hash32, Seq};
 use std::fs::File;
@@ -217,19 +217,21 @@ impl Index {
         Ok(self.record_header(seq)?.leaf_hash())
     }
 
-    /// The header of record `seq` with its content hash: in format 1 read
-    /// from the log without its checksum (the record was checked when it
-    /// was taken in; `verify` checks it again), in format 2 rebuilt from
-    /// the whole record.
+    /// The header of record `seq` with its content hash, read from the
+    /// log's head of the record without its checksum (the record was
+    /// checked when it was taken in; `verify` checks it again); a format 2
+    /// record that does not store its content hash is read whole and the
+    /// hash rebuilt.
     pub fn record_header(&self, seq: Seq) -> Result<format::RecordHeader> {
-        if self.header.format != format::LogFormat::V1 {
-            return self.read_record(seq, &mut Vec::new());
-        }
         let offset = self.offset_of(seq)?;
-        let mut b = [0u8; RECORD_HEADER_LEN];
-        self.log.read_exact_at(&mut b, offset).at(&self.log_path)?;
-        match format::decode_header_unchecked(&b) {
-            Some(h) if h.seq == seq => Ok(h),
+        let mut b = [0u8; format::HEAD_READ_LEN];
+        let n = (self.log_end.saturating_sub(offset) as usize).min(b.len());
+        self.log
+            .read_exact_at(&mut b[..n], offset)
+            .at(&self.log_path)?;
+        match format::decode_head_unchecked(&b[..n]) {
+            Some(h) if h.seq == seq && h.content_hash.is_some() => Ok(h),
+            Some(h) if h.seq == seq => self.read_record(seq, &mut Vec::new()),
             _ => Err(StoreError::corrupted(
                 &self.log_path,
                 format!("record {seq} at byte {offset}: not a record header"),
