@@ -155,9 +155,19 @@ fn offsets(dir: &Path) -> Vec<u64> {
     out
 }
 
+/// Where to edit a record: in the first raw block it stores, the first
+/// byte it wrote, or (`Carried`) the first byte of the block it did not
+/// write (a partly written block holds the block's previous version there).
+#[derive(Clone, Copy, PartialEq)]
+enum Edit {
+    Written,
+    Carried,
+}
+
 /// Change one byte of record `seq`'s body and recompute its CRC, as someone
-/// who knows the format but not the chain would.
-fn edit_with_crc(dir: &Path, seq: u64) -> format::RecordHeader {
+/// who knows the format but not the chain would. `None` if the record has
+/// no such byte.
+fn edit_with_crc(dir: &Path, seq: u64, edit: Edit) -> Option<format::RecordHeader> {
     let log = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -173,26 +183,23 @@ fn edit_with_crc(dir: &Path, seq: u64) -> format::RecordHeader {
     let bs = u64::from(BS);
     let blocks = (h.offset_bytes + h.length_bytes - 1) / bs - h.offset_bytes / bs + 1;
     let entries = format::parse_block_entries(body, blocks as usize, BS).unwrap();
-    // The first block stored in the record, raw: change its first byte
-    // the write wrote (the rest of a partly written block is the previous
-    // version, which the content hash does not cover).
     let first = h.offset_bytes / bs;
-    let stored = entries
-        .iter()
-        .enumerate()
-        .find_map(|(k, e)| match e {
-            format::BlockEntry::Stored {
-                encoding: format::Encoding::Raw,
-                body_offset,
-                ..
-            } => {
-                let b = first + k as u64;
-                Some(body_offset + (h.offset_bytes.max(b * bs) - b * bs) as usize)
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no raw block in record {seq}: {h:?} {entries:?}"));
-    rec[body_at + stored] ^= 0x10;
+    let (k, body_offset) = entries.iter().enumerate().find_map(|(k, e)| match e {
+        format::BlockEntry::Stored {
+            encoding: format::Encoding::Raw,
+            body_offset,
+            ..
+        } => Some((k, *body_offset)),
+        _ => None,
+    })?;
+    let b = first + k as u64;
+    let written_from = h.offset_bytes.max(b * bs) - b * bs;
+    let at_in_block = match edit {
+        Edit::Written => written_from,
+        Edit::Carried if written_from > 0 => 0,
+        Edit::Carried => return None,
+    };
+    rec[body_at + body_offset + at_in_block as usize] ^= 0x10;
     let n = rec.len() - 4;
     let crc = crc32c::crc32c(&rec[..n]);
     rec[n..].copy_from_slice(&crc.to_le_bytes());
@@ -201,7 +208,7 @@ fn edit_with_crc(dir: &Path, seq: u64) -> format::RecordHeader {
         "the CRC was recomputed"
     );
     log.write_all_at(&rec, at).unwrap();
-    h
+    Some(h)
 }
 
 /// A write of fresh data (operation `i` with `i % 7 >= 5`) covering a
@@ -233,7 +240,7 @@ fn an_edit_with_a_recomputed_crc_is_named() {
         let dir = tmp.path().join("s");
         record_history(&dir, LogFormat::V2);
         let seq = fresh_write(&dir, large);
-        let h = edit_with_crc(&dir, seq);
+        let h = edit_with_crc(&dir, seq, Edit::Written).expect("a raw block");
         assert_eq!(h.content_hash.is_some(), large);
         let r = verify(&dir).unwrap();
         let p = r.problem.expect("verify must find the edit");
@@ -254,6 +261,34 @@ fn an_edit_with_a_recomputed_crc_is_named() {
                 "a writer refuses to cut it away"
             );
         }
+    }
+}
+
+/// The bytes of a partly written block that a write did not write are the
+/// block's previous version, which no hash covers: edited with the CRC
+/// recomputed, they would change the disk at that state and after. Verify
+/// compares them with the previous version, in either format.
+#[test]
+fn an_edit_of_bytes_a_write_did_not_write_is_named() {
+    for format in [LogFormat::V2, LogFormat::V1] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        record_history(&dir, format);
+        let pristine = std::fs::read(dir.join("log")).unwrap();
+        let seq = (1..=RECORDS)
+            .filter(|s| (s - 1) % 7 >= 5)
+            .find(|&s| {
+                let edited = edit_with_crc(&dir, s, Edit::Carried).is_some();
+                if !edited {
+                    std::fs::write(dir.join("log"), &pristine).unwrap();
+                }
+                edited
+            })
+            .expect("a write starting inside a block stored raw");
+        let r = verify(&dir).unwrap();
+        let p = r.problem.expect("verify must find the edit");
+        assert_eq!(p.seq, Seq(seq), "{format:?}: {p:?}");
+        assert!(p.what.contains("did not write"), "{format:?}: {p:?}");
     }
 }
 

@@ -369,6 +369,9 @@ struct LogCheck {
     head_at_manifest: HeadAt,
     /// The chain after the record last checked.
     chain: Hash32,
+    /// A reader of the store, for the previous versions of partly written
+    /// blocks; `None` when it could not be opened (a note says so).
+    prior: Option<crate::store::Store>,
     /// The Merkle tree over the records accepted so far.
     tree: crate::merkle::Frontier,
     /// Its stored-level subtrees up to the manifest's point, per level.
@@ -390,7 +393,18 @@ impl LogCheck {
         let log = File::open(&log_path).at(&log_path)?;
         let log_len = log.metadata().at(&log_path)?.len();
         report.log_bytes = log_len;
+        let prior = match crate::store::Store::open(dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report.notes.push(format!(
+                    "the bytes of partly written blocks that records did not write were not \
+                     compared with the blocks' previous versions: {e}"
+                ));
+                None
+            }
+        };
         Ok(LogCheck {
+            prior,
             live: writer::writer_is_live(dir),
             block: vec![0u8; header.block_size as usize],
             header,
@@ -549,6 +563,11 @@ impl LogCheck {
                 }
             }
             let (lo, hi) = ((b * bs).max(h.offset_bytes), ((b + 1) * bs).min(end));
+            if (lo, hi) != (b * bs, (b + 1) * bs) {
+                if let Some(what) = self.check_carried(b, seq, lo - b * bs, hi - b * bs)? {
+                    return Ok(Some(what));
+                }
+            }
             let written = &self.block[(lo - b * bs) as usize..(hi - b * bs) as usize];
             if h.kind == RecordKind::Write {
                 hasher.update(written);
@@ -575,6 +594,50 @@ impl LogCheck {
             None => h.content_hash = Some(expect),
         }
         self.stored.extend(stored_here);
+        Ok(None)
+    }
+
+    /// The bytes of block `b` (decoded in `block`) that record `seq` did
+    /// not write, outside `lo..hi`, are the block's previous version: no
+    /// hash covers them (the content hash covers what was written), so
+    /// they are compared with it, read through the index as of the record
+    /// before (the index is itself compared with the log below).
+    fn check_carried(&mut self, b: u64, seq: Seq, lo: u64, hi: u64) -> Result<Option<String>> {
+        let Some(prior) = self.prior.as_ref() else {
+            return Ok(None);
+        };
+        let mut before = vec![0u8; self.block.len()];
+        let read = |before: &mut [u8]| {
+            let i = prior.idx.read();
+            (i.head().seq.0 >= seq.0 - 1)
+                .then(|| i.read_at(Seq(seq.0 - 1), b * before.len() as u64, before))
+        };
+        let got = match read(&mut before) {
+            Some(r) => r,
+            // Recorded after the reader opened (a live writer): look again.
+            None => {
+                prior.refresh()?;
+                read(&mut before).unwrap_or(Err(StoreError::NoSuchState {
+                    seq: Seq(seq.0 - 1),
+                    head: prior.idx.read().head().seq,
+                }))
+            }
+        };
+        if let Err(e) = got {
+            self.prior = None;
+            self.report.notes.push(format!(
+                "the bytes of partly written blocks that records did not write were compared \
+                 with the blocks' previous versions up to record {seq} only: {e}"
+            ));
+            return Ok(None);
+        }
+        let (lo, hi) = (lo as usize, hi as usize);
+        if self.block[..lo] != before[..lo] || self.block[hi..] != before[hi..] {
+            return Ok(Some(format!(
+                "block {b}: the bytes this record did not write differ from the block's \
+                 previous version (they were edited)"
+            )));
+        }
         Ok(None)
     }
 
