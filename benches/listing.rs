@@ -15,6 +15,7 @@
 //! DISKHIST is the binary to mount with (default target/release/diskhist).
 
 use diskhist::store::{Op, OpFlags, Store, Writer};
+use diskhist::testing::format::LogFormat;
 use diskhist::TimeNs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +25,12 @@ const DAYS: i64 = 30;
 const T0: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
 
 fn build(dir: &Path, records: u64) {
-    if Store::open(dir).is_ok_and(|s| s.head().seq.0 == records) {
+    // Only a store of the current record format: one history has the same
+    // head in every format.
+    let current = |s: &Store| s.head().seq.0 == records && s.header().format == LogFormat::V2;
+    if Store::open(dir).is_ok_and(|s| current(&s)) {
+        // A writer brings an index of an older format up to date.
+        Writer::open(dir).unwrap().close().unwrap();
         println!("using the store built before in {}", dir.display());
         return;
     }
