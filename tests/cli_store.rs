@@ -404,6 +404,7 @@ fn info_reports_space_and_chain() {
     for needle in [
         "disk size:      1048576 bytes",
         "block size:     4096 bytes",
+        "format:         2\n",
         "records:        6",
         "first time:     2026-11-23T06:30:15Z",
         "last time:      2026-11-23T06:30:20Z",

@@ -260,6 +260,7 @@ fn info_json_says_what_the_text_says() {
     assert_eq!(v["store"], p(&f.store));
     assert_eq!(v["size_bytes"], 1 << 20);
     assert_eq!(v["block_size"], 4096);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["records"], 6);
     assert_eq!(v["first_time"], "2026-11-23T06:30:15Z");
     assert_eq!(v["first_time_ns"], 1_795_415_415_000_000_000i64);

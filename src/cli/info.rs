@@ -84,6 +84,16 @@ fn print_text(
     writeln!(out, "store:          {}", a.store.display())?;
     writeln!(out, "disk size:      {} bytes", h.size_bytes)?;
     writeln!(out, "block size:     {} bytes", h.block_size)?;
+    writeln!(
+        out,
+        "format:         {}{}",
+        h.format.version(),
+        if h.format.version() < diskhist::store::FORMAT_VERSION {
+            " (an older format: read, verified and appended to as it is)"
+        } else {
+            ""
+        }
+    )?;
     writeln!(out, "created:        {}", format_rfc3339(h.created_ns))?;
     writeln!(out, "records:        {}", head.seq.0)?;
     if let Some(t) = first_time {
@@ -266,7 +276,8 @@ fn print_json(
     let o = Object::new()
         .str("store", &a.store.display().to_string())
         .num("size_bytes", h.size_bytes)
-        .num("block_size", h.block_size);
+        .num("block_size", h.block_size)
+        .num("format_version", h.format.version());
     let o = time(o, "created", Some(h.created_ns)).num("records", head.seq.0);
     let o = time(o, "first_time", first_time);
     let o = time(o, "last_time", head.time_ns)

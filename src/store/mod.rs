@@ -24,7 +24,7 @@
 pub use error::{InitError, StoreError};
 
 use crate::units::{BlockNo, Geometry, Hash32, Seq, TimeNs};
-pub use format::RecordKind;
+pub use format::{RecordKind, FORMAT_VERSION};
 pub use index::{Head, TailStop};
 pub use op::{Op, OpFlags, OwnedOp};
 pub use writer::{

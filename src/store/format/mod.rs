@@ -63,11 +63,7 @@ pub enum HeaderFault {
 pub fn encode_header(h: &StoreHeader) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[..8].copy_from_slice(HEADER_MAGIC);
-    let version: u32 = match h.format {
-        LogFormat::V1 => 1,
-        LogFormat::V2 => 2,
-    };
-    b[H_VERSION..H_VERSION + 4].copy_from_slice(&version.to_le_bytes());
+    b[H_VERSION..H_VERSION + 4].copy_from_slice(&h.format.version().to_le_bytes());
     b[H_BLOCK_SIZE..H_BLOCK_SIZE + 4].copy_from_slice(&h.block_size.to_le_bytes());
     b[H_SIZE..H_SIZE + 8].copy_from_slice(&h.size_bytes.to_le_bytes());
     b[H_CREATED..H_CREATED + 8].copy_from_slice(&h.created_ns.0.to_le_bytes());

@@ -151,6 +151,14 @@ impl LogFormat {
         }
     }
 
+    /// The store header's version for this format.
+    pub fn version(self) -> u32 {
+        match self {
+            LogFormat::V1 => 1,
+            LogFormat::V2 => 2,
+        }
+    }
+
     /// The smallest whole record of this format.
     pub fn min_record_len(self) -> u32 {
         match self {
