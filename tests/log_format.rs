@@ -267,7 +267,8 @@ fn an_edit_with_a_recomputed_crc_is_named() {
 /// The bytes of a partly written block that a write did not write are the
 /// block's previous version, which no hash covers: edited with the CRC
 /// recomputed, they would change the disk at that state and after. Verify
-/// compares them with the previous version, in either format.
+/// compares them with the previous version, in either format, and confirms
+/// a difference from the log alone before it blames the log.
 #[test]
 fn an_edit_of_bytes_a_write_did_not_write_is_named() {
     for format in [LogFormat::V2, LogFormat::V1] {
@@ -289,6 +290,13 @@ fn an_edit_of_bytes_a_write_did_not_write_is_named() {
         let p = r.problem.expect("verify must find the edit");
         assert_eq!(p.seq, Seq(seq), "{format:?}: {p:?}");
         assert!(p.what.contains("did not write"), "{format:?}: {p:?}");
+        // The mismatch was confirmed from the log alone (the walk back to
+        // the block's last writer), which agreed with the index.
+        assert!(
+            r.index_problems.is_empty(),
+            "{format:?}: {:?}",
+            r.index_problems
+        );
     }
 }
 

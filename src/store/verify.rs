@@ -328,6 +328,9 @@ fn verify_once(
         ));
     }
     c.report.tree_root = c.tree.root();
+    if let Some(m) = c.index_mismatch.take() {
+        c.report.index_problems.push(m);
+    }
     c.leave_out_open_batch();
     if c.report.problem.is_none() {
         if let Some(m) = manifest {
@@ -372,6 +375,9 @@ struct LogCheck {
     /// A reader of the store, for the previous versions of partly written
     /// blocks; `None` when it could not be opened (a note says so).
     prior: Option<crate::store::Store>,
+    /// The first time the reader's index gave a block other content than
+    /// the log: an index problem, not the log's.
+    index_mismatch: Option<String>,
     /// The Merkle tree over the records accepted so far.
     tree: crate::merkle::Frontier,
     /// Its stored-level subtrees up to the manifest's point, per level.
@@ -405,6 +411,7 @@ impl LogCheck {
         };
         Ok(LogCheck {
             prior,
+            index_mismatch: None,
             live: writer::writer_is_live(dir),
             block: vec![0u8; header.block_size as usize],
             header,
@@ -632,13 +639,68 @@ impl LogCheck {
             return Ok(None);
         }
         let (lo, hi) = (lo as usize, hi as usize);
-        if self.block[..lo] != before[..lo] || self.block[hi..] != before[hi..] {
-            return Ok(Some(format!(
-                "block {b}: the bytes this record did not write differ from the block's \
-                 previous version (they were edited)"
-            )));
+        let differ = |block: &[u8], before: &[u8]| {
+            block[..lo] != before[..lo] || block[hi..] != before[hi..]
+        };
+        if !differ(&self.block, &before) {
+            return Ok(None);
         }
-        Ok(None)
+        // The index could be what is wrong: confirm from the log alone.
+        let from_log = self.previous_from_log(b, seq)?;
+        if from_log != before {
+            self.index_mismatch.get_or_insert(format!(
+                "the index gives block {b} as of record {} other content than the log",
+                seq.0 - 1
+            ));
+        }
+        if !differ(&self.block, &from_log) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "block {b}: the bytes this record did not write differ from the block's \
+             previous version (they were edited)"
+        )))
+    }
+
+    /// Block `b` as of the record before `seq`, from the log alone: the
+    /// last record before it that touched the block, found walking back
+    /// (slow, and only done to confirm a mismatch).
+    fn previous_from_log(&mut self, b: u64, seq: Seq) -> Result<Vec<u8>> {
+        let bs = u64::from(self.header.block_size);
+        let mut out = vec![0u8; bs as usize];
+        let mut buf = Vec::new();
+        for i in (0..seq.0.saturating_sub(1) as usize).rev() {
+            let off = self.seen[i].offset_bytes;
+            let h =
+                match read_record_at(&self.log, off, self.log_len, &mut buf).at(&self.log_path)? {
+                    Ok(h) => h,
+                    Err(f) => return Err(StoreError::corrupted(&self.log_path, f.to_string())),
+                };
+            let touches = matches!(
+                h.kind,
+                RecordKind::Write | RecordKind::Zero | RecordKind::Trim
+            ) && h.length_bytes > 0
+                && h.offset_bytes / bs <= b
+                && (h.offset_bytes + h.length_bytes - 1) / bs >= b;
+            if !touches {
+                continue;
+            }
+            let g = (self.header.block_size, self.header.size_bytes);
+            let locs = record_block_locs(off, &h, format::record_body(&buf), g.0, g.1)
+                .map_err(|e| StoreError::corrupted(&self.log_path, e.to_string()))?;
+            if let Some(&(_, loc)) = locs.iter().find(|(x, _)| *x == b) {
+                if loc.encoding != Encoding::Zero {
+                    self.scratch.resize(loc.stored_len as usize, 0);
+                    self.log
+                        .read_exact_at(&mut self.scratch, loc.offset_bytes)
+                        .at(&self.log_path)?;
+                    format::decode_block(loc.encoding, &self.scratch, &mut out)
+                        .map_err(|e| StoreError::corrupted(&self.log_path, e.to_string()))?;
+                }
+            }
+            return Ok(out);
+        }
+        Ok(out)
     }
 
     /// Count record `h` (checked) as part of the history verified.

@@ -429,6 +429,9 @@ fn decode_v2(rec: &[u8], len: u32) -> Result<RecordHeader, RecordFault> {
 /// is set when the header holds it or it is zero, `None` for a mark (its
 /// body is needed) and a write that does not store it.
 fn decode_v2_head(b: &[u8], len: u32) -> Result<(RecordHeader, usize), RecordFault> {
+    if b.len() < V2_VARINTS {
+        return Err(RecordFault::BadHeader("the header is cut short"));
+    }
     let byte = b[V2_KIND];
     let kind = RecordKind::from_u8(byte & 0x0f).ok_or(RecordFault::BadKind(byte & 0x0f))?;
     if byte & !(0x0f | SECTOR_UNITS) != 0 {
@@ -1138,6 +1141,10 @@ mod tests {
             Some(h)
         );
         let (buf, h) = mark(LogFormat::V2, 7);
+        // Cut anywhere, a head read is refused, never a panic.
+        for n in 0..buf.len() {
+            let _ = decode_head_unchecked(&buf[..n]);
+        }
         let head = decode_head_unchecked(&buf).unwrap();
         assert_eq!(
             (head.seq, head.content_hash),

@@ -202,7 +202,11 @@ impl Index {
             head[..format::RECORD_IDENTITY_LEN].try_into().unwrap();
         Ok(match format::record_identity(identity) {
             Some((_, _, Some(kind))) => Some(kind),
-            _ => format::kind_after_identity(head[format::RECORD_IDENTITY_LEN]),
+            // Format 1 keeps the kind after the identity; format 2 in it.
+            _ if head[0] != format::RECORD_MAGIC_V2 => {
+                format::kind_after_identity(head[format::RECORD_IDENTITY_LEN])
+            }
+            _ => None,
         })
     }
 
