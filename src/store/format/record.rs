@@ -346,9 +346,9 @@ pub fn peek_record_len(prefix: &[u8; 8]) -> Result<u32, RecordFault> {
     Ok(len)
 }
 
-/// Bytes at the start of a record that [`record_identity`] reads: every
-/// record of either format is longer.
-pub const RECORD_IDENTITY_LEN: usize = R_KIND;
+/// Bytes at the start of a record that [`record_identity`] reads (through
+/// a format 1 record's kind byte): every record of either format is longer.
+pub const RECORD_IDENTITY_LEN: usize = R_KIND + 1;
 
 /// The sequence number, time and kind in the first bytes of a record,
 /// without checking its checksum (the caller only matches them against an
@@ -357,12 +357,10 @@ pub fn record_identity(
     prefix: &[u8; RECORD_IDENTITY_LEN],
 ) -> Option<(Seq, TimeNs, Option<RecordKind>)> {
     match LogFormat::of_prefix(prefix)? {
-        // A format 1 record's kind follows the identity; the caller reads
-        // it with [`kind_after_identity`].
         LogFormat::V1 => Some((
             Seq(u64_at(prefix, R_SEQ)),
             TimeNs(u64_at(prefix, R_TIME) as i64),
-            None,
+            RecordKind::from_u8(prefix[R_KIND]),
         )),
         LogFormat::V2 => {
             let mut rest = &prefix[V2_VARINTS..];
@@ -374,11 +372,6 @@ pub fn record_identity(
             ))
         }
     }
-}
-
-/// The kind of a format 1 record, from the byte after its identity.
-pub fn kind_after_identity(byte: u8) -> Option<RecordKind> {
-    RecordKind::from_u8(byte)
 }
 
 /// Check the checksum of a whole record (either format) and decode its
@@ -1131,8 +1124,8 @@ mod tests {
                 Err(RecordFault::Truncated)
             );
             let prefix: &[u8; RECORD_IDENTITY_LEN] = buf[..RECORD_IDENTITY_LEN].try_into().unwrap();
-            let (s, t, _) = record_identity(prefix).unwrap();
-            assert_eq!((s, t), (Seq(seq), TimeNs(-5)));
+            let identity = record_identity(prefix).unwrap();
+            assert_eq!(identity, (Seq(seq), TimeNs(-5), Some(RecordKind::Mark)));
         }
         // A header read alone gives the content hash where it holds it.
         let (buf, h) = mark(LogFormat::V1, 7);

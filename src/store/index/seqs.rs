@@ -194,20 +194,11 @@ impl Index {
     /// for choosing which records to read whole).
     pub fn kind_of(&self, seq: Seq) -> Result<Option<RecordKind>> {
         let offset = self.offset_of(seq)?;
-        let mut head = [0u8; format::RECORD_IDENTITY_LEN + 1];
+        let mut head = [0u8; format::RECORD_IDENTITY_LEN];
         self.log
             .read_exact_at(&mut head, offset)
             .at(&self.log_path)?;
-        let identity: &[u8; format::RECORD_IDENTITY_LEN] =
-            head[..format::RECORD_IDENTITY_LEN].try_into().unwrap();
-        Ok(match format::record_identity(identity) {
-            Some((_, _, Some(kind))) => Some(kind),
-            // Format 1 keeps the kind after the identity; format 2 in it.
-            _ if head[0] != format::RECORD_MAGIC_V2 => {
-                format::kind_after_identity(head[format::RECORD_IDENTITY_LEN])
-            }
-            _ => None,
-        })
+        Ok(format::record_identity(&head).and_then(|(_, _, kind)| kind))
     }
 
     /// Read and check the whole record `seq`, its content hash rebuilt if
