@@ -352,9 +352,32 @@ fn verify_once(
     Ok(c.report)
 }
 
+/// The content stored at `loc` (not a zero block), decoded into `out`: an
+/// I/O error, or why the stored bytes do not decode.
+fn read_stored(
+    log: &File,
+    log_path: &Path,
+    loc: Loc,
+    scratch: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<std::result::Result<(), format::BlockFault>> {
+    scratch.resize(loc.stored_len as usize, 0);
+    log.read_exact_at(scratch, loc.offset_bytes).at(log_path)?;
+    Ok(format::decode_block(loc.encoding, scratch, out))
+}
+
+/// verify's reader of the store (see [`LogCheck::check_carried`]).
+enum Prior {
+    Unopened,
+    Open(Box<crate::store::Store>),
+    /// It could not be opened, or stopped answering: a note says so.
+    Unavailable,
+}
+
 /// The walk through the log: every record checked in order, what the index
 /// check needs gathered on the way.
 struct LogCheck {
+    dir: std::path::PathBuf,
     header: format::StoreHeader,
     log_path: std::path::PathBuf,
     log: File,
@@ -373,8 +396,8 @@ struct LogCheck {
     /// The chain after the record last checked.
     chain: Hash32,
     /// A reader of the store, for the previous versions of partly written
-    /// blocks; `None` when it could not be opened (a note says so).
-    prior: Option<crate::store::Store>,
+    /// blocks, opened at the first of them.
+    prior: Prior,
     /// The first time the reader's index gave a block other content than
     /// the log: an index problem, not the log's.
     index_mismatch: Option<String>,
@@ -399,18 +422,9 @@ impl LogCheck {
         let log = File::open(&log_path).at(&log_path)?;
         let log_len = log.metadata().at(&log_path)?.len();
         report.log_bytes = log_len;
-        let prior = match crate::store::Store::open(dir) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                report.notes.push(format!(
-                    "the bytes of partly written blocks that records did not write were not \
-                     compared with the blocks' previous versions: {e}"
-                ));
-                None
-            }
-        };
         Ok(LogCheck {
-            prior,
+            dir: dir.to_path_buf(),
+            prior: Prior::Unopened,
             index_mismatch: None,
             live: writer::writer_is_live(dir),
             block: vec![0u8; header.block_size as usize],
@@ -552,11 +566,14 @@ impl LogCheck {
                         loc.offset_bytes
                     )));
                 }
-                self.scratch.resize(loc.stored_len as usize, 0);
-                self.log
-                    .read_exact_at(&mut self.scratch, loc.offset_bytes)
-                    .at(&self.log_path)?;
-                if let Err(e) = format::decode_block(loc.encoding, &self.scratch, &mut self.block) {
+                let read = read_stored(
+                    &self.log,
+                    &self.log_path,
+                    loc,
+                    &mut self.scratch,
+                    &mut self.block,
+                )?;
+                if let Err(e) = read {
                     return Ok(Some(format!("block {b}: {e}")));
                 }
                 if inside && known.is_none() {
@@ -610,7 +627,19 @@ impl LogCheck {
     /// they are compared with it, read through the index as of the record
     /// before (the index is itself compared with the log below).
     fn check_carried(&mut self, b: u64, seq: Seq, lo: u64, hi: u64) -> Result<Option<String>> {
-        let Some(prior) = self.prior.as_ref() else {
+        if let Prior::Unopened = self.prior {
+            self.prior = match crate::store::Store::open(&self.dir) {
+                Ok(s) => Prior::Open(Box::new(s)),
+                Err(e) => {
+                    self.report.notes.push(format!(
+                        "the bytes of partly written blocks that records did not write were \
+                         not compared with the blocks' previous versions: {e}"
+                    ));
+                    Prior::Unavailable
+                }
+            };
+        }
+        let Prior::Open(prior) = &self.prior else {
             return Ok(None);
         };
         let mut before = vec![0u8; self.block.len()];
@@ -631,7 +660,7 @@ impl LogCheck {
             }
         };
         if let Err(e) = got {
-            self.prior = None;
+            self.prior = Prior::Unavailable;
             self.report.notes.push(format!(
                 "the bytes of partly written blocks that records did not write were compared \
                  with the blocks' previous versions up to record {seq} only: {e}"
@@ -664,18 +693,20 @@ impl LogCheck {
 
     /// Block `b` as of the record before `seq`, from the log alone: the
     /// last record before it that touched the block, found walking back
-    /// (slow, and only done to confirm a mismatch).
+    /// over the records' heads (slow, and only done to confirm a mismatch).
     fn previous_from_log(&mut self, b: u64, seq: Seq) -> Result<Vec<u8>> {
         let bs = u64::from(self.header.block_size);
         let mut out = vec![0u8; bs as usize];
-        let mut buf = Vec::new();
+        let mut head = [0u8; format::HEAD_READ_LEN];
         for i in (0..seq.0.saturating_sub(1) as usize).rev() {
             let off = self.seen[i].offset_bytes;
-            let h =
-                match read_record_at(&self.log, off, self.log_len, &mut buf).at(&self.log_path)? {
-                    Ok(h) => h,
-                    Err(f) => return Err(StoreError::corrupted(&self.log_path, f.to_string())),
-                };
+            let n = (self.log_len - off).min(head.len() as u64) as usize;
+            self.log
+                .read_exact_at(&mut head[..n], off)
+                .at(&self.log_path)?;
+            let h = format::decode_head_unchecked(&head[..n]).ok_or_else(|| {
+                StoreError::corrupted(&self.log_path, format!("record at byte {off}: no header"))
+            })?;
             let touches = matches!(
                 h.kind,
                 RecordKind::Write | RecordKind::Zero | RecordKind::Trim
@@ -685,16 +716,18 @@ impl LogCheck {
             if !touches {
                 continue;
             }
+            let mut buf = Vec::new();
+            let h =
+                match read_record_at(&self.log, off, self.log_len, &mut buf).at(&self.log_path)? {
+                    Ok(h) => h,
+                    Err(f) => return Err(StoreError::corrupted(&self.log_path, f.to_string())),
+                };
             let g = (self.header.block_size, self.header.size_bytes);
             let locs = record_block_locs(off, &h, format::record_body(&buf), g.0, g.1)
                 .map_err(|e| StoreError::corrupted(&self.log_path, e.to_string()))?;
             if let Some(&(_, loc)) = locs.iter().find(|(x, _)| *x == b) {
                 if loc.encoding != Encoding::Zero {
-                    self.scratch.resize(loc.stored_len as usize, 0);
-                    self.log
-                        .read_exact_at(&mut self.scratch, loc.offset_bytes)
-                        .at(&self.log_path)?;
-                    format::decode_block(loc.encoding, &self.scratch, &mut out)
+                    read_stored(&self.log, &self.log_path, loc, &mut self.scratch, &mut out)?
                         .map_err(|e| StoreError::corrupted(&self.log_path, e.to_string()))?;
                 }
             }
