@@ -29,6 +29,7 @@
 use diskhist::seal::note::Signer;
 use diskhist::seal::sealer::{SealConfig, SealEvery};
 use diskhist::store::{Op, OpFlags, Store, Writer};
+use diskhist::testing::xorshift64;
 use diskhist::{Seq, TimeNs};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,14 +42,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Incompressible bytes (xorshift).
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    (0..n).map(|_| xorshift64(&mut x) as u8).collect()
 }
 
 /// Record `n` 4 KiB writes into a new store under `dir`; seconds taken,
@@ -222,10 +216,7 @@ fn main() {
     let mut cons = Vec::new();
     let mut x = 0x9e3779b97f4a7c15u64;
     for _ in 0..200 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let seq = Seq(x % records + 1);
+        let seq = Seq(xorshift64(&mut x) % records + 1);
         let t = Instant::now();
         let p = s.inclusion_proof(seq, Seq(records)).unwrap();
         incl.push(t.elapsed().as_secs_f64() * 1e3);
@@ -305,10 +296,7 @@ fn proofs_by_format(dir: &Path, what: &str, n: u64, len: usize) {
         let (mut incl, mut chain) = (Vec::new(), Vec::new());
         let mut x = 0x9e3779b97f4a7c15u64;
         for _ in 0..30 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let seq = Seq(x % n + 1);
+            let seq = Seq(xorshift64(&mut x) % n + 1);
             let s = Store::open(&store).unwrap();
             let t = Instant::now();
             s.inclusion_proof(seq, Seq(n)).unwrap();
