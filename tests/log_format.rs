@@ -7,9 +7,7 @@
 
 use diskhist::store::verify::verify;
 use diskhist::store::{Op, OpFlags, Store, Writer, WriterOptions};
-use diskhist::testing::format::{
-    self, peek_record_len, read_record_at, record_body, LogFormat, CHAIN_EVERY,
-};
+use diskhist::testing::format::{self, read_record_at, record_body, LogFormat, CHAIN_EVERY};
 use diskhist::testing::xorshift64;
 use diskhist::{Hash32, Seq, TimeNs};
 use std::os::unix::fs::FileExt;
@@ -65,16 +63,21 @@ fn record_history(dir: &Path, format: LogFormat) {
     w.close().unwrap();
 }
 
-fn formats_of(dir: &Path) -> Vec<LogFormat> {
+/// Every record of the log, whole and checked, with its offset.
+fn records(dir: &Path) -> Vec<(u64, format::RecordHeader)> {
     let log = std::fs::File::open(dir.join("log")).unwrap();
     let len = log.metadata().unwrap().len();
     let (mut at, mut buf, mut out) = (0, Vec::new(), Vec::new());
     while at < len {
         let h = read_record_at(&log, at, len, &mut buf).unwrap().unwrap();
-        out.push(h.format);
+        out.push((at, h));
         at += u64::from(h.record_len);
     }
     out
+}
+
+fn formats_of(dir: &Path) -> Vec<LogFormat> {
+    records(dir).into_iter().map(|(_, h)| h.format).collect()
 }
 
 #[test]
@@ -143,18 +146,6 @@ fn a_format_1_store_stays_format_1() {
     assert!(r.problem.is_none() && r.index_problems.is_empty(), "{r:?}");
 }
 
-/// Offsets of every record of a log.
-fn offsets(dir: &Path) -> Vec<u64> {
-    let log = std::fs::read(dir.join("log")).unwrap();
-    let mut at = 0usize;
-    let mut out = Vec::new();
-    while at < log.len() {
-        out.push(at as u64);
-        at += peek_record_len(log[at..at + 8].try_into().unwrap()).unwrap() as usize;
-    }
-    out
-}
-
 /// Where to edit a record: in the first raw block it stores, the first
 /// byte it wrote, or (`Carried`) the first byte of the block it did not
 /// write (a partly written block holds the block's previous version there).
@@ -173,7 +164,7 @@ fn edit_with_crc(dir: &Path, seq: u64, edit: Edit) -> Option<format::RecordHeade
         .write(true)
         .open(dir.join("log"))
         .unwrap();
-    let at = offsets(dir)[seq as usize - 1];
+    let at = records(dir)[seq as usize - 1].0;
     let len = log.metadata().unwrap().len();
     let mut rec = Vec::new();
     let h = read_record_at(&log, at, len, &mut rec).unwrap().unwrap();
@@ -307,13 +298,9 @@ fn whole_chains_sit_every_256_records() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     record_history(&dir, LogFormat::V2);
-    let log = std::fs::File::open(dir.join("log")).unwrap();
-    let len = log.metadata().unwrap().len();
-    let mut buf = Vec::new();
     let mut chain = Hash32::default();
     let s = Store::open(&dir).unwrap();
-    for (i, at) in offsets(&dir).into_iter().enumerate() {
-        let h = read_record_at(&log, at, len, &mut buf).unwrap().unwrap();
+    for (i, (_, h)) in records(&dir).into_iter().enumerate() {
         let seq = i as u64 + 1;
         assert_eq!(h.link.chain().is_some(), seq % CHAIN_EVERY == 0, "{seq}");
         chain = s.record(Seq(seq)).unwrap().chain;
