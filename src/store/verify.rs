@@ -495,8 +495,9 @@ impl LogCheck {
         let seq = Seq(self.report.records + 1);
         if h.format != self.header.format {
             return Ok(Some(format!(
-                "is a record of format {:?} in a log of format {:?}",
-                h.format, self.header.format
+                "is a record of format {} in a log of format {}",
+                h.format.version(),
+                self.header.format.version()
             )));
         }
         if h.seq != seq {

@@ -114,8 +114,9 @@ impl Index {
         let expect = self.head.seq.0 + 1;
         if h.format != self.header.format {
             return Err(format!(
-                "a record of format {:?} in a log of format {:?}",
-                h.format, self.header.format
+                "a record of format {} in a log of format {}",
+                h.format.version(),
+                self.header.format.version()
             ));
         }
         if h.seq.0 != expect {
