@@ -217,6 +217,8 @@ impl Filesystem for FuseAdapter {
             Ok(d) => reply.data(&d),
             Err(f) => reply.error(f.errno(&format!("read of {offset}+{size} in inode {ino:?}"))),
         }
+        // The reader has its bytes: now is the time to make buffers.
+        self.tree.stock_spares();
     }
 
     fn flush(

@@ -399,6 +399,12 @@ impl Tree {
         }
     }
 
+    /// Ready the block cache's buffers for the next misses; call after
+    /// replying, not before.
+    pub fn stock_spares(&self) {
+        self.cache.stock_spares();
+    }
+
     /// The store's block size, which statfs reports.
     pub fn block_size(&self) -> u32 {
         self.store.geometry().block_size

@@ -660,6 +660,13 @@ impl Index {
             out.fill(0);
             return Ok(());
         }
+        // A raw block is its own decoding: read it straight into `out`.
+        if loc.encoding == format::Encoding::Raw && loc.stored_len as usize == out.len() {
+            return self
+                .log
+                .read_exact_at(out, loc.offset_bytes)
+                .at(&self.log_path);
+        }
         scratch.resize(loc.stored_len as usize, 0);
         self.log
             .read_exact_at(scratch, loc.offset_bytes)
