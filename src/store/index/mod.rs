@@ -54,7 +54,7 @@ use crate::store::format::{self, Loc, StoreHeader};
 use crate::store::layout;
 use crate::units::{Hash32, Seq, TimeNs};
 use run::{BlockVersion, Run, StoredContent};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -108,10 +108,10 @@ pub struct Index {
     mem: BTreeMap<(u64, u64), Loc>,
     /// Dedup key -> location of content stored after the manifest's point
     /// (the writer's).
-    pending_dedup: HashMap<[u8; 32], Loc>,
+    pending_dedup: run::KeyMap<Loc>,
     /// The keys of `pending_dedup` that the next run leaves out: blocks of
     /// long writes whose key is no anchor ([`run::is_anchor`]).
-    unkept_dedup: HashSet<[u8; 32]>,
+    unkept_dedup: run::KeySet,
     tail: Vec<TailRecord>,
     /// The Merkle leaf hash of each record in `tail`.
     tail_leaves: Vec<Hash32>,
@@ -205,8 +205,8 @@ impl Index {
             runs: Vec::new(),
             dedup_runs: Vec::new(),
             mem: BTreeMap::new(),
-            pending_dedup: HashMap::new(),
-            unkept_dedup: HashSet::new(),
+            pending_dedup: run::KeyMap::default(),
+            unkept_dedup: run::KeySet::default(),
             tail: Vec::new(),
             tail_leaves: Vec::new(),
             head: Head::default(),
@@ -468,7 +468,7 @@ impl Index {
         h: &format::RecordHeader,
         chain: Hash32,
         locs: &[(u64, Loc)],
-        dedup: HashMap<[u8; 32], Loc>,
+        dedup: run::KeyMap<Loc>,
     ) {
         // A long write keeps only its anchors in the runs; the writer finds
         // the rest beside them. Recent keys all stay until the next flush.
@@ -562,7 +562,7 @@ impl Index {
 
     /// The dedup keys held in memory, for tests that forge a collision.
     #[cfg(test)]
-    pub(crate) fn pending_dedup_mut(&mut self) -> &mut HashMap<[u8; 32], Loc> {
+    pub(crate) fn pending_dedup_mut(&mut self) -> &mut run::KeyMap<Loc> {
         &mut self.pending_dedup
     }
 

@@ -9,7 +9,7 @@ use crate::store::format::{self, Encoding, Loc};
 use crate::store::index::run;
 use crate::store::op::Op;
 use crate::units::Seq;
-use std::collections::HashMap;
+use run::KeyMap;
 
 pub(super) fn is_zero(b: &[u8]) -> bool {
     let chunks = b.chunks_exact(16);
@@ -27,7 +27,7 @@ impl Writer {
         rec_off: u64,
         op: Op<'_>,
         new_locs: &mut Vec<(u64, Loc)>,
-        pending: &mut HashMap<[u8; 32], Loc>,
+        pending: &mut KeyMap<Loc>,
     ) -> Result<()> {
         let bs = u64::from(self.idx.header().block_size);
         let head = self.idx.head().seq;
@@ -112,7 +112,7 @@ impl Writer {
         &mut self,
         offset_bytes: u64,
         data: &[u8],
-        pending: &HashMap<[u8; 32], Loc>,
+        pending: &KeyMap<Loc>,
     ) -> Result<Vec<DedupHint>> {
         let bs = u64::from(self.idx.header().block_size);
         let end = offset_bytes + data.len() as u64;
@@ -187,7 +187,7 @@ impl Writer {
         buf: &mut Vec<u8>,
         rec_off: u64,
         content: &[u8],
-        pending: &mut HashMap<[u8; 32], Loc>,
+        pending: &mut KeyMap<Loc>,
         hint: DedupHint,
     ) -> Result<Loc> {
         if is_zero(content) {
@@ -275,7 +275,7 @@ impl Writer {
     pub(super) fn find_content(
         &self,
         hash: &[u8; 32],
-        pending: &HashMap<[u8; 32], Loc>,
+        pending: &KeyMap<Loc>,
     ) -> Result<Option<Loc>> {
         match pending.get(hash) {
             Some(l) => Ok(Some(*l)),

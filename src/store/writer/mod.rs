@@ -47,11 +47,11 @@ use crate::store::batch::{self, BatchState, OpenBatch};
 use crate::store::error::{InitError, IoContext, Result, StoreError};
 use crate::store::files;
 use crate::store::format::{self, Link, Loc, LogFormat, RecordKind, StoreHeader};
+use crate::store::index::run::KeyMap;
 use crate::store::index::{self, Head, Index, TailStop};
 use crate::store::layout;
 use crate::store::op::{Op, OpFlags};
 use crate::units::{Geometry, Seq, TimeNs};
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::FileExt;
@@ -519,7 +519,7 @@ impl Writer {
         h.format = self.idx.header().format;
         format::begin_record(&mut buf, &h);
         let mut new_locs: Vec<(u64, Loc)> = Vec::new();
-        let mut pending: HashMap<[u8; 32], Loc> = HashMap::new();
+        let mut pending = KeyMap::default();
         let built = self.build_body(&mut buf, rec_off, op, &mut new_locs, &mut pending);
         if let Err(e) = built {
             self.buf = buf;
