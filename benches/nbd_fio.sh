@@ -15,6 +15,8 @@
 # Usage: [ROUNDS=3] [RUNTIME=15] [TMPFS=1] benches/nbd_fio.sh [SIZE_MIB=1024] [WORKDIR]
 #   TMPFS=1: both targets on tmpfs (/dev/shm), so that neither side's
 #   writeback decides the ratio (fdatasync then costs next to nothing).
+#   PAGE_REPORTING=keep: leave the VM's free page reporting on (deferred
+#   for the run by default: benches/lib/page_reporting.bash).
 set -euo pipefail
 size_mib=${1:-1024}
 if [ "${TMPFS:-0}" = 1 ]; then base=/dev/shm; else base=/var/tmp; fi
@@ -27,8 +29,11 @@ fio --enghelp 2>/dev/null | grep -qw nbd || { echo "this fio has no nbd engine" 
 runtime=${RUNTIME:-15}
 rounds=${ROUNDS:-3}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# shellcheck source=lib/page_reporting.bash
+. "$here/benches/lib/page_reporting.bash"
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; restore_page_reporting; }
 trap cleanup EXIT
+hold_page_reporting
 
 wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 

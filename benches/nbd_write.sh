@@ -15,6 +15,10 @@
 #   neither side's writeback decides the ratio.
 #   DISKHIST=PATH: the binary to measure (default: target/release/diskhist,
 #   built first).
+#   PAGE_REPORTING=keep: leave the VM's free page reporting on; by default
+#   it is deferred for the run where the kernel allows it, so that the
+#   host's page faults do not decide the rounds
+#   (benches/lib/page_reporting.bash).
 # Prints each round and the medians.
 set -euo pipefail
 size_mib=${1:-1024}
@@ -26,8 +30,11 @@ if [ -z "${DISKHIST:-}" ]; then
 fi
 bin=${DISKHIST:-$here/target/release/diskhist}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# shellcheck source=lib/page_reporting.bash
+. "$here/benches/lib/page_reporting.bash"
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; restore_page_reporting; }
 trap cleanup EXIT
+hold_page_reporting
 
 src="$work/src.img"
 head -c $((size_mib << 20)) /dev/urandom > "$src"
