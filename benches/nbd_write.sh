@@ -10,7 +10,7 @@
 # (a fresh store; a fresh sparse raw file). The source is random data (no
 # compression or deduplication helps diskhist).
 #
-# Usage: [ROUNDS=3] [TMPFS=1] benches/nbd_write.sh [SIZE_MIB=1024] [WORKDIR=mktemp]
+# Usage: [ROUNDS=5] [TMPFS=1] benches/nbd_write.sh [SIZE_MIB=1024] [WORKDIR=mktemp]
 #   TMPFS=1: the source and both targets on tmpfs (/dev/shm), so that
 #   neither side's writeback decides the ratio.
 #   DISKHIST=PATH: the binary to measure (default: target/release/diskhist,
@@ -63,7 +63,7 @@ run_qemu_nbd() {
     seconds qemu-img convert -n -f raw -O raw "$src" "nbd+unix:///?socket=$work/qn.sock"
     kill "${pids[-1]}"; wait "${pids[-1]}" || true
 }
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work dir $work ($(stat -f -c %T "$work"))"
 t_dh_all=(); t_qn_all=()
 for r in $(seq "$rounds"); do
