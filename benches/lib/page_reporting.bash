@@ -13,7 +13,7 @@
 # hold_page_reporting defers it past the run's length, so pages one round
 # frees are still the guest's when the next round takes them, and then
 # touches the free memory once (all but 3 GiB of it, written into a
-# tmpfs file and deleted: about 10 s), since memory reported before the run
+# tmpfs file and deleted: 21 to 52 s measured here), since memory reported before the run
 # would still cost whichever round is handed it first. The cleanup puts the
 # settings back. Kernels without these knobs (mainline has
 # only page_reporting_order) are left as they are, and the bench says so.
